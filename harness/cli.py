@@ -1,0 +1,246 @@
+"""The ``harness`` command line: list, plugins, run, leaderboard, ui."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness import __version__
+from harness.errors import HarnessError, UnknownNameError
+from harness.registry import KINDS
+from harness.table import markdown
+
+LIST_KINDS = (*KINDS, "suites")
+
+
+def _host():
+    from harness.host import get_host
+
+    return get_host()
+
+
+# -- list / plugins ----------------------------------------------------------------
+
+def cmd_list(args: argparse.Namespace) -> int:
+    kinds = [args.kind] if args.kind else list(LIST_KINDS)
+    data: dict[str, list[dict]] = {}
+    host = _host() if any(k != "suites" for k in kinds) else None
+    for kind in kinds:
+        if kind == "suites":
+            data[kind] = list_suites()
+        else:
+            data[kind] = [e.describe() for e in host.registries[kind].entries()]
+            for name in sorted(host.registries[kind].conflicts):
+                data[kind].append({"name": name, "summary": host.registries[kind].conflict_message(name),
+                                   "paper": "", "distribution": "CONFLICT", "version": ""})
+    if args.json:
+        if host is not None:
+            data["broken"] = [{"name": b.name, "distribution": b.source.distribution, "error": b.error}
+                              for b in host.broken]
+        print(json.dumps(data, indent=2))
+        return 0
+    for kind, rows in data.items():
+        print(f"{kind}:")
+        if kind == "suites":
+            print(markdown(["name", "description", "profiles", "path"],
+                           [[r["name"], r["description"], ", ".join(r["profiles"]), r["path"]] for r in rows]))
+        else:
+            print(markdown(["name", "description", "paper", "from"],
+                           [[r["name"], r["summary"], r["paper"], f"{r['distribution']} {r['version']}".strip()]
+                            for r in rows]))
+        print()
+    if host is not None and host.broken:
+        print("broken plugins (not loaded):")
+        print(markdown(["plugin", "from", "error"],
+                       [[b.name, f"{b.source.distribution} {b.source.version}", b.error] for b in host.broken]))
+    return 0
+
+
+def list_suites() -> list[dict]:
+    from harness.suite import builtin_suites
+    from harness.tomlsource import load_toml
+
+    rows = []
+    for name, path in sorted(builtin_suites().items()):
+        raw, _ = load_toml(path)
+        rows.append({"name": name, "description": raw.get("suite", {}).get("description", ""),
+                     "profiles": sorted({"full", *raw.get("profiles", {})}), "path": str(path)})
+    return rows
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    rows = _host().plugins()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(markdown(["plugin", "distribution", "version", "status", "hooks / error"],
+                   [[r["name"], r["distribution"], r["version"], r["status"],
+                     r.get("error") or ", ".join(h.replace("harness_register_", "") for h in r["hooks"])]
+                    for r in rows]))
+    return 0
+
+
+# -- run -----------------------------------------------------------------------------
+
+def select_methods(suite, names: Sequence[str], host) -> list[str] | None:
+    """``-q`` names: suite method labels, quantizers the suite uses, or any registered quantizer."""
+    if not names:
+        return None
+    selected: list[str] = []
+    labels = list(suite.data["matrix"].get("method") or suite.methods)
+    for name in names:
+        if name in suite.methods:
+            chosen = [name]
+        else:
+            chosen = [lbl for lbl in labels if suite.method(lbl)["quantizer"] == name]
+            if not chosen and name in host.quantizers:
+                chosen = [name]
+        if not chosen:
+            raise UnknownNameError("quantizer", name, {*labels, *host.quantizers.names()},
+                                   f" for suite {suite.name!r}")
+        selected += [c for c in chosen if c not in selected]
+    return selected
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.runner import RunOptions, parse_shard, run_suite
+    from harness.suite import load_suite
+
+    suite = load_suite(args.suite, args.profile, overrides=args.set or (), seeds=args.seeds)
+    host = _host()
+    methods = select_methods(suite, args.quantizer or (), host)
+    options = RunOptions(device=args.device, data_root=args.data_root, tracking_uri=args.tracking_uri,
+                         shard=parse_shard(args.shard) if args.shard else None,
+                         progress=not args.no_progress)
+    result = run_suite(suite, methods, options, host)
+    primary = suite.primary_metric
+    print()
+    print(markdown(["cell", "status", primary, "seconds", "error"],
+                   [[c.cell.run_name, c.status,
+                     f"{c.metrics[primary]:.4g}" if primary in c.metrics else "",
+                     f"{c.seconds:.1f}", (c.error or "")[:120]] for c in result.cells]))
+    if result.claims:
+        print()
+        print(markdown(["claim", "status", "observed", "n", "check"],
+                       [[c.claim.id, c.status, "" if c.observed is None else f"{c.observed:.4g}", c.n,
+                         c.claim.describe()] for c in result.claims]))
+    from harness.tracking import resolve_uri
+
+    print(f"\nrecorded in {resolve_uri(args.tracking_uri)} (experiment {suite.name!r}); "
+          f"`harness leaderboard {suite.name}` ranks them")
+    failures = []
+    if result.failed:
+        failures.append(f"{len(result.failed)} of {len(result.cells)} cells failed: "
+                        + ", ".join(c.cell.run_name for c in result.failed))
+    if result.failed_claims:
+        failures.append("claims that do not hold: " + ", ".join(c.claim.id for c in result.failed_claims))
+    for line in failures:
+        print(f"harness: {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+# -- leaderboard / ui ------------------------------------------------------------------
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from harness.leaderboard.build import build_leaderboard
+    from harness.leaderboard.render import RENDERERS
+    from harness.suite import load_suite
+    from harness.tracking import Tracker
+
+    references, primary = [], None
+    try:
+        suite = load_suite(args.suite, args.profile or "full")
+        references, primary = suite.references, suite.primary_metric
+        name = suite.name
+    except UnknownNameError:
+        name = args.suite  # a suite recorded by a plugin package or an old file: still rankable
+    board = build_leaderboard(name, tracker=Tracker(args.tracking_uri), profile=args.profile,
+                              host=_host(), references=references, primary=primary)
+    text = RENDERERS[args.format](board)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from harness.tracking import resolve_uri
+
+    uri = resolve_uri(args.tracking_uri)
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", args.host, "--port", str(args.port)]
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)")
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
+# -- parser ----------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"vq-harness {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list registered plugins of a kind, or suites")
+    p.add_argument("kind", nargs="?", choices=LIST_KINDS)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("plugins", help="list installed plugins, their distributions and hooks")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("run", help="run a suite (registered name or path to a .toml file)")
+    p.add_argument("suite")
+    p.add_argument("-q", "--quantizer", action="append", metavar="NAME",
+                   help="run only these methods or quantizers (repeatable)")
+    p.add_argument("--profile", default="full", help="full (the paper's protocol) or smoke")
+    p.add_argument("--seeds", type=int, help="number of seeds per configuration")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a suite key (repeatable)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    p.add_argument("--shard", metavar="I/N", help="run the I-th of N interleaved slices of the cells (1-based)")
+    p.add_argument("--data-root", type=Path, help="dataset folder (default $HARNESS_DATA/<dataset>)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("leaderboard", help="rank a suite's recorded runs")
+    p.add_argument("suite")
+    p.add_argument("--format", choices=("md", "html", "csv"), default="md")
+    p.add_argument("--output", type=Path)
+    p.add_argument("--profile", help="full or smoke (default: full if recorded, else smoke)")
+    p.add_argument("--tracking-uri")
+    p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("ui", help="MLflow's UI for the same store, on 127.0.0.1")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except HarnessError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("harness: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The contracts between the host and its plugins (see DESIGN.md, "Contracts").
+
+Plugins need not inherit from these classes (the host duck-types them), but the
+base classes give the defaults the host relies on and a place to read the rules.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class QuantizeOutput:
+    """What ``Quantizer.forward(z)`` returns for tokens ``z`` of shape ``(N, D)``.
+
+    ``logs`` values may stay tensors: the host converts them when it flushes to
+    MLflow, so a training step never forces a device sync for logging.
+    """
+
+    z_q: Tensor
+    indices: Tensor
+    loss: Tensor
+    logs: dict[str, Tensor | float] = field(default_factory=dict)
+
+
+class Quantizer(nn.Module):
+    """Base class for quantizers: ``Q(dim=D, codebook_size=K, **params)``.
+
+    Subclasses set ``name``, ``paper`` (e.g. ``"paper 002"`` or a citation) and
+    implement :meth:`forward`. Multi-stage quantizers set ``num_stages`` and
+    return indices of shape ``(N, num_stages)``; ``stage_sizes`` gives the
+    number of codes per stage (utilization is reported per stage).
+    """
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+
+    def __init__(self, dim: int, codebook_size: int) -> None:
+        super().__init__()
+        if dim < 1 or codebook_size < 1:
+            raise ValueError(f"dim and codebook_size must be positive, got {dim} and {codebook_size}")
+        self.dim = int(dim)
+        self.codebook_size = int(codebook_size)
+
+    @property
+    def num_stages(self) -> int:
+        return 1
+
+    @property
+    def stage_sizes(self) -> tuple[int, ...]:
+        return (self.codebook_size,) * self.num_stages
+
+    def codebook(self) -> Tensor | None:
+        """The effective ``(K, D)`` codebook in latent space, for plots; ``None`` if implicit."""
+        return None
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called by the train loop after each epoch (``epoch`` counted from 0)."""
+
+    def forward(self, z: Tensor) -> QuantizeOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class DatasetPlugin:
+    """Builds ``torch.utils.data.Dataset`` objects for the ``train`` and ``val`` splits.
+
+    Items are a tensor ``x`` or a pair ``(x, label)``: points are ``float32 (2,)``,
+    images ``float32 (3, H, W)`` in ``[-1, 1]``. Real datasets read from ``root``
+    and raise :class:`harness.errors.DatasetMissing` naming the files they expect.
+    """
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    #: "points" or "images": decides which plots and metrics make sense
+    modality: ClassVar[str] = "points"
+    #: True for datasets read from disk (``--data-root`` or ``$HARNESS_DATA/<name>``)
+    needs_root: ClassVar[bool] = False
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root
+
+    def build(self, split: str) -> torch.utils.data.Dataset:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def check(self) -> str | None:
+        """``None`` when the data is present, else a message saying what goes where."""
+        return None
+
+
+class Model(nn.Module):
+    """An encoder/decoder pair built as ``M(latent_dim=D, **params)``.
+
+    ``encode(x)`` returns ``(B, D)`` vectors or ``(B, D, H, W)`` feature maps;
+    ``decode(z_q)`` inverts it. ``last_layer`` (optional) is the decoder's last
+    weight, used by the adversarial loss's adaptive weight.
+    """
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+
+    def __init__(self, latent_dim: int) -> None:
+        super().__init__()
+        self.latent_dim = int(latent_dim)
+
+    @property
+    def encoder(self) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def decoder(self) -> nn.Module:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.encoder(x)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.decoder(z)
+
+    @property
+    def last_layer(self) -> Tensor | None:
+        return None
+
+
+class Schedule:
+    """Acts on :class:`harness.train.TrainState` during training; several compose in a cell.
+
+    Hooks run in the order the suite lists the schedules. Override any of them.
+    """
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+
+    def on_train_start(self, state: Any) -> None:
+        """Before the first step."""
+
+    def on_step(self, state: Any) -> None:
+        """Before each optimisation step (``state.step`` is the step about to run)."""
+
+    def on_epoch_end(self, state: Any) -> None:
+        """After each pass over the training split (``state.epoch`` just finished)."""
+
+
+@dataclass
+class EvalBatch:
+    """One eval batch as metrics see it.
+
+    ``indices`` are ``(B * T,)`` or ``(B * T, L)`` for ``T`` tokens per item and
+    ``L`` stages; ``labels`` are the dataset's labels when it has them.
+    """
+
+    x: Tensor
+    x_hat: Tensor
+    indices: Tensor
+    z: Tensor
+    labels: Tensor | None = None
+    tokens_per_item: int = 1
+
+
+@dataclass
+class MetricContext:
+    """What a metric may need to know about the cell it evaluates."""
+
+    codebook_sizes: tuple[int, ...]
+    device: torch.device
+    modality: str = "points"
+    weights_dir: Path | None = None
+    num_items: int | None = None
+
+
+class Metric:
+    """A metric streamed over the eval split: ``update`` per batch, ``compute`` at the end.
+
+    ``compute`` returns ``{name: value}`` (a metric may report several values,
+    e.g. per stage). A metric that cannot run here (missing weights) raises
+    :class:`harness.errors.MetricUnavailable` from ``__init__`` with the reason.
+    """
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    higher_is_better: ClassVar[bool] = True
+    #: pretrained weights the metric needs, as human-readable names (for ``harness doctor``)
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, context: MetricContext, **params: Any) -> None:
+        self.context = context
+
+    def update(self, batch: EvalBatch) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def compute(self) -> dict[str, float]:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,305 @@
+"""Runs a suite: cells one after another, each an MLflow run; a failed cell never stops the suite."""
+
+from __future__ import annotations
+
+import random
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness import __version__, plots
+from harness.build import (
+    build_dataset,
+    build_model,
+    build_quantizer,
+    build_schedules,
+    check_suite,
+    complete_config,
+)
+from harness.claims import ClaimResult, check_claims
+from harness.errors import UsageError
+from harness.evaluate import evaluate
+from harness.host import Host, get_host
+from harness.suite import Cell, Suite
+from harness.tracking import Tracker, flatten, git_commit, tags_for
+from harness.train import TrainState, total_steps, train
+
+
+@dataclass
+class RunOptions:
+    device: str = "auto"
+    data_root: Path | None = None
+    tracking_uri: str | None = None
+    shard: tuple[int, int] | None = None
+    progress: bool = True
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    run_id: str | None = None
+    seconds: float = 0.0
+
+    def record(self) -> dict[str, Any]:
+        return {"key": self.cell.key, "metrics": self.metrics, "status": self.status}
+
+
+@dataclass
+class SuiteResult:
+    suite: Suite
+    cells: list[CellResult]
+    claims: list[ClaimResult]
+    parent_run_id: str | None = None
+
+    @property
+    def failed(self) -> list[CellResult]:
+        return [c for c in self.cells if c.status != "FINISHED"]
+
+    @property
+    def failed_claims(self) -> list[ClaimResult]:
+        return [c for c in self.claims if c.passed is False]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/4"`` -> ``(2, 4)``: this process runs cells 2, 6, 10, ... (1-based)."""
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard expects I/N such as 1/4, got {text!r}") from None
+    if not 1 <= i <= n:
+        raise UsageError(f"--shard {text}: I must be between 1 and N")
+    return i, n
+
+
+def select_shard(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
+    if shard is None:
+        return cells
+    i, n = shard
+    return cells[i - 1 :: n]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but no CUDA device is available")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise UsageError(f"--device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def cell_tags(host: Host, suite: Suite, cell: Cell, device: torch.device) -> dict[str, str]:
+    source = host.quantizers.get(cell.quantizer).source
+    return tags_for([
+        ("kind", "cell"), ("suite", suite.name), ("suite_version", suite.version),
+        ("profile", suite.profile), ("version", __version__), ("git_commit", git_commit()),
+        ("method", cell.method), ("quantizer", cell.quantizer),
+        ("codebook_size", cell.codebook_size), ("dim", cell.dim), ("seed", cell.seed),
+        ("plugin", source.plugin), ("plugin_distribution", source.distribution),
+        ("plugin_version", source.version), ("device", str(device)),
+        ("config_hash", cell.config_hash), ("group_hash", group_hash(cell)),
+    ])
+
+
+def group_hash(cell: Cell) -> str:
+    """Hash of the config without the seed: the cells one leaderboard row averages."""
+    import hashlib
+    import json
+
+    config = {k: v for k, v in cell.config.items() if k != "seed"}
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class CellRunner:
+    """Trains and evaluates one cell into one MLflow run."""
+
+    def __init__(self, host: Host, suite: Suite, tracker: Tracker, options: RunOptions) -> None:
+        self.host, self.suite, self.tracker, self.options = host, suite, tracker, options
+        self.device = resolve_device(options.device)
+
+    def run(self, cell: Cell, parent: str | None = None) -> CellResult:
+        start = time.perf_counter()
+        tags = cell_tags(self.host, self.suite, cell, self.device)
+        run_id = self.tracker.start_run(self.suite.name, cell.run_name, tags, parent=parent)
+        try:
+            result = self._train_and_evaluate(cell, run_id)
+        except KeyboardInterrupt:
+            self.tracker.end_run(run_id, "KILLED")
+            raise
+        except Exception as exc:
+            text = traceback.format_exc()
+            self.tracker.log_text(run_id, text, "traceback.txt")
+            self.tracker.set_tags(run_id, {"harness.error": f"{type(exc).__name__}: {exc}"[:5000]})
+            self.tracker.end_run(run_id, "FAILED")
+            return CellResult(cell, "FAILED", error=f"{type(exc).__name__}: {exc}", run_id=run_id,
+                              seconds=time.perf_counter() - start)
+        self.tracker.end_run(run_id, "FINISHED")
+        result.run_id, result.seconds = run_id, time.perf_counter() - start
+        return result
+
+    def _train_and_evaluate(self, cell: Cell, run_id: str) -> CellResult:
+        host, tracker, device = self.host, self.tracker, self.device
+        config = complete_config(host, cell)
+        tracker.log_params(run_id, flatten(config))
+        tracker.log_json(run_id, config, "config.json")
+
+        seed_everything(cell.seed)
+        data = build_dataset(host, config, self.options.data_root)
+        train_set, val_set = data.build("train"), data.build("val")
+        modality = getattr(data, "modality", "points")
+        model = build_model(host, config).to(device)
+        quantizer = build_quantizer(host, config).to(device)
+        schedules = build_schedules(host, config)
+        cfg = config["train"]
+        params = [*model.parameters(), *quantizer.parameters()]
+        optimizer = torch.optim.Adam(params, lr=cfg["lr"], betas=tuple(cfg["betas"]),
+                                     weight_decay=cfg["weight_decay"])
+        steps, per_epoch = total_steps(config, len(train_set))
+        state = TrainState(model, quantizer, optimizer, config, device, steps, per_epoch)
+
+        history: dict[str, list[tuple[int, Any]]] = {}
+
+        def log(values: dict[str, Any], step: int) -> None:
+            tracker.log_metrics(run_id, values, step)
+            for key in ("train/loss", "train/rec", "train/utilization"):
+                if key in values:
+                    history.setdefault(key, []).append((step, values[key]))
+
+        snapshots: list[dict[str, Any]] = []
+        want_latent = "latent" in config["eval"]["plots"] and cell.dim == 2
+        on_snapshot = (lambda s: snapshots.append(latent_snapshot(s, val_set))) if want_latent else None
+
+        progress = None
+        if self.options.progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=steps, desc=cell.run_name, unit="step", leave=False, dynamic_ncols=True)
+        try:
+            train(state, train_set, schedules, log=log, on_snapshot=on_snapshot, progress=progress)
+        finally:
+            if progress is not None:
+                progress.close()
+
+        result = evaluate(host, model, quantizer, val_set, config, device, modality=modality)
+        tracker.log_metrics(run_id, {f"eval/{k}": v for k, v in result.values.items()}, steps)
+        if result.unavailable:
+            tracker.set_tags(run_id, {f"harness.unavailable.{k}": v[:5000] for k, v in result.unavailable.items()})
+            tracker.log_json(run_id, result.unavailable, "unavailable_metrics.json")
+
+        title = f"{self.suite.name}: {cell.run_name}"
+        if snapshots:
+            tracker.log_figure(run_id, plots.latent_snapshots(snapshots, title), "plots/latent.png")
+        tracker.log_figure(run_id, plots.usage_histogram(result.counts, title), "plots/code_usage.png")
+        curves = {k: [(s, float(v)) for s, v in pts] for k, pts in history.items()}
+        tracker.log_figure(run_id, plots.training_curves(curves, title), "plots/training_curves.png")
+        if result.samples is not None:
+            tracker.log_figure(run_id, plots.reconstruction_grid(*result.samples, title),
+                               "plots/reconstructions.png")
+        self._log_checkpoint(run_id, state)
+        return CellResult(cell, "FINISHED", result.values, result.unavailable)
+
+    def _log_checkpoint(self, run_id: str, state: TrainState) -> None:
+        import io
+
+        buffer = io.BytesIO()
+        torch.save({"model": state.model.state_dict(), "quantizer": state.quantizer.state_dict(),
+                    "step": state.step, "epoch": state.epoch}, buffer)
+        self.tracker.log_bytes(run_id, buffer.getvalue(), "checkpoint/final.pt")
+
+
+@torch.no_grad()
+def latent_snapshot(state: TrainState, val_set: Any, max_points: int = 2000) -> dict[str, Any]:
+    """Encoded val points, their labels and the codebook at this step (toy suites)."""
+    from harness.ops import nearest_code
+    from harness.train import split_batch
+
+    n = min(len(val_set), max_points)
+    items = [val_set[i] for i in range(n)]
+    if isinstance(items[0], (tuple, list)):
+        x = torch.stack([it[0] for it in items])
+        labels = torch.as_tensor([int(it[1]) for it in items])
+    else:
+        x, labels = torch.stack(items), None
+    x, _ = split_batch(x, state.device)
+    was = state.model.training
+    state.model.eval()
+    z = state.model.encode(x).float()
+    state.model.train(was)
+    codes = state.quantizer.codebook() if hasattr(state.quantizer, "codebook") else None
+    used = None
+    if codes is not None:
+        codes = codes.detach().float().clone()  # on CPU .cpu() would alias the live parameter
+        used = torch.zeros(codes.shape[0], dtype=torch.bool)
+        used[nearest_code(z, codes).cpu()] = True
+        codes = codes.cpu()
+    return {"step": state.step, "z": z.cpu(), "labels": labels, "codes": codes, "used": used}
+
+
+def run_suite(
+    suite: Suite,
+    methods: list[str] | None = None,
+    options: RunOptions | None = None,
+    host: Host | None = None,
+) -> SuiteResult:
+    """Run every cell of ``suite`` (this shard's), record them, then check the claims."""
+    options = options or RunOptions()
+    host = host or get_host()
+    cells = suite.cells(methods)
+    check_suite(host, suite, cells)
+    cells = select_shard(cells, options.shard)
+    tracker = Tracker(options.tracking_uri)
+    tracker.check()
+    runner = CellRunner(host, suite, tracker, options)
+    parent_tags = tags_for([
+        ("kind", "suite"), ("suite", suite.name), ("suite_version", suite.version),
+        ("profile", suite.profile), ("version", __version__), ("git_commit", git_commit()),
+        ("device", str(runner.device)), ("cells", len(cells)),
+        ("shard", "/".join(map(str, options.shard)) if options.shard else "1/1"),
+    ])
+    parent = tracker.start_run(suite.name, f"{suite.name}-{suite.profile}", parent_tags)
+    tracker.log_params(parent, {"suite.path": str(suite.path), "suite.profile": suite.profile,
+                                "methods": ",".join(methods or []) or "all"})
+    results: list[CellResult] = []
+    status = "FINISHED"
+    try:
+        iterator: Any = cells
+        if options.progress:
+            from tqdm.auto import tqdm
+
+            iterator = tqdm(cells, desc=f"{suite.name} ({suite.profile})", unit="cell", dynamic_ncols=True)
+        for cell in iterator:
+            results.append(runner.run(cell, parent=parent))
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        claims = check_claims(suite.claims, [r.record() for r in results if r.status == "FINISHED"])
+        record_claims(tracker, parent, claims)
+        failed = [r for r in results if r.status != "FINISHED"]
+        tracker.set_tags(parent, {"harness.failed_cells": str(len(failed))})
+        tracker.end_run(parent, "FAILED" if failed and status == "FINISHED" else status)
+    return SuiteResult(suite, results, claims, parent)
+
+
+def record_claims(tracker: Tracker, run_id: str, claims: list[ClaimResult]) -> None:
+    tracker.log_json(run_id, [
+        {"id": c.claim.id, "text": c.claim.text, "check": c.claim.describe(), "status": c.status,
+         "observed": c.observed, "n": c.n, "values": list(c.values)} for c in claims
+    ], "claims.json")
+    tracker.log_metrics(run_id, {f"claim/{c.claim.id}": c.observed for c in claims if c.observed is not None})
+    tracker.set_tags(run_id, {f"harness.claim.{c.claim.id}": c.status for c in claims})

@@ -1,0 +1,1 @@
+"""Testing helpers for plugin authors: the conformance kit and the pytest plugin."""

@@ -1,0 +1,1 @@
+"""The pytest plugin shipped with vq-harness (entry point ``pytest11``)."""

@@ -1,0 +1,1 @@
+"""Suite definitions shipped with the harness (TOML files; see docs/suites.md)."""

@@ -1,0 +1,64 @@
+"""The MLflow layout of DESIGN.md: experiment per suite, parent run, nested cells, params, tags, artifacts."""
+
+from __future__ import annotations
+
+from mlflow.tracking import MlflowClient
+
+from harness.runner import RunOptions, run_suite
+from harness.suite import load_suite
+from harness.tracking import flatten, resolve_uri
+
+
+def test_default_store_is_sqlite_in_the_working_folder(workdir):
+    assert resolve_uri() == f"sqlite:///{workdir / 'mlflow.db'}"
+
+
+def test_flatten_merges_params_into_their_table():
+    flat = flatten({"quantizer": {"name": "vq", "params": {"beta": 0.25}},
+                    "schedules": [{"name": "constant", "params": {}}], "train": {"betas": [0.9, 0.99]}})
+    assert flat == {"quantizer.name": "vq", "quantizer.beta": "0.25", "schedules.0.name": "constant",
+                    "train.betas": "[0.9, 0.99]"}
+
+
+def test_run_layout(tiny_suite, tracking_uri, workdir):
+    suite = load_suite(str(tiny_suite), "smoke", seeds=1)
+    result = run_suite(suite, ["drifting"], RunOptions(tracking_uri=tracking_uri, progress=False))
+    assert [c.status for c in result.cells] == ["FINISHED"]
+
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    parent = next(r for r in runs if r.data.tags["harness.kind"] == "suite")
+    cell = next(r for r in runs if r.data.tags["harness.kind"] == "cell")
+    assert cell.info.run_name == "drifting-K4-d2-s0"
+    assert cell.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert parent.info.status == cell.info.status == "FINISHED"
+
+    params = cell.data.params
+    assert params["quantizer.name"] == "drifting" and params["quantizer.tau"] == "1.0"
+    assert params["train.lr"] == "0.01" and params["dataset.n_train"] == "256"
+    tags = cell.data.tags
+    for key in ("suite", "suite_version", "profile", "version", "git_commit", "plugin_distribution",
+                "plugin_version", "device"):
+        assert tags[f"harness.{key}"], key
+    assert tags["harness.profile"] == "smoke" and tags["harness.plugin_distribution"] == "vq-harness"
+
+    history = client.get_metric_history(cell.info.run_id, "train/loss")
+    assert [m.step for m in history] == [10]
+    assert {"eval/utilization", "eval/perplexity", "eval/dead_codes", "eval/mse", "eval/separated"} <= set(cell.data.metrics)
+
+    artifacts = {a.path for a in client.list_artifacts(cell.info.run_id)}
+    assert {"config.json", "plots", "checkpoint"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(cell.info.run_id, "plots")}
+    assert {"plots/code_usage.png", "plots/training_curves.png"} <= plots
+    assert (workdir / "mlartifacts").is_dir() and not (workdir / "mlruns").exists()
+    assert "claims.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_shards_split_cells(tiny_suite, tracking_uri):
+    suite = load_suite(str(tiny_suite), "smoke")
+    names = []
+    for i in (1, 2):
+        result = run_suite(suite, None, RunOptions(tracking_uri=tracking_uri, progress=False, shard=(i, 2)))
+        names.append([c.cell.run_name for c in result.cells])
+    assert names == [["vq-K4-d2-s0", "drifting-K4-d2-s0"], ["vq-K4-d2-s1", "drifting-K4-d2-s1"]]
