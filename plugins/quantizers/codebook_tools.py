@@ -1,0 +1,133 @@
+"""Reusable codebook pieces: k-means init, dead-code tracking and re-seeding, entropy penalty.
+
+Every piece that keeps statistics agrees across DDP ranks: sums and counts go
+through :func:`harness.ops.all_reduce_sum_`, random choices are made on rank 0
+and copied with :func:`harness.ops.broadcast_`, so each rank ends with the same
+codebook without any rank-dependent branch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.ops import all_reduce_sum_, broadcast_, code_counts, nearest_code, squared_distances
+
+
+def sample_rows(x: Tensor, num: int) -> Tensor:
+    """``num`` rows of ``x`` drawn at random: without replacement when there are enough rows."""
+    n = x.shape[0]
+    if n == 0:
+        raise ValueError("cannot sample codebook vectors from an empty batch")
+    if n >= num:
+        idx = torch.randperm(n, device=x.device)[:num]
+    else:
+        idx = torch.randint(0, n, (num,), device=x.device)
+    return x[idx]
+
+
+@torch.no_grad()
+def kmeans(x: Tensor, k: int, iters: int = 10) -> Tensor:
+    """Lloyd's k-means on ``x (N, D)``: ``(k, D)`` float32 centroids, identical on every rank.
+
+    Starting points are ``k`` rows of rank 0's ``x`` sampled at random (with
+    replacement only when ``N < k``); each iteration assigns every row to its
+    nearest centroid with :func:`harness.ops.nearest_code` and moves each
+    centroid to the mean of its rows, summed over ranks. A centroid whose
+    cluster is empty keeps its position (SoundStream's rule).
+    """
+    x = x.detach().float()
+    centroids = broadcast_(sample_rows(x, k).clone())
+    for _ in range(iters):
+        idx = nearest_code(x, centroids)
+        counts = all_reduce_sum_(code_counts(idx, k))
+        sums = all_reduce_sum_(torch.zeros_like(centroids).index_add_(0, idx, x))
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]
+    return centroids
+
+
+class DeadCodeTracker(nn.Module):
+    """Counts, per code, the training steps since it was last chosen (vqtorch-style countdown).
+
+    A code unused for ``window`` consecutive training steps is dead. The
+    counts behind the countdown are summed over ranks, so every rank reaches
+    the same decision. The counter is a buffer: a resumed run continues it.
+    """
+
+    def __init__(self, codebook_size: int, window: int) -> None:
+        super().__init__()
+        if window < 1:
+            raise ValueError(f"dead-code window must be at least 1 step, got {window}")
+        self.window = int(window)
+        self.register_buffer("steps_unused", torch.zeros(codebook_size, dtype=torch.long))
+
+    def dead(self) -> Tensor:
+        """Boolean ``(K,)`` mask of codes unused for at least ``window`` steps."""
+        return self.steps_unused >= self.window
+
+    @torch.no_grad()
+    def step(self, indices: Tensor) -> None:
+        """Record one training step's local ``indices`` (counts summed over ranks)."""
+        counts = all_reduce_sum_(code_counts(indices, self.steps_unused.numel()))
+        self.steps_unused.add_(1)
+        self.steps_unused[counts > 0] = 0
+
+    @torch.no_grad()
+    def revive(self, mask: Tensor) -> None:
+        """Restart the countdown of re-seeded codes."""
+        self.steps_unused[mask] = 0
+
+
+@torch.no_grad()
+def replacement_vectors(z: Tensor, num: int, noise_std: float) -> Tensor:
+    """``num`` rows of rank 0's batch ``z`` plus Gaussian noise, copied to every rank."""
+    new = sample_rows(z.detach().float(), num).clone()
+    if noise_std > 0:
+        new.add_(torch.randn_like(new), alpha=noise_std)
+    return broadcast_(new)
+
+
+def default_reset_noise(dim: int) -> float:
+    """Jukebox's re-seeding noise scale, ``0.01 / sqrt(D)``."""
+    return 0.01 / math.sqrt(dim)
+
+
+def entropy_penalty(distances: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
+    """MAGVIT-v2 / paper 001 diversity term ``mean_n H(p_n) - H(mean_n p_n)``.
+
+    ``p_n = softmax_k(-d_nk / temperature)`` over the ``(N, K)`` squared
+    distances. Minimising it makes each token's assignment confident (first
+    term) and the batch's average usage uniform (second term). Returns the
+    penalty, the mean per-token entropy and the entropy of the mean (nats).
+    """
+    logits = -distances / temperature
+    log_p = F.log_softmax(logits, dim=1)
+    p = log_p.exp()
+    per_token = -(p * log_p).sum(1).mean()
+    avg = p.mean(0)
+    codebook = -(avg * torch.log(avg.clamp_min(1e-12))).sum()
+    return per_token - codebook, per_token, codebook
+
+
+def entropy_penalty_for(z: Tensor, codes: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`entropy_penalty` over all squared distances between ``z`` and ``codes``."""
+    return entropy_penalty(squared_distances(z, codes), temperature)
+
+
+@torch.no_grad()
+def reseed_dead_codes(codes: Tensor, tracker: DeadCodeTracker, z: Tensor, noise_std: float) -> Tensor:
+    """Overwrite the dead rows of ``codes`` in place with batch vectors plus noise.
+
+    Returns the mask of re-seeded codes (the same on every rank). Call it before
+    the codebook enters the autograd graph of the step.
+    """
+    dead = tracker.dead()
+    num = int(dead.sum())
+    if num:
+        codes[dead] = replacement_vectors(z, num, noise_std).to(codes.dtype)
+        tracker.revive(dead)
+    return dead

@@ -1,0 +1,52 @@
+"""SimVQ (paper 003): a frozen random codebook seen through one learned linear layer."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.contracts import QuantizeOutput, Quantizer
+from harness.ops import nearest_code
+
+
+class SimVQ(Quantizer):
+    """SimVQ: nearest code in ``W(C)`` (frozen ``C``, learned linear ``W``), straight-through.
+
+    Paper 003 (Zhu et al. 2024, "Addressing Representation Collapse in Vector
+    Quantized Models with One Linear Layer"); details from youngsheen/SimVQ
+    ``taming/modules/vqvae/quantize.py``. ``C (K, D)`` is drawn once from
+    ``N(0, 1/D)`` and kept frozen as a buffer; ``W = Linear(D, D)`` with bias
+    (PyTorch's default init) is trained, and the codebook used is ``W(C)``,
+    recomputed every forward, so every code moves with each update of ``W``.
+
+    Loss (the shipped ``legacy: false`` config):
+    ``beta * mse(sg(z_q), z) + mse(z_q, sg(z))``, ``beta = 0.25``.
+    """
+
+    name = "simvq"
+    paper = "Zhu et al. 2024, SimVQ (paper 003)"
+
+    def __init__(self, dim: int, codebook_size: int, beta: float = 0.25) -> None:
+        super().__init__(dim, codebook_size)
+        self.beta = beta
+        self.register_buffer("frozen_codes", torch.randn(codebook_size, dim) / dim**0.5)
+        self.proj = nn.Linear(dim, dim, bias=True)
+
+    def codebook(self) -> Tensor:
+        return self.proj(self.frozen_codes)
+
+    def forward(self, z: Tensor) -> QuantizeOutput:
+        z = z.float()
+        codes = self.codebook()
+        indices = nearest_code(z.detach(), codes.detach())
+        e = F.embedding(indices, codes)
+        commitment_loss = F.mse_loss(e.detach(), z)
+        codebook_loss = F.mse_loss(e, z.detach())
+        z_q = z + (e - z).detach()
+        return QuantizeOutput(
+            z_q=z_q,
+            indices=indices,
+            loss=self.beta * commitment_loss + codebook_loss,
+            logs={"codebook_loss": codebook_loss.detach(), "commitment_loss": commitment_loss.detach()},
+        )
