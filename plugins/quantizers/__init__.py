@@ -10,3 +10,13 @@ def harness_register_quantizers(register):
 
     register(VectorQuantizer)
     register(DriftingVQ)
+
+    from harness.plugins.quantizers.ema import EMAQuantizer
+    from harness.plugins.quantizers.ns_vq import NonStationaryVQ
+    from harness.plugins.quantizers.nsvq import NSVQ
+    from harness.plugins.quantizers.simvq import SimVQ
+    from harness.plugins.quantizers.transvq import TransVQ, TransVQMLP
+    from harness.plugins.quantizers.vqgan_fc import VQGANFC
+
+    for cls in (EMAQuantizer, SimVQ, VQGANFC, NonStationaryVQ, TransVQ, TransVQMLP, NSVQ):
+        register(cls)
