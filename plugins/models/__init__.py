@@ -5,6 +5,12 @@ from harness import hookimpl
 
 @hookimpl
 def harness_register_models(register):
+    from harness.plugins.models.conv_small import ConvSmall
+    from harness.plugins.models.conv_vqvae import ConvVQVAE
     from harness.plugins.models.linear2d import Linear2d
+    from harness.plugins.models.taming import Taming3Stage
 
     register(Linear2d)
+    register(ConvVQVAE)
+    register(Taming3Stage)
+    register(ConvSmall)
