@@ -30,17 +30,23 @@ def sample_rows(x: Tensor, num: int) -> Tensor:
 
 
 @torch.no_grad()
-def kmeans(x: Tensor, k: int, iters: int = 10) -> Tensor:
+def kmeans(x: Tensor, k: int, iters: int = 10, init: Tensor | None = None) -> Tensor:
     """Lloyd's k-means on ``x (N, D)``: ``(k, D)`` float32 centroids, identical on every rank.
 
     Starting points are ``k`` rows of rank 0's ``x`` sampled at random (with
     replacement only when ``N < k``); each iteration assigns every row to its
     nearest centroid with :func:`harness.ops.nearest_code` and moves each
     centroid to the mean of its rows, summed over ranks. A centroid whose
-    cluster is empty keeps its position (SoundStream's rule).
+    cluster is empty keeps its position (SoundStream's rule). ``init`` gives
+    the starting points instead (the same on every rank).
     """
     x = x.detach().float()
-    centroids = broadcast_(sample_rows(x, k).clone())
+    if init is None:
+        centroids = broadcast_(sample_rows(x, k).clone())
+    else:
+        centroids = init.detach().float().clone()
+        if centroids.shape != (k, x.shape[1]):
+            raise ValueError(f"kmeans init must have shape {(k, x.shape[1])}, got {tuple(centroids.shape)}")
     for _ in range(iters):
         idx = nearest_code(x, centroids)
         counts = all_reduce_sum_(code_counts(idx, k))
