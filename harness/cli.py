@@ -114,8 +114,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     methods = select_methods(suite, args.quantizer or (), host)
     options = RunOptions(device=args.device, data_root=args.data_root, tracking_uri=args.tracking_uri,
                          shard=parse_shard(args.shard) if args.shard else None,
-                         progress=not args.no_progress)
-    result = run_suite(suite, methods, options, host)
+                         progress=not args.no_progress, resume=args.resume, jobs=args.jobs)
+    try:
+        result = run_suite(suite, methods, options, host)
+    except KeyboardInterrupt as exc:
+        print(f"\nharness: {exc or 'interrupted'}: the running cell saved a checkpoint and is recorded "
+              f"KILLED; `harness run {args.suite} --resume` (same options) continues", file=sys.stderr)
+        raise
     primary = suite.primary_metric
     print()
     print(markdown(["cell", "status", primary, "seconds", "error"],
@@ -145,27 +150,40 @@ def cmd_run(args: argparse.Namespace) -> int:
 # -- leaderboard / ui ------------------------------------------------------------------
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from harness.leaderboard.build import build_leaderboard
+    from harness.leaderboard.page import build_page, log_page
     from harness.leaderboard.render import RENDERERS
     from harness.suite import load_suite
     from harness.tracking import Tracker
 
-    references, primary = [], None
+    references, primary, description = [], None, ""
     try:
         suite = load_suite(args.suite, args.profile or "full")
         references, primary = suite.references, suite.primary_metric
+        description = suite.data.get("suite", {}).get("description", "")
         name = suite.name
     except UnknownNameError:
         name = args.suite  # a suite recorded by a plugin package or an old file: still rankable
-    board = build_leaderboard(name, tracker=Tracker(args.tracking_uri), profile=args.profile,
-                              host=_host(), references=references, primary=primary)
-    text = RENDERERS[args.format](board)
+    tracker = Tracker(args.tracking_uri)
+    board = build_page(name, tracker=tracker, profile=args.profile, host=_host(), references=references,
+                       primary=primary, description=description,
+                       plots=not args.no_log or args.format == "html")
+    texts = {fmt: render(board) for fmt, render in RENDERERS.items()}
+    if not args.no_log:
+        run_id = log_page(tracker, board, texts)
+        print(f"logged the page as run {run_id} (harness.kind = leaderboard) in experiment {name!r}",
+              file=sys.stderr)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        Path(args.output).write_text(texts[args.format], encoding="utf-8")
         print(f"wrote {args.output}")
     else:
-        print(text)
+        print(texts[args.format])
     return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness import bench
+
+    return bench.run(args, _host())
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -183,7 +201,43 @@ def cmd_ui(args: argparse.Namespace) -> int:
         return 0
 
 
+# -- doctor ----------------------------------------------------------------------------
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from harness.doctor import diagnose, render
+
+    if args.data_root is not None and args.dataset is None:
+        from harness.errors import UsageError
+
+        raise UsageError("--data-root is one dataset's folder: name it with --dataset")
+    report = diagnose(_host(), args.data_root, args.dataset)
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0
+
+
+# -- new -------------------------------------------------------------------------------
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from harness.scaffold import PluginNames, scaffold_quantizer
+
+    folder = scaffold_quantizer(args.name, args.dir)
+    names = PluginNames.from_name(args.name)
+    print(f"wrote the {names.distribution} plugin package to {folder}\n"
+          f"next: cd {folder} && pip install -e . && harness run toy2d -q {args.name} --profile smoke")
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
@@ -211,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="I/N", help="run the I-th of N interleaved slices of the cells (1-based)")
     p.add_argument("--data-root", type=Path, help="dataset folder (default $HARNESS_DATA/<dataset>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--resume", action="store_true",
+                   help="skip cells already finished, continue interrupted ones from their checkpoint")
+    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+                   help="run N cells at once in separate processes (default 1)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("leaderboard", help="rank a suite's recorded runs")
@@ -219,13 +277,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path)
     p.add_argument("--profile", help="full or smoke (default: full if recorded, else smoke)")
     p.add_argument("--tracking-uri")
+    p.add_argument("--no-log", action="store_true",
+                   help="do not record the page as a `leaderboard` run in the suite's experiment")
     p.set_defaults(func=cmd_leaderboard)
+
+    p = sub.add_parser("bench", help="time forward+backward and peak memory of quantizers")
+    p.add_argument("-q", "--quantizer", action="append", metavar="NAME", help="only these (repeatable)")
+    p.add_argument("--tokens", type=int, nargs="+", default=[4096, 65536])
+    p.add_argument("--codes", type=int, nargs="+", default=[1024, 65536])
+    p.add_argument("--dims", type=int, nargs="+", default=[8, 64])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--peer", action="store_true", help="also run vector-quantize-pytorch (pip install vq-harness[bench])")
+    p.add_argument("--search", action="store_true", help="nearest-code search vs matmul+argmin at 131,072 x 65,536 x 64")
+    p.add_argument("--tracking-uri")
+    p.add_argument("--no-track", action="store_true", help="print only; record nothing in MLflow")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("ui", help="MLflow's UI for the same store, on 127.0.0.1")
     p.add_argument("--tracking-uri")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=int, default=5000)
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("doctor", help="which datasets and metric weights are on this machine, and where missing ones go")
+    p.add_argument("--dataset", help="check only this dataset")
+    p.add_argument("--data-root", type=Path, help="the --dataset's folder (default $HARNESS_DATA/<dataset>)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("new", help="write a new plugin package to edit (see docs/tutorial.md)")
+    new_sub = p.add_subparsers(dest="kind", required=True)
+    q = new_sub.add_parser("quantizer", help="a quantizer plugin: package, entry point, tests, README")
+    q.add_argument("name", help="the quantizer's registry name, e.g. my-vq")
+    q.add_argument("--dir", type=Path, help="the package folder to create (default ./harness-NAME)")
+    q.set_defaults(func=cmd_new)
     return parser
 
 
@@ -237,9 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # harness.interrupt.Interrupted carries 130 or 143
         print("harness: interrupted", file=sys.stderr)
-        return 130
+        return getattr(exc, "exit_code", 130)
 
 
 if __name__ == "__main__":  # pragma: no cover
