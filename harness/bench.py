@@ -207,9 +207,10 @@ def bench_quantizers(
     builders = peer_builders() if peer else {}
     results = []
     for name, n, k, d in itertools.product(list(names), tokens, codes, dims):
-        runs = [("vq-harness", lambda: host.quantizers.get(name).obj(dim=d, codebook_size=k), ours_forward)]
+        ours_cls = host.quantizers.get(name).obj
+        runs = [("vq-harness", lambda c=ours_cls, d=d, k=k: c(dim=d, codebook_size=k), ours_forward)]
         if name in builders:
-            runs.append(("vector-quantize-pytorch", lambda: builders[name](d, k), peer_forward))
+            runs.append(("vector-quantize-pytorch", lambda b=builders[name], d=d, k=k: b(d, k), peer_forward))
         for library, build, forward in runs:
             m = Measurement(library, name, n, k, d, device.type)
             if library != "vq-harness" and name != "fsq" and n * k * 4 > PEER_MEMORY_LIMIT:
