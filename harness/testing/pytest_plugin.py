@@ -1,1 +1,364 @@
-"""The pytest plugin shipped with vq-harness (entry point ``pytest11``)."""
+"""The pytest plugin shipped with vq-harness (entry point ``pytest11``): suites as tests.
+
+``pytest --harness-suite toy2d [--harness-profile smoke|full] -n auto`` turns every
+cell of the suite into a test item and every claim into an assertion, so a suite
+spreads over pytest-xdist workers. docs/ci.md explains the route; in short:
+
+* One store, one parent run. The controller (or the only process, without xdist)
+  resolves the tracking URI once (``--harness-tracking-uri``, else
+  ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<rootdir>/mlflow.db``) and creates the
+  suite's parent run before any worker starts, which also creates the SQLite schema
+  and the experiment, so workers never race on them. Both go to the workers
+  through ``workerinput``. Every cell is a nested run of that parent, written by
+  :class:`harness.runner.CellRunner` with the same tags as ``harness run``, so
+  the leaderboard afterwards is the one ``harness run`` would build. Concurrent
+  SQLite writers go through :class:`harness.tracking.Tracker`, which retries
+  "database is locked".
+* Claims run after the cells. Claim items are collected after every cell item
+  (and kept last after other plugins reorder), so on each worker a claim comes
+  after that worker's cells; it then reads the cells it needs back from MLflow by
+  the parent run id, waiting (``--harness-claim-timeout``, default one hour) for
+  cells still running on other workers. Cells are not pinned to claims with
+  ``xdist_group``: a claim over many cells would then serialise them on one worker.
+  Cells share no expensive fixture (each builds its own data and nets); the
+  plugin host and the tracker are built once per worker.
+* When the session ends, the controller checks every claim once more over all
+  cells, records them on the parent run (``claims.json``) and ends it.
+
+Importing this module costs nothing: torch, mlflow and the plugins load inside
+the hooks, and only when ``--harness-suite`` is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+WORKER_KEY = "harness_suites"
+CLAIM_POLL_SECONDS = 1.0
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "vq-harness: run suites as tests")
+    group.addoption("--harness-suite", action="append", default=[], metavar="NAME_OR_PATH",
+                    help="run this suite's cells and claims as tests (repeatable)")
+    group.addoption("--harness-profile", default="smoke", metavar="PROFILE",
+                    help="suite profile: smoke (default, CI-sized) or full (the paper's protocol)")
+    group.addoption("--harness-tracking-uri", metavar="URI",
+                    help="MLflow store (default $MLFLOW_TRACKING_URI, else sqlite:///<rootdir>/mlflow.db)")
+    group.addoption("--harness-seeds", type=int, metavar="N", help="seeds per configuration")
+    group.addoption("--harness-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a suite key, as `harness run --set` (repeatable)")
+    group.addoption("--harness-method", action="append", default=[], metavar="NAME",
+                    help="only these methods or quantizers, as `harness run -q` (repeatable)")
+    group.addoption("--harness-device", default="auto", help="auto, cpu or cuda")
+    group.addoption("--harness-claim-timeout", type=float, default=3600.0, metavar="SECONDS",
+                    help="how long a claim waits for cells still running on other workers")
+
+
+_STATE = pytest.StashKey["HarnessSession"]()
+
+
+def _state(config: pytest.Config) -> HarnessSession | None:
+    return config.stash.get(_STATE, None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not config.getoption("harness_suite"):
+        return
+    state = HarnessSession(config)
+    config.stash[_STATE] = state
+    config.pluginmanager.register(_ClaimsLast(), "harness-claims-last")
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        # `pytest --harness-suite X` alone runs the suite, not the project's testpaths
+        config.args = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: create the parent runs once and hand them to each worker."""
+    state = _state(node.config)
+    if state is not None:
+        node.workerinput[WORKER_KEY] = json.dumps({"uri": state.uri, "parents": state.parents()})
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    state = _state(config)
+    if state is None:
+        return
+    for spec in state.specs:
+        collector = SuiteCollector.from_parent(session, name=f"harness:{spec}", spec=spec)
+        items.extend(collector.collect())
+
+
+class _ClaimsLast:
+    """Runs after every other reordering: cells before claims, each claim knowing its cells."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        claims = [i for i in items if isinstance(i, ClaimItem)]
+        items[:] = [i for i in items if not isinstance(i, ClaimItem)] + claims
+        selected = {(i.suite.name, i.cell.run_name) for i in items if isinstance(i, CellItem)}
+        for claim in claims:
+            claim.expected = sorted(n for n in claim.matching if (claim.suite.name, n) in selected)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = _state(session.config)
+    if state is not None and not hasattr(session.config, "workerinput"):
+        state.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+
+
+# -- the session state: suites, store, parent runs ------------------------------------------
+
+class HarnessSession:
+    """What one pytest process knows about the suites it runs."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.specs: list[str] = list(dict.fromkeys(config.getoption("harness_suite")))
+        self.profile: str = config.getoption("harness_profile")
+        self.claim_timeout: float = config.getoption("harness_claim_timeout")
+        worker = getattr(config, "workerinput", None)
+        if worker is not None and WORKER_KEY in worker:
+            shared = json.loads(worker[WORKER_KEY])
+            self.uri, self._parents = shared["uri"], dict(shared["parents"])
+        else:
+            self.uri = self._resolve_uri(config)
+            self._parents = {}
+
+    @staticmethod
+    def _resolve_uri(config: pytest.Config) -> str:
+        from harness.tracking import resolve_uri
+
+        uri = (config.getoption("harness_tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+               or f"sqlite:///{Path(config.rootpath) / 'mlflow.db'}")
+        return resolve_uri(uri)
+
+    # suites and cells, loaded the same way in every process (identical collection)
+    @cached_property
+    def suites(self) -> dict[str, Any]:
+        from harness.errors import HarnessError
+        from harness.suite import load_suite
+
+        seeds = self.config.getoption("harness_seeds")
+        overrides = self.config.getoption("harness_set")
+        try:
+            return {spec: load_suite(spec, self.profile, overrides=overrides, seeds=seeds)
+                    for spec in self.specs}
+        except HarnessError as exc:
+            raise pytest.UsageError(f"--harness-suite: {exc}") from None
+
+    def cells(self, spec: str) -> list[Any]:
+        return self._cells[spec]
+
+    @cached_property
+    def _cells(self) -> dict[str, list[Any]]:
+        from harness.build import check_suite
+        from harness.cli import select_methods
+        from harness.errors import HarnessError
+
+        out = {}
+        try:
+            for spec, suite in self.suites.items():
+                methods = select_methods(suite, self.config.getoption("harness_method"), self.host)
+                cells = suite.cells(methods)
+                check_suite(self.host, suite, cells)
+                out[spec] = cells
+        except HarnessError as exc:
+            raise pytest.UsageError(f"--harness-suite: {exc}") from None
+        return out
+
+    @cached_property
+    def host(self) -> Any:
+        from harness.host import get_host
+
+        return get_host()
+
+    @cached_property
+    def tracker(self) -> Any:
+        from harness.tracking import Tracker
+
+        tracker = Tracker(self.uri)
+        tracker.check()
+        return tracker
+
+    @cached_property
+    def runners(self) -> dict[str, Any]:
+        from harness.runner import CellRunner, RunOptions
+
+        options = RunOptions(device=self.config.getoption("harness_device"), tracking_uri=self.uri,
+                             progress=False)
+        return {spec: CellRunner(self.host, suite, self.tracker, options)
+                for spec, suite in self.suites.items()}
+
+    def parents(self) -> dict[str, str]:
+        """The parent run of each suite, created on first use (by the controller under xdist)."""
+        from harness import __version__
+        from harness.runner import resolve_device
+        from harness.tracking import git_commit, tags_for
+
+        for spec, suite in self.suites.items():
+            if spec in self._parents:
+                continue
+            cells = self.cells(spec)
+            device = resolve_device(self.config.getoption("harness_device"))
+            tags = tags_for([
+                ("kind", "suite"), ("suite", suite.name), ("suite_version", suite.version),
+                ("profile", suite.profile), ("version", __version__), ("git_commit", git_commit()),
+                ("device", str(device)), ("cells", len(cells)), ("shard", "1/1"), ("runner", "pytest"),
+            ])
+            parent = self.tracker.start_run(suite.name, f"{suite.name}-{suite.profile}", tags)
+            methods = ",".join(self.config.getoption("harness_method")) or "all"
+            self.tracker.log_params(parent, {"suite.path": str(suite.path),
+                                             "suite.profile": suite.profile, "methods": methods})
+            self._parents[spec] = parent
+        return dict(self._parents)
+
+    def cell_runs(self, spec: str) -> dict[str, Any]:
+        """This session's cell runs of ``spec`` in MLflow, by run name."""
+        parent = self.parents()[spec]
+        runs = self.tracker.runs(self.suites[spec].name,
+                                 f"tags.`mlflow.parentRunId` = '{parent}' and tags.`harness.kind` = 'cell'")
+        return {r.info.run_name: r for r in sorted(runs, key=lambda r: r.info.start_time or 0)}
+
+    def finish(self, interrupted: bool) -> None:
+        """Controller only: check every claim over all cells, record them, end the parent runs."""
+        if not self._parents:
+            return
+        from harness.claims import check_claims
+        from harness.runner import record_claims
+
+        for spec, parent in self._parents.items():
+            runs = self.cell_runs(spec)
+            records = [run_record(r) for r in runs.values() if r.info.status == "FINISHED"]
+            failed = [n for n, r in runs.items() if r.info.status != "FINISHED"]
+            record_claims(self.tracker, parent, check_claims(self.suites[spec].claims, records))
+            self.tracker.set_tags(parent, {"harness.failed_cells": str(len(failed))})
+            status = "KILLED" if interrupted else ("FAILED" if failed else "FINISHED")
+            self.tracker.end_run(parent, status)
+
+
+def run_record(run: Any) -> dict[str, Any]:
+    """A recorded cell as :func:`harness.claims.check_claims` reads it (same as ``CellResult.record``)."""
+    tags = run.data.tags
+    key = {"method": tags.get("harness.method"), "quantizer": tags.get("harness.quantizer"),
+           "codebook_size": int(tags.get("harness.codebook_size", 0)),
+           "dim": int(tags.get("harness.dim", 0)), "seed": int(tags.get("harness.seed", 0))}
+    metrics = {k[len("eval/"):]: v for k, v in run.data.metrics.items() if k.startswith("eval/")}
+    return {"key": key, "metrics": metrics, "status": run.info.status}
+
+
+# -- collection: one item per cell, one per claim --------------------------------------------
+
+class SuiteCollector(pytest.Collector):
+    """A suite: its cells in the suite's stable order, then its claims."""
+
+    def __init__(self, *, spec: str, **kwargs: Any) -> None:
+        super().__init__(nodeid=kwargs["name"], **kwargs)
+        self.spec = spec
+
+    def collect(self) -> list[pytest.Item]:
+        from harness.claims import matches
+
+        state = _state(self.config)
+        assert state is not None
+        suite, cells = state.suites[self.spec], state.cells(self.spec)
+        items: list[pytest.Item] = [
+            CellItem.from_parent(self, name=cell.run_name, spec=self.spec, suite=suite, cell=cell)
+            for cell in cells
+        ]
+        for claim in suite.claims:
+            matching = [c.run_name for c in cells if matches(c.key, claim.where)]
+            items.append(ClaimItem.from_parent(self, name=f"claim:{claim.id}", spec=self.spec,
+                                               suite=suite, claim=claim, matching=matching))
+        return items
+
+
+class _SuiteItem(pytest.Item):
+    def __init__(self, *, spec: str, suite: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec, self.suite = spec, suite
+
+    @property
+    def state(self) -> HarnessSession:
+        state = _state(self.config)
+        assert state is not None
+        return state
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return Path(self.suite.path), None, f"{self.suite.name}: {self.name}"
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        if isinstance(excinfo.value, SuiteFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style)
+
+
+class SuiteFailure(AssertionError):
+    """A failed cell or a claim that does not hold: reported as its message, no traceback."""
+
+
+class CellItem(_SuiteItem):
+    """Trains and evaluates one cell into the shared store, under the suite's parent run."""
+
+    def __init__(self, *, cell: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cell = cell
+
+    def runtest(self) -> None:
+        state = self.state
+        parent = state.parents()[self.spec]
+        result = state.runners[self.spec].run(self.cell, parent=parent)
+        self.user_properties += [("run_id", result.run_id), ("seconds", round(result.seconds, 2))]
+        self.user_properties += [(f"eval/{k}", v) for k, v in sorted(result.metrics.items())]
+        if result.status != "FINISHED":
+            raise SuiteFailure(f"cell {self.cell.run_name} {result.status}: {result.error}\n"
+                               f"(traceback.txt in MLflow run {result.run_id}, {state.uri})")
+
+
+class ClaimItem(_SuiteItem):
+    """Checks one claim over the finished cells it names, once they are all done."""
+
+    def __init__(self, *, claim: Any, matching: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.claim, self.matching = claim, matching
+        self.expected: list[str] = list(matching)  # narrowed to the selected cells (-k, -m)
+
+    def runtest(self) -> None:
+        from harness.claims import check_claim
+
+        if not self.expected:
+            pytest.skip(f"claim {self.claim.id}: none of its cells were selected")
+        runs = self._wait_for_cells()
+        records = [run_record(runs[n]) for n in self.expected if runs[n].info.status == "FINISHED"]
+        result = check_claim(self.claim, records)
+        self.user_properties += [("claim", self.claim.id), ("status", result.status),
+                                 ("observed", result.observed), ("n", result.n)]
+        if result.n == 0:
+            pytest.skip(f"claim {self.claim.id}: no finished cell has {self.claim.metric!r}")
+        if result.passed is False:
+            raise SuiteFailure(f"claim {self.claim.id} does not hold: {result.summary()}\n"
+                               f"{self.claim.text}\nvalues: {', '.join(f'{v:.4g}' for v in result.values)}")
+
+    def _wait_for_cells(self) -> dict[str, Any]:
+        """The claim's cells once none is pending; a cell may still run on another worker."""
+        state = self.state
+        deadline = time.monotonic() + state.claim_timeout
+        while True:
+            runs = state.cell_runs(self.spec)
+            pending = [n for n in self.expected
+                       if n not in runs or runs[n].info.status in ("RUNNING", "SCHEDULED")]
+            if not pending:
+                return runs
+            if time.monotonic() > deadline:
+                raise SuiteFailure(f"claim {self.claim.id}: cells {', '.join(pending)} did not finish "
+                                   f"within --harness-claim-timeout={state.claim_timeout:g}s")
+            time.sleep(CLAIM_POLL_SECONDS)
