@@ -20,12 +20,14 @@ def kernel_weights(distances: Tensor, winner: Tensor, lam: float, tau: float,
     """``c_nk``: ``winner_weight`` for the chosen code, ``lam K softmax_k(-d_nk / tau)`` for the others.
 
     Clipped to ``[0, 1]`` and detached (paper 002, eq. 15-17; the public code).
-    Each row is shifted by its minimum first (softmax is unchanged), so a tiny
-    late-training ``tau`` cannot turn every logit into ``-inf``.
+    Each row is shifted by its minimum first (softmax is unchanged) and ``tau``
+    is floored at ``1e-30`` (float32 range), so a late-training ``tau = 0.5^epoch``
+    cannot produce ``inf / inf``; at that floor the weights are already one-hot
+    for any distance gap above ``1e-28``.
     """
     k = distances.shape[1]
     shifted = distances - distances.min(dim=1, keepdim=True).values
-    weights = torch.softmax(-shifted / tau, dim=1).mul_(lam * k)
+    weights = torch.softmax(-shifted / max(tau, 1e-30), dim=1).mul_(lam * k)
     weights.scatter_(1, winner[:, None], winner_weight)
     return weights.clamp_(0.0, 1.0)
 
