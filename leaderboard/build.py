@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from harness.errors import HarnessError
@@ -36,7 +37,10 @@ class Row:
     unavailable: dict[str, str] = field(default_factory=dict)
     reported: bool = False
     source: str = ""
+    note: str = ""
     plugin: str = ""
+    #: seed -> run id of each finished cell (plots read their histories and artifacts)
+    run_ids: dict[int, str] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -56,6 +60,21 @@ class Leaderboard:
     columns: list[str]
     higher_is_better: dict[str, bool]
     rows: list[Row]
+    #: store URI, harness versions and git commits of the cells, build date (the page header)
+    meta: dict[str, str] = field(default_factory=dict)
+    #: the claims of the newest suite run, a :class:`~harness.leaderboard.claims.SuiteClaims`
+    #: (filled by :func:`harness.leaderboard.page.build_page`)
+    claims: Any = None
+    #: figures as (title, caption, PNG bytes) (filled by ``build_page``)
+    figures: list[Any] = field(default_factory=list)
+
+    @property
+    def measured(self) -> list[Row]:
+        return [r for r in self.rows if not r.reported]
+
+    @property
+    def reported(self) -> list[Row]:
+        return [r for r in self.rows if r.reported]
 
     def best(self, column: str) -> float | None:
         values = [r.metrics[column].mean for r in self.rows if column in r.metrics and not r.reported]
@@ -125,6 +144,7 @@ def build_leaderboard(
                   plugin=tags.get("harness.plugin_distribution", ""))
         finished = [r for r in group_runs if r.info.status == "FINISHED"]
         row.n, row.failed = len(finished), len(group_runs) - len(finished)
+        row.run_ids = {_int(r.data.tags.get("harness.seed")): r.info.run_id for r in finished}
         values: dict[str, list[float]] = {}
         for run in finished:
             for key, value in run.data.metrics.items():
@@ -141,7 +161,7 @@ def build_leaderboard(
 
     for ref in references or []:
         row = Row(ref["method"], ref["method"], ref.get("codebook_size", 0), ref.get("dim", 0),
-                  reported=True, source=ref.get("source", ""))
+                  reported=True, source=ref.get("source", ""), note=ref.get("note", ""))
         row.metrics = {k: Stat(float(v), 0.0, 1) for k, v in ref.get("metrics", {}).items()}
         columns.update(row.metrics)
         rows.append(row)
@@ -157,4 +177,24 @@ def build_leaderboard(
                 f"{row.method}-{row.codebook_size:09d}-{row.dim:06d}")
 
     rows.sort(key=sort_key)
-    return Leaderboard(suite, profile, version, primary, ordered, directions, rows)
+    return Leaderboard(suite, profile, version, primary, ordered, directions, rows,
+                       meta=_meta(tracker, [r for group_runs in groups.values() for r in group_runs]))
+
+
+def _meta(tracker: Tracker, runs: list[Any]) -> dict[str, str]:
+    """What a reader needs to trust the numbers: where they live, which code made them, when."""
+    from harness import __version__
+
+    def joined(tag: str) -> str:
+        return ", ".join(sorted({r.data.tags.get(tag, "") for r in runs} - {""})) or "unknown"
+
+    return {
+        "store": tracker.uri,
+        "harness_version": __version__,
+        "cell_harness_versions": joined("harness.version"),
+        "git_commits": ", ".join(c[:10] for c in joined("harness.git_commit").split(", ")),
+        "devices": joined("harness.device"),
+        "cells": str(len(runs)),
+        "failed_cells": str(sum(r.info.status != "FINISHED" for r in runs)),
+        "built": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }

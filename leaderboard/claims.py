@@ -1,0 +1,84 @@
+"""The claims of the newest suite run, read back from its parent run for the page.
+
+``harness run`` checks the suite's claims at the end and records them on the
+parent run (``claims.json`` and ``harness.claim.<id>`` tags, see
+:func:`harness.runner.record_claims`). The leaderboard shows them as recorded
+rather than re-checking them, so the page says exactly what the run said.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.tracking import Tracker
+
+
+@dataclass
+class ClaimRow:
+    id: str
+    text: str
+    check: str
+    #: holds / FAILS / reported / no data, as :class:`harness.claims.ClaimResult` words it
+    status: str
+    observed: float | None
+    n: int
+
+
+@dataclass
+class SuiteClaims:
+    run_id: str
+    run_name: str
+    started: str
+    shard: str
+    claims: list[ClaimRow]
+
+
+def _int(value: Any, default: int = 0) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def latest_claims(tracker: Tracker, suite: str, profile: str, version: int | None) -> SuiteClaims | None:
+    """The newest finished-or-failed suite run of this profile and version that recorded claims."""
+    from datetime import datetime, timezone
+
+    runs = tracker.runs(suite, "tags.`harness.kind` = 'suite'")
+    runs = [r for r in runs if r.data.tags.get("harness.profile") == profile
+            and (version is None or _int(r.data.tags.get("harness.suite_version")) == version)
+            and r.info.status not in ("RUNNING", "SCHEDULED")]
+    for run in sorted(runs, key=lambda r: r.info.start_time or 0, reverse=True):
+        claims = _from_artifact(tracker, run.info.run_id) or _from_tags(run)
+        if claims is None:
+            continue
+        started = datetime.fromtimestamp((run.info.start_time or 0) / 1000, timezone.utc)
+        return SuiteClaims(run.info.run_id, run.info.run_name or "", started.strftime("%Y-%m-%d %H:%M UTC"),
+                           run.data.tags.get("harness.shard", "1/1"), claims)
+    return None
+
+
+def _from_artifact(tracker: Tracker, run_id: str) -> list[ClaimRow] | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = tracker.client.download_artifacts(run_id, "claims.json", tmp)
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except Exception:  # no artifact (an old or interrupted run): fall back to the tags
+            return None
+    return [ClaimRow(str(c.get("id", "?")), str(c.get("text", "")), str(c.get("check", "")),
+                     str(c.get("status", "?")), c.get("observed"), _int(c.get("n")))
+            for c in data if isinstance(c, dict)]
+
+
+def _from_tags(run: Any) -> list[ClaimRow] | None:
+    prefix = "harness.claim."
+    statuses = {k[len(prefix):]: v for k, v in run.data.tags.items() if k.startswith(prefix)}
+    if not statuses:
+        return None
+    observed = run.data.metrics
+    return [ClaimRow(cid, "", "", status, observed.get(f"claim/{cid}"), 0)
+            for cid, status in sorted(statuses.items())]

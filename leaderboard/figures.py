@@ -1,0 +1,150 @@
+"""The page's plots, as PNG bytes: utilization over training, a metric against K, latent snapshots.
+
+Each figure is drawn from what the cells recorded (metric histories and the
+``plots/latent.png`` artifacts), so the page needs nothing but the store.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from harness.leaderboard.build import Leaderboard, Row  # noqa: E402
+from harness.tracking import Tracker  # noqa: E402
+
+UTILIZATION = "train/utilization"
+LATENT = "plots/latent.png"
+
+
+@dataclass
+class Figure:
+    id: str
+    title: str
+    caption: str
+    png: bytes
+
+
+def _png(fig: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _label(row: Row, dims: set[int]) -> str:
+    return row.method if len(dims) == 1 else f"{row.method} d={row.dim}"
+
+
+def mean_curve(histories: list[list[tuple[int, float]]]) -> tuple[list[int], list[float], list[float]]:
+    """Mean and std over seeds at every step that all seeds logged (a shorter run never skews it)."""
+    by_step: dict[int, list[float]] = {}
+    for history in histories:
+        for step, value in history:
+            by_step.setdefault(step, []).append(value)
+    steps = sorted(s for s, v in by_step.items() if len(v) == len(histories))
+    means = [statistics.fmean(by_step[s]) for s in steps]
+    stds = [statistics.stdev(by_step[s]) if len(by_step[s]) > 1 else 0.0 for s in steps]
+    return steps, means, stds
+
+
+def utilization_curves(board: Leaderboard, tracker: Tracker) -> Figure | None:
+    """One panel per codebook size, one line per method: mean over seeds, band = ± std."""
+    curves: dict[int, list[tuple[Row, tuple[list[int], list[float], list[float]]]]] = {}
+    for row in board.measured:
+        histories = []
+        for run_id in row.run_ids.values():
+            points = tracker.client.get_metric_history(run_id, UTILIZATION)
+            if points:
+                histories.append(sorted((p.step, p.value) for p in points))
+        if histories:
+            curves.setdefault(row.codebook_size, []).append((row, mean_curve(histories)))
+    if not curves:
+        return None
+    dims = {row.dim for row in board.measured}
+    sizes = sorted(curves)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.2), squeeze=False, sharey=True)
+    for ax, k in zip(axes[0], sizes, strict=True):
+        for row, (steps, means, stds) in sorted(curves[k], key=lambda item: (item[0].method, item[0].dim)):
+            line = ax.plot(steps, means, label=f"{_label(row, dims)} (n={len(row.run_ids)})")[0]
+            # utilization lives in [0, 1]: the band is clipped there
+            ax.fill_between(steps, [max(0.0, m - s) for m, s in zip(means, stds, strict=True)],
+                            [min(1.0, m + s) for m, s in zip(means, stds, strict=True)],
+                            color=line.get_color(), alpha=0.15)
+        ax.set_title(f"K = {k}", fontsize=10)
+        ax.set_xlabel("training step")
+        ax.set_ylim(-0.02, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_ylabel("codebook utilization (train batches)")
+    fig.tight_layout()
+    return Figure("utilization", "Codebook utilization over training",
+                  "Fraction of codes used per logged training batch: mean over seeds, band ± one std.",
+                  _png(fig))
+
+
+def metric_vs_codebook_size(board: Leaderboard, metrics: list[str]) -> Figure | None:
+    """Paper 002's figure 3: a metric against K (log scale), one line per method; reported points hollow."""
+    sizes = {r.codebook_size for r in board.measured if r.metrics}
+    metrics = [m for m in metrics if any(m in r.metrics for r in board.measured)][:3]
+    if len(sizes) < 2 or not metrics:
+        return None
+    dims = {row.dim for row in board.measured}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        lines: dict[str, list[Row]] = {}
+        for row in board.measured:
+            if metric in row.metrics:
+                lines.setdefault(_label(row, dims), []).append(row)
+        for label, rows in sorted(lines.items()):
+            rows.sort(key=lambda r: r.codebook_size)
+            ax.errorbar([r.codebook_size for r in rows], [r.metrics[metric].mean for r in rows],
+                        yerr=[r.metrics[metric].std for r in rows], marker="o", capsize=3, label=label)
+        for row in board.reported:
+            if metric in row.metrics and row.codebook_size:
+                ax.scatter([row.codebook_size], [row.metrics[metric].mean], marker="D", facecolors="none",
+                           edgecolors="black", label=f"{row.method} (reported)")
+        arrow = "↑" if board.higher_is_better.get(metric, True) else "↓"
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("codebook size K")
+        ax.set_ylabel(f"{metric} {arrow}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return Figure("metric-vs-k", "Metrics against codebook size",
+                  "Mean ± std over seeds at the end of training (paper 002, figure 3 style); "
+                  "hollow diamonds are numbers the papers report.", _png(fig))
+
+
+def latent_snapshots(board: Leaderboard, tracker: Tracker) -> list[Figure]:
+    """The toy suites' latent-space snapshots, one per method and K, from the lowest finished seed."""
+    figures = []
+    rows = sorted((r for r in board.measured if r.run_ids), key=lambda r: (r.method, r.codebook_size, r.dim))
+    with tempfile.TemporaryDirectory() as tmp:
+        for row in rows:
+            seed = min(row.run_ids)
+            try:
+                path = tracker.client.download_artifacts(row.run_ids[seed], LATENT, tmp)
+            except Exception:  # not a toy suite, or the plot was not asked for
+                continue
+            figures.append(Figure(f"latent-{row.method}-K{row.codebook_size}-d{row.dim}",
+                                  f"{row.method}, K = {row.codebook_size}, d = {row.dim}, seed {seed}",
+                                  "Encoded validation points (coloured by cluster) and the codes "
+                                  "(gold: used, grey: unused) at the snapshot steps.",
+                                  Path(path).read_bytes()))
+    return figures
+
+
+def page_figures(board: Leaderboard, tracker: Tracker) -> list[Figure]:
+    """Every figure the suite's records allow, in reading order."""
+    metrics = [board.primary] + [m for m in ("rfid", "utilization", "mse") if m != board.primary]
+    figures = [utilization_curves(board, tracker), metric_vs_codebook_size(board, metrics)]
+    return [f for f in figures if f is not None] + latent_snapshots(board, tracker)

@@ -1,0 +1,65 @@
+"""A whole leaderboard page: the table, the claims of the newest suite run, the plots; and its record.
+
+:func:`build_page` is what ``harness leaderboard`` and ``regenerate.py`` call;
+:func:`log_page` records the rendered page as artifacts of a run tagged
+``harness.kind = leaderboard`` in the suite's experiment, so the MLflow UI
+shows it beside the cells (the builder reads only ``harness.kind = cell``
+runs, so such a run is never counted as a cell).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from harness import __version__
+from harness.host import Host
+from harness.leaderboard.build import Leaderboard, build_leaderboard
+from harness.leaderboard.claims import latest_claims
+from harness.tracking import Tracker, tags_for
+
+#: artifact file names of a leaderboard run, by format
+# the page downloads a few small artifacts: no progress bar on stderr for each
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+ARTIFACTS = {"html": "leaderboard.html", "md": "leaderboard.md", "csv": "leaderboard.csv"}
+
+
+def build_page(
+    suite: str,
+    *,
+    tracker: Tracker,
+    profile: str | None = None,
+    host: Host | None = None,
+    references: list[dict[str, Any]] | None = None,
+    primary: str | None = None,
+    description: str = "",
+    plots: bool = True,
+) -> Leaderboard:
+    """The leaderboard with its claims and (unless ``plots=False``) its figures attached."""
+    board = build_leaderboard(suite, tracker=tracker, profile=profile, host=host,
+                              references=references, primary=primary)
+    if description:
+        board.meta["description"] = description
+    board.claims = latest_claims(tracker, suite, board.profile, board.version)
+    if plots:
+        from harness.leaderboard.figures import page_figures
+
+        board.figures = page_figures(board, tracker)
+    return board
+
+
+def log_page(tracker: Tracker, board: Leaderboard, texts: dict[str, str]) -> str:
+    """Record rendered pages (format -> text) on a new ``leaderboard`` run; returns its id."""
+    tags = tags_for([("kind", "leaderboard"), ("suite", board.suite), ("profile", board.profile),
+                     ("suite_version", board.version), ("version", __version__),
+                     ("rows", len(board.measured)), ("reported_rows", len(board.reported))])
+    run_id = tracker.start_run(board.suite, f"leaderboard-{board.profile}", tags)
+    try:
+        for fmt, text in texts.items():
+            tracker.log_text(run_id, text, ARTIFACTS[fmt])
+    except BaseException:
+        tracker.end_run(run_id, "FAILED")
+        raise
+    tracker.end_run(run_id, "FINISHED")
+    return run_id
