@@ -11,6 +11,15 @@ def harness_register_quantizers(register):
     register(VectorQuantizer)
     register(DriftingVQ)
 
+    from harness.plugins.quantizers.fsq import FSQ
+    from harness.plugins.quantizers.gumbel import GumbelQuantizer
+    from harness.plugins.quantizers.lfq import LFQ
+    from harness.plugins.quantizers.residual import ResidualVQ
+    from harness.plugins.quantizers.rotation import RotationTrickVQ
+
+    for cls in (GumbelQuantizer, RotationTrickVQ, FSQ, LFQ, ResidualVQ):
+        register(cls)
+
     from harness.plugins.quantizers.ema import EMAQuantizer
     from harness.plugins.quantizers.ns_vq import NonStationaryVQ
     from harness.plugins.quantizers.nsvq import NSVQ

@@ -1,0 +1,142 @@
+"""Finite scalar quantization (Mentzer et al. 2023): round each bounded channel to a few levels."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from harness.contracts import QuantizeOutput, Quantizer
+
+#: the paper's recommended levels per target codebook size (FSQ paper, section 4.1)
+LEVELS_FOR_SIZE: dict[int, tuple[int, ...]] = {
+    2**8: (8, 6, 5),
+    2**10: (8, 5, 5, 5),
+    2**12: (7, 5, 5, 5, 5),
+    2**14: (8, 8, 8, 6, 5),
+    2**16: (8, 8, 8, 5, 5, 5),
+}
+
+BOUND_EPS = 1e-3
+
+
+def choose_levels(codebook_size: int, levels: Sequence[int] | None) -> tuple[int, ...]:
+    """Explicit ``levels`` if given, else the paper's levels for ``codebook_size``.
+
+    Raises ``ValueError`` naming the supported sizes when there is no table entry,
+    and when explicit levels give more codes than ``codebook_size``.
+    """
+    if levels is None:
+        if codebook_size not in LEVELS_FOR_SIZE:
+            sizes = ", ".join(f"{k} (levels {list(v)})" for k, v in LEVELS_FOR_SIZE.items())
+            raise ValueError(
+                f"fsq: no published levels for codebook_size {codebook_size}; the paper's table "
+                f"covers {sizes}. Use one of those sizes or pass levels=[...] explicitly "
+                f"(their product is the number of codes and must be <= codebook_size)")
+        return LEVELS_FOR_SIZE[codebook_size]
+    out = tuple(int(v) for v in levels)
+    if not out or any(v < 2 for v in out) or any(v != lv for v, lv in zip(out, levels, strict=True)):
+        raise ValueError(f"fsq: levels must be a non-empty list of integers >= 2, got {list(levels)}")
+    if math.prod(out) > codebook_size:
+        raise ValueError(f"fsq: levels {list(out)} give {math.prod(out)} codes, more than "
+                         f"codebook_size {codebook_size}")
+    return out
+
+
+def round_ste(x: Tensor) -> Tensor:
+    """Round in the forward pass, identity in the backward pass."""
+    return x + (torch.round(x) - x).detach()
+
+
+class FSQCodec(nn.Module):
+    """The parameter-free part of FSQ: bound, round, pack indices and unpack them."""
+
+    def __init__(self, levels: Sequence[int]) -> None:
+        super().__init__()
+        lv = torch.tensor(levels, dtype=torch.float64)
+        half_l = (lv - 1) * (1 - BOUND_EPS) / 2
+        offset = torch.where(lv.remainder(2) == 0, 0.5, 0.0)
+        basis = torch.cumprod(torch.tensor([1, *levels[:-1]], dtype=torch.long), 0)
+        # constants, not state: rebuilt from ``levels`` so they stay out of the state dict
+        self.register_buffer("levels", lv.long(), persistent=False)
+        self.register_buffer("half_l", half_l.float(), persistent=False)
+        self.register_buffer("offset", offset.float(), persistent=False)
+        self.register_buffer("shift", torch.tan(offset / half_l).float(), persistent=False)
+        self.register_buffer("half_width", (lv // 2).float(), persistent=False)
+        self.register_buffer("basis", basis, persistent=False)
+
+    def bound(self, z: Tensor) -> Tensor:
+        """``tanh(z + shift) * h - offset``: ``L`` integers lie in its range, 0 maps to 0."""
+        return torch.tanh(z + self.shift) * self.half_l - self.offset
+
+    def quantize(self, z: Tensor) -> Tensor:
+        """Normalized codes ``round(bound(z)) / floor(L/2)`` (straight-through rounding)."""
+        return round_ste(self.bound(z)) / self.half_width
+
+    def codes_to_indices(self, z_hat: Tensor) -> Tensor:
+        """``sum_i (z_hat_i * floor(L_i/2) + floor(L_i/2)) * b_i`` with ``b = [1, L1, L1 L2, ...]``."""
+        digits = torch.round(z_hat.detach() * self.half_width + self.half_width).long()
+        return (digits * self.basis).sum(-1)
+
+    def indices_to_codes(self, indices: Tensor) -> Tensor:
+        """Inverse of :meth:`codes_to_indices`: digit ``i`` is ``(index // b_i) mod L_i``."""
+        digits = torch.div(indices[..., None], self.basis, rounding_mode="floor") % self.levels
+        return (digits.float() - self.half_width) / self.half_width
+
+
+class FSQ(Quantizer):
+    """FSQ: bound each of a few channels, round it to L_i levels; implicit grid, no codebook loss.
+
+    Paper: Mentzer et al. 2023, "Finite Scalar Quantization: VQ-VAE Made Simple"
+    (official notebook; METHODS.md, "FSQ"). ``f(z) = tanh(z + shift) h - offset``
+    with ``h = (L - 1)(1 - 1e-3)/2``, ``offset = 0.5`` for even ``L`` else 0,
+    ``shift = tan(offset / h)``; ``z_hat = round_ste(f(z)) / floor(L/2)``. The index
+    packs the digits ``z_hat_i floor(L_i/2) + floor(L_i/2)`` with basis
+    ``[1, L1, L1 L2, ...]`` (the first channel is the least significant digit).
+    No auxiliary loss (the loss is 0) and no codebook parameters.
+
+    Levels: ``levels`` when given (their product must be <= ``codebook_size``),
+    else the paper's table: 2^8 -> [8,6,5] (240 codes), 2^10 -> [8,5,5,5] (1000),
+    2^12 -> [7,5,5,5,5] (4375), 2^14 -> [8,8,8,6,5] (15360), 2^16 ->
+    [8,8,8,5,5,5] (64000). ``codebook_size`` then reports the real number of
+    codes, ``prod(levels)``, so utilization is measured against the real grid.
+    Any other size is an error naming the supported ones: inventing levels the
+    paper never tested would make a sweep's FSQ rows quietly non-comparable.
+
+    Projection: when ``dim != len(levels)`` a ``Linear(dim, len(levels))`` maps
+    tokens into the grid and a ``Linear(len(levels), dim)`` maps codes back (both
+    with bias), as the reference implementations do; the paper's own models set
+    the encoder's output width to ``len(levels)`` instead.
+    """
+
+    name = "fsq"
+    paper = "Mentzer et al. 2023, Finite Scalar Quantization: VQ-VAE Made Simple"
+
+    def __init__(self, dim: int, codebook_size: int, levels: Sequence[int] | None = None) -> None:
+        chosen = choose_levels(codebook_size, levels)
+        super().__init__(dim, math.prod(chosen))
+        self.requested_codebook_size = int(codebook_size)
+        self.levels = chosen
+        self.codec = FSQCodec(chosen)
+        width = len(chosen)
+        self.project_in: nn.Module = nn.Linear(dim, width) if dim != width else nn.Identity()
+        self.project_out: nn.Module = nn.Linear(width, dim) if dim != width else nn.Identity()
+
+    def decode(self, indices: Tensor) -> Tensor:
+        """Latent vectors ``(..., D)`` of the given indices."""
+        return self.project_out(self.codec.indices_to_codes(indices))
+
+    def codebook(self) -> Tensor:
+        """Every grid point mapped to latent space, ``(prod(levels), D)``."""
+        return self.decode(torch.arange(self.codebook_size, device=self.codec.basis.device))
+
+    def forward(self, z: Tensor) -> QuantizeOutput:
+        with torch.autocast(z.device.type, enabled=False):
+            return self._quantize(z.float())
+
+    def _quantize(self, z: Tensor) -> QuantizeOutput:
+        z_hat = self.codec.quantize(self.project_in(z))
+        indices = self.codec.codes_to_indices(z_hat)
+        return QuantizeOutput(z_q=self.project_out(z_hat), indices=indices, loss=z.new_zeros(()))
