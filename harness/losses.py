@@ -106,7 +106,11 @@ class ReconstructionLoss(nn.Module):
         if self.perceptual is not None:
             if x.dim() != 4 or x.shape[1] != 3:
                 raise HarnessError(f"train.loss {self.kind!r} needs (B, 3, H, W) images, got {tuple(x.shape)}")
-            terms["lpips"] = self.perceptual(x_hat.float(), x.float()).mean()
+            try:
+                terms["lpips"] = self.perceptual(x_hat.float(), x.float()).mean()
+            except RuntimeError as exc:  # AlexNet/VGG pool images smaller than about 32x32 away
+                raise HarnessError(f"train.loss {self.kind!r}: LPIPS cannot compare "
+                                   f"{x.shape[-2]}x{x.shape[-1]} images ({exc})") from exc
         return terms
 
 
