@@ -36,7 +36,8 @@ SCHEMA: dict[str, dict[str, tuple[type, ...] | str]] = {
               "grad_clip": Number, "loss": (str,), "lpips_weight": Number,
               "precision": (str,), "log_every": (int,), "snapshot_steps": (list,),
               "num_workers": (int,), "lr_decay": Number, "channels_last": (bool,),
-              "checkpoint_every": (int,)},
+              "checkpoint_every": (int,), "lpips_net": (str,), "discriminator": (bool,),
+              "disc_lr": Number, "disc_weight": Number, "disc_layers": (int,)},
     "eval": {"metrics": (list,), "plots": (list,), "batch_size": (int,), "max_items": (int,)},
     "matrix": {"method": (list,), "codebook_size": (list,), "dim": (list,), "seeds": (int,)},
 }
@@ -64,7 +65,8 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "batch_size": 256, "lr": 1e-3, "optimizer": "adam", "betas": [0.9, 0.999],
     "weight_decay": 0.0, "loss": "mse", "lpips_weight": 1.0, "precision": "auto",
     "log_every": 10, "snapshot_steps": [], "num_workers": 0, "lr_decay": 1.0,
-    "channels_last": True,
+    "channels_last": True, "lpips_net": "vgg", "discriminator": False, "disc_weight": 0.8,
+    "disc_layers": 3,
 }
 DEFAULT_EVAL: dict[str, Any] = {
     "metrics": ["mse", "utilization", "perplexity", "dead_codes"], "plots": [],
