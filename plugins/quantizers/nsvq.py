@@ -70,7 +70,9 @@ class NSVQ(NonStationaryVQ):
 
     Choices (not public): the window is one epoch (replacement in
     :meth:`on_epoch_end`, as in that repository) unless ``replace_every`` gives
-    a window in training steps; usage counts are summed over DDP ranks and
+    a window in training steps (replacement then runs at the start of the next
+    step, before the codebook enters its graph); eval steps neither count nor
+    fill the reservoir; usage counts are summed over DDP ranks and
     replacement rows come from rank 0's reservoir, so ranks agree.
     ``replace_enabled`` is a plain attribute a stage schedule may switch off
     (e.g. after the encoder freezes); so is ``lam`` (0 turns the dense loss off).

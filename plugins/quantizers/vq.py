@@ -30,7 +30,8 @@ class VectorQuantizer(Quantizer):
 
     Options, all off by default so ``vq`` stays the paper's method:
 
-    * ``kmeans_init``: k-means (SoundStream) on the first training batch,
+    * ``kmeans_init``: k-means (SoundStream) on the first training batch (under
+      DDP, on all ranks' first batches: sums and counts are all-reduced),
       ``kmeans_iters = 10`` Lloyd iterations from randomly sampled batch
       vectors; an empty cluster keeps its centroid. Done once; the ``initted``
       buffer records it, so a reloaded model is not re-initialised.
@@ -38,14 +39,15 @@ class VectorQuantizer(Quantizer):
       vqtorch's countdown variant of METHODS.md: a code chosen by no token for
       that many consecutive steps (over all ranks) is re-seeded, at the start
       of the next training step, with a random encoder output of that step's
-      batch plus Gaussian noise of std ``reset_noise`` (default Jukebox's
+      batch (rank 0's, copied to every rank) plus Gaussian noise of std ``reset_noise`` (default Jukebox's
       ``0.01 / sqrt(D)``, so two codes seeded from one vector separate).
     * ``entropy_weight`` (0 = off) and ``entropy_temperature``: paper 001 /
       MAGVIT-v2 diversity penalty ``mean_n H(p_n) - H(mean_n p_n)`` with
       ``p_n = softmax(-||z_n - e_k||^2 / temperature)``, added to the loss in
       training. Temperature 0.01 follows MAGVIT-v2's logits ``2<z, c> / 0.01``;
       MAGVIT-v2 configs weigh it 0.1, and paper 001 warns strong weights hurt
-      reconstruction. It needs the full ``(N, K)`` distance matrix.
+      reconstruction. Its gradient reaches both the tokens and the codes; it is
+      computed per rank (no all-reduce) and needs the full ``(N, K)`` distances.
     """
 
     name = "vq"
