@@ -144,7 +144,9 @@ def check_loss(case: QuantizerCase, out: QuantizeOutput, where: str) -> None:
 def _backward(out: QuantizeOutput, seed: int = 99) -> None:
     """Backpropagate a random decoder gradient through ``z_q`` plus the method's loss."""
     g = torch.randn(out.z_q.shape, generator=torch.Generator().manual_seed(seed)).to(out.z_q.device)
-    ((out.z_q * g).sum() + out.loss).backward()
+    total = (out.z_q * g).sum() + out.loss
+    _expect(total.requires_grad, "neither z_q nor the loss depends on z or a parameter")
+    total.backward()
 
 
 def _outputs_equal(a: QuantizeOutput, b: QuantizeOutput) -> bool:
@@ -211,6 +213,7 @@ def check_gradients(case: QuantizerCase) -> None:
     q = case.build().train()
     z = case.tokens().requires_grad_(True)
     out = q(z)
+    _expect(out.z_q.requires_grad, f"{case.label}: z_q is detached: no gradient reaches z (the encoder would not learn)")
     g = torch.randn(out.z_q.shape, generator=torch.Generator().manual_seed(7)).to(out.z_q.device)
     (grad_z,) = torch.autograd.grad((out.z_q * g).sum(), z, retain_graph=True, allow_unused=True)
     _expect(grad_z is not None and bool(grad_z.abs().sum() > 0),
@@ -383,7 +386,9 @@ def check_training_reduces_error(case: QuantizerCase) -> None:
         out = q(z)
         if opt is not None:
             opt.zero_grad()
-            (F.mse_loss(out.z_q, z) + out.loss).backward()
+            objective = F.mse_loss(out.z_q, z) + out.loss
+            _expect(objective.requires_grad, f"{case.label}: no gradient path from mse + loss to the parameters")
+            objective.backward()
             opt.step()
     after = eval_mse()
     _expect(after < before, f"{case.label}: {case.train_steps} training steps did not lower the eval "

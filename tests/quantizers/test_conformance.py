@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from harness.host import get_host
-from harness.testing import CHECKS, QuantizerCase
+from harness.plugins.quantizers.vq import VectorQuantizer
+from harness.testing import CHECKS, QuantizerCase, QuantizerConformance
 
 SMALL: dict[str, dict[str, Any]] = {
     # FSQ has published levels only for K = 2^8, 2^10, ...: 4 x 4 = 16 codes here
@@ -53,3 +54,93 @@ def test_quantizer_plugins_load() -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_conformance(name: str, check: str) -> None:
     CHECKS[check](case_for(name))
+
+
+class TestResidualOverGumbel(QuantizerConformance):
+    """The base-class way a plugin package runs the kit, here on residual VQ with a non-STE base."""
+
+    quantizer = "residual-vq"
+    params = {"stages": 2, "base": "gumbel"}
+    large_n = 2000
+
+
+# --- the kit must fail on quantizers that break the contract -------------------------------
+
+
+class DetachedOutput(VectorQuantizer):
+    """z_q carries no gradient to z: the encoder would never learn."""
+
+    def forward(self, z):
+        out = super().forward(z)
+        out.z_q = out.z_q.detach()
+        return out
+
+
+class Int32Indices(VectorQuantizer):
+    def forward(self, z):
+        out = super().forward(z)
+        out.indices = out.indices.int()
+        return out
+
+
+class CountsInEval(VectorQuantizer):
+    """Updates a usage buffer in every forward, eval included."""
+
+    def __init__(self, dim: int, codebook_size: int) -> None:
+        super().__init__(dim, codebook_size)
+        self.register_buffer("usage", torch.zeros(codebook_size))
+
+    def forward(self, z):
+        out = super().forward(z)
+        self.usage += torch.bincount(out.indices, minlength=self.codebook_size).float()
+        return out
+
+
+class ScaleOutsideState(VectorQuantizer):
+    """Keeps a random output scale in a plain attribute: the state dict does not restore it."""
+
+    def __init__(self, dim: int, codebook_size: int) -> None:
+        super().__init__(dim, codebook_size)
+        self.scale = 1.0 + torch.rand(()).item()
+
+    def forward(self, z):
+        out = super().forward(z)
+        out.z_q = out.z_q * self.scale
+        return out
+
+
+class Bf16Leak(VectorQuantizer):
+    """Quantizes in the input's dtype instead of float32."""
+
+    def forward(self, z):
+        out = super().forward(z)
+        out.z_q = out.z_q.to(z.dtype)
+        return out
+
+
+class FrozenParameter(VectorQuantizer):
+    """A trainable parameter nothing uses."""
+
+    def __init__(self, dim: int, codebook_size: int) -> None:
+        super().__init__(dim, codebook_size)
+        self.unused = torch.nn.Parameter(torch.zeros(3))
+
+
+@pytest.mark.parametrize(("broken", "check", "message"), [
+    (DetachedOutput, "gradients", "z_q is detached"),
+    (Int32Indices, "output_shapes", "indices must be int64"),
+    (CountsInEval, "eval_is_pure", r"eval forwards changed \['usage'\]"),
+    (ScaleOutsideState, "state_dict_round_trip", "different eval outputs"),
+    (Bf16Leak, "bf16_input", "z_q must be float32"),
+    (FrozenParameter, "gradients", r"without gradient: \['unused'\]"),
+])
+def test_kit_catches_contract_violations(broken: type, check: str, message: str) -> None:
+    case = QuantizerCase(quantizer=broken, large_n=500)
+    with pytest.raises(AssertionError, match=message):
+        CHECKS[check](case)
+
+
+def test_exemptions_must_name_real_parameters() -> None:
+    CHECKS["gradients"](QuantizerCase(quantizer=FrozenParameter, no_grad_params=("unused",)))
+    with pytest.raises(AssertionError, match="match no trainable parameter"):
+        CHECKS["gradients"](QuantizerCase(quantizer="vq", no_grad_params=("typo*",)))
