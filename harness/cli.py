@@ -155,17 +155,17 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.suite import load_suite
     from harness.tracking import Tracker
 
-    references, primary, description = [], None, ""
+    references, primary, description, claims = [], None, "", []
     try:
         suite = load_suite(args.suite, args.profile or "full")
-        references, primary = suite.references, suite.primary_metric
+        references, primary, claims = suite.references, suite.primary_metric, suite.claims
         description = suite.data.get("suite", {}).get("description", "")
         name = suite.name
     except UnknownNameError:
         name = args.suite  # a suite recorded by a plugin package or an old file: still rankable
     tracker = Tracker(args.tracking_uri)
     board = build_page(name, tracker=tracker, profile=args.profile, host=_host(), references=references,
-                       primary=primary, description=description,
+                       primary=primary, description=description, claims=claims,
                        plots=not args.no_log or args.format == "html")
     texts = {fmt: render(board) for fmt, render in RENDERERS.items()}
     if not args.no_log:

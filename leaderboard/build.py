@@ -41,6 +41,8 @@ class Row:
     plugin: str = ""
     #: seed -> run id of each finished cell (plots read their histories and artifacts)
     run_ids: dict[int, str] = field(default_factory=dict)
+    #: seed -> eval metrics of each finished cell (claims over sharded runs are re-checked on them)
+    seed_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -145,6 +147,9 @@ def build_leaderboard(
         finished = [r for r in group_runs if r.info.status == "FINISHED"]
         row.n, row.failed = len(finished), len(group_runs) - len(finished)
         row.run_ids = {_int(r.data.tags.get("harness.seed")): r.info.run_id for r in finished}
+        row.seed_metrics = {_int(r.data.tags.get("harness.seed")): {
+            k[5:]: v for k, v in r.data.metrics.items() if k.startswith("eval/") and not math.isnan(v)}
+            for r in finished}
         values: dict[str, list[float]] = {}
         for run in finished:
             for key, value in run.data.metrics.items():

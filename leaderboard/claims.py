@@ -35,6 +35,19 @@ class SuiteClaims:
     started: str
     shard: str
     claims: list[ClaimRow]
+    #: True when re-checked over every recorded cell (the newest suite run was one shard of several)
+    rechecked: bool = False
+
+    def describe(self) -> str:
+        if self.rechecked and not self.run_name:
+            return ("Claims checked over all recorded cells of this profile and version (no suite run "
+                    "of them recorded its claims): ")
+        if self.rechecked:
+            return (f"Claims re-checked over all recorded cells of this profile and version (the newest "
+                    f"suite run, `{self.run_name}` of {self.started}, was shard {self.shard} and saw only "
+                    "its own cells): ")
+        return (f"Claims as checked by the newest suite run of this profile and version "
+                f"(run `{self.run_name}`, {self.started}): ")
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -60,6 +73,25 @@ def latest_claims(tracker: Tracker, suite: str, profile: str, version: int | Non
         return SuiteClaims(run.info.run_id, run.info.run_name or "", started.strftime("%Y-%m-%d %H:%M UTC"),
                            run.data.tags.get("harness.shard", "1/1"), claims)
     return None
+
+
+def recheck(board: Any, claims: list[Any], latest: SuiteClaims | None) -> SuiteClaims:
+    """Check ``claims`` (:class:`harness.suite.Claim`) over every finished cell on the board.
+
+    ``harness run --shard i/n`` checks the claims over its own slice only; the
+    leaderboard sees all slices, so it checks them again the same way
+    (:func:`harness.claims.check_claims`) over the same cells the table shows.
+    """
+    from harness.claims import check_claims
+
+    records = [{"key": {"method": r.method, "quantizer": r.quantizer, "codebook_size": r.codebook_size,
+                        "dim": r.dim, "seed": seed}, "metrics": metrics}
+               for r in board.measured for seed, metrics in r.seed_metrics.items()]
+    results = check_claims([c for c in claims if board.profile in c.profiles], records)
+    rows = [ClaimRow(c.claim.id, c.claim.text, c.claim.describe(), c.status, c.observed, c.n) for c in results]
+    if latest is None:
+        return SuiteClaims("", "", "", "?", rows, rechecked=True)
+    return SuiteClaims(latest.run_id, latest.run_name, latest.started, latest.shard, rows, rechecked=True)
 
 
 def _from_artifact(tracker: Tracker, run_id: str) -> list[ClaimRow] | None:

@@ -15,7 +15,7 @@ from typing import Any
 from harness import __version__
 from harness.host import Host
 from harness.leaderboard.build import Leaderboard, build_leaderboard
-from harness.leaderboard.claims import latest_claims
+from harness.leaderboard.claims import latest_claims, recheck
 from harness.tracking import Tracker, tags_for
 
 #: artifact file names of a leaderboard run, by format
@@ -34,14 +34,21 @@ def build_page(
     references: list[dict[str, Any]] | None = None,
     primary: str | None = None,
     description: str = "",
+    claims: list[Any] | None = None,
     plots: bool = True,
 ) -> Leaderboard:
-    """The leaderboard with its claims and (unless ``plots=False``) its figures attached."""
+    """The leaderboard with its claims and (unless ``plots=False``) its figures attached.
+
+    ``claims`` (the suite's :class:`harness.suite.Claim` list) are re-checked over all
+    recorded cells when the newest suite run was one shard of several.
+    """
     board = build_leaderboard(suite, tracker=tracker, profile=profile, host=host,
                               references=references, primary=primary)
     if description:
         board.meta["description"] = description
     board.claims = latest_claims(tracker, suite, board.profile, board.version)
+    if claims and (board.claims is None or board.claims.shard not in ("1/1", "")):
+        board.claims = recheck(board, claims, board.claims)
     if plots:
         from harness.leaderboard.figures import page_figures
 

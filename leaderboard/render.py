@@ -63,9 +63,7 @@ def _claims_rows(board: Leaderboard) -> list[list[str]]:
 
 
 def _claims_intro(board: Leaderboard) -> str:
-    run = board.claims
-    return (f"Claims as checked by the newest suite run of this profile and version "
-            f"(run `{run.run_name}`, {run.started}, shard {run.shard}): ")
+    return board.claims.describe()
 
 
 def to_markdown(board: Leaderboard) -> str:

@@ -86,3 +86,12 @@ def test_reference_rows_are_marked_reported(tracker):
 def test_missing_suite_is_a_clear_error(tracker):
     with pytest.raises(HarnessError, match="harness run nothing"):
         build_leaderboard("nothing", tracker=tracker)
+
+
+def test_regenerate_skips_a_suite_that_is_not_registered(tmp_path, capsys):
+    from harness.leaderboard.regenerate import main
+
+    assert main(["no-such-suite", "--skip-run", "--store", str(tmp_path), "--out", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "'no-such-suite' is not registered (yet); skipped" in out and "toy2d" in out
+    assert not list(tmp_path.glob("*.html"))
