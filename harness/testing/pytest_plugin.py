@@ -276,7 +276,11 @@ class SuiteCollector(pytest.Collector):
             for cell in cells
         ]
         for claim in suite.claims:
-            matching = [c.run_name for c in cells if matches(c.key, claim.where)]
+            # a paired (``compare``) claim also needs the cells it compares against
+            wheres = [claim.where]
+            if getattr(claim, "compare", None):
+                wheres.append({**claim.where, **claim.compare})
+            matching = [c.run_name for c in cells if any(matches(c.key, w) for w in wheres)]
             items.append(ClaimItem.from_parent(self, name=f"claim:{claim.id}", spec=self.spec,
                                                suite=suite, claim=claim, matching=matching))
         return items

@@ -1,0 +1,148 @@
+"""`harness new quantizer`: bad names, no overwrites, and the whole road to the leaderboard.
+
+The end-to-end test installs the generated package for real (``pip install -e``)
+into a throw-away virtual environment layered over this one, so the shared
+environment never sees the probe plugin, then drives the three README commands
+and the generated tests as a new user would.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.scaffold import PluginNames, render, scaffold_quantizer
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+
+@pytest.mark.parametrize("name", ["", "MyVQ", "my vq", "9lives", "my--vq", "-vq", "vq-", "naïve",
+                                  "class", "x" * 41])
+def test_bad_names_exit_2_with_the_rule(name, tmp_path, capsys):
+    assert main(["new", "quantizer", "--dir", str(tmp_path / "pkg"), "--", name]) == 2
+    err = capsys.readouterr().err
+    assert "bad quantizer name" in err
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_a_registered_name_is_refused_naming_its_owner(tmp_path, capsys):
+    assert main(["new", "quantizer", "drifting", "--dir", str(tmp_path / "pkg")]) == 2
+    assert "already registered by quantizers (vq-harness" in capsys.readouterr().err
+
+
+def test_an_existing_folder_is_never_overwritten(tmp_path, capsys):
+    folder = tmp_path / "pkg"
+    folder.mkdir()
+    (folder / "mine.py").write_text("keep me\n")
+    assert main(["new", "quantizer", "my-vq", "--dir", str(folder)]) == 2
+    assert "never overwrites" in capsys.readouterr().err
+    assert [p.name for p in folder.iterdir()] == ["mine.py"]
+    assert (folder / "mine.py").read_text() == "keep me\n"
+
+
+def test_names_derive_distribution_import_and_class():
+    names = PluginNames.from_name("cosine_vq-2")
+    assert names == PluginNames("cosine_vq-2", "harness-cosine-vq-2", "harness_cosine_vq_2",
+                                "CosineVq2Quantizer")
+
+
+def test_generated_files_are_valid_and_wired(tmp_path):
+    folder = scaffold_quantizer("my-vq", tmp_path / "pkg", check_registry=False)
+    names = PluginNames.from_name("my-vq")
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == sorted(
+        render(names))
+    meta = tomllib.loads((folder / "pyproject.toml").read_text())
+    assert meta["project"]["name"] == "harness-my-vq"
+    assert meta["project"]["entry-points"]["harness"] == {"harness_my_vq": "harness_my_vq"}
+    for path in folder.rglob("*.py"):
+        compile(path.read_text(), str(path), "exec")  # every generated module parses
+    quantizer = (folder / "src/harness_my_vq/quantizer.py").read_text()
+    assert 'name = "my-vq"' in quantizer and "nearest_code" in quantizer
+    assert 'quantizer = "my-vq"' in (folder / "tests/test_conformance.py").read_text()
+    readme = (folder / "README.md").read_text()
+    for command in ("pip install -e .", "harness run toy2d -q my-vq --profile smoke",
+                    "harness leaderboard toy2d"):
+        assert command in readme
+
+
+# -- the whole road, for real ------------------------------------------------------------
+
+NAME = "authoring-probe"
+DIST = "harness-authoring-probe"
+
+
+def _layered_venv(folder: Path) -> Path:
+    """A venv whose site-packages chain to this environment's (with their .pth files).
+
+    ``--system-site-packages`` would miss this environment when it is itself a venv.
+    """
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(folder)], check=True)
+    python = folder / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    parents = [p for p in [*site.getsitepackages(), site.getusersitepackages()] if Path(p).is_dir()]
+    lines = "".join(f"import site; site.addsitedir({p!r})\n" for p in parents)
+    (Path(purelib) / "_parent_environment.pth").write_text(lines)
+    return python
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    out = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"{' '.join(argv)} -> {out.returncode}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out
+
+
+def test_scaffold_install_run_rank_and_generated_tests_pass(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HARNESS_DISABLE_PLUGINS")}
+    env["MPLBACKEND"] = "Agg"
+    package = tmp_path / DIST
+    assert main(["new", "quantizer", NAME, "--dir", str(package)]) == 0
+    python = str(_layered_venv(tmp_path / "venv"))
+    harness = [python, "-m", "harness.cli"]
+
+    _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(package)],
+         tmp_path, env)
+
+    listing = json.loads(_run([*harness, "list", "quantizers", "--json"], tmp_path, env).stdout)
+    mine = [q for q in listing["quantizers"] if q["name"] == NAME]
+    assert len(mine) == 1, listing["quantizers"]
+    assert (mine[0]["distribution"], mine[0]["version"]) == (DIST, "0.1.0")
+    assert mine[0]["summary"]  # the docstring's first line
+
+    # the README's run command (fewer steps: the road is the same, the clock is shorter)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = _run([*harness, "run", "toy2d", "-q", NAME, "--profile", "smoke", "--seeds", "1",
+                "--set", "train.steps=100", "--no-progress", "--tracking-uri", uri], tmp_path, env)
+    assert f"{NAME}-K2-d2-s0" in run.stdout and f"{NAME}-K10-d2-s0" in run.stdout
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("toy2d")
+    cells = client.search_runs([experiment.experiment_id], "tags.`harness.kind` = 'cell'")
+    assert sorted(r.info.run_name for r in cells) == [f"{NAME}-K10-d2-s0", f"{NAME}-K2-d2-s0"]
+    assert {r.info.status for r in cells} == {"FINISHED"}
+    assert {(r.data.tags["harness.plugin_distribution"], r.data.tags["harness.plugin_version"])
+            for r in cells} == {(DIST, "0.1.0")}
+
+    board = _run([*harness, "leaderboard", "toy2d", "--profile", "smoke", "--format", "csv",
+                  "--tracking-uri", uri], tmp_path, env).stdout
+    rows = [r for r in csv.DictReader(io.StringIO(board)) if r["status"] == "ok"]
+    assert sorted((r["method"], r["codebook_size"], r["n"]) for r in rows) == [
+        (NAME, "10", "1"), (NAME, "2", "1")]
+    assert all(r["utilization_mean"] for r in rows)
+
+    tests = _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], package, env)
+    assert " passed" in tests.stdout and "failed" not in tests.stdout
