@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -14,6 +16,8 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from harness.contracts import QuantizeOutput
 from harness.errors import Diverged
+from harness.losses import build_loss
+from harness.ops import distributed as distributed_run
 
 StepCallback = Callable[["TrainState"], None]
 
@@ -39,6 +43,11 @@ class TrainState:
     extras: dict[str, Any] = field(default_factory=dict)
     #: extra loss terms added by schedules: fn(state, batch, x_hat, out) -> {name: tensor}
     loss_terms: dict[str, Callable[..., dict[str, Tensor]]] = field(default_factory=dict)
+    #: run after each optimiser step: fn(state, x, x_hat) -> {name: tensor} logged as train/<name>
+    #: (the discriminator's own step, harness.adversarial)
+    step_hooks: dict[str, Callable[..., dict[str, Tensor]]] = field(default_factory=dict)
+    #: model + quantizer under DistributedDataParallel when run by torchrun (harness.distributed)
+    wrapped: nn.Module | None = None
     stop: bool = False
 
     @property
@@ -121,20 +130,31 @@ def tensor_batches(dataset: TensorDataset, batch_size: int, seed: int, drop_last
             yield tuple(t[idx] for t in dataset.tensors)
 
 
-def training_batches(dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0) -> Iterator[Any]:
+def training_batches(dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0,
+                     pin_memory: bool = False) -> Iterator[Any]:
+    from harness import distributed  # imports this module
+
+    if distributed.world_size() > 1:  # each rank its share, global batch_size (harness.distributed)
+        return distributed.distributed_batches(dataset, batch_size, seed, num_workers, pin_memory)
     drop_last = len(dataset) >= batch_size
     if isinstance(dataset, TensorDataset) and num_workers == 0:
         return tensor_batches(dataset, batch_size, seed, drop_last)
     return infinite(make_loader(dataset, batch_size, seed, shuffle=True, num_workers=num_workers,
-                                drop_last=drop_last))
+                                drop_last=drop_last, pin_memory=pin_memory))
 
 
 def make_loader(dataset: Dataset, batch_size: int, seed: int, shuffle: bool, num_workers: int = 0,
-                drop_last: bool = False) -> DataLoader:
+                drop_last: bool = False, pin_memory: bool = False) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=min(batch_size, len(dataset)), shuffle=shuffle,
                       generator=generator, num_workers=num_workers, drop_last=drop_last,
-                      persistent_workers=num_workers > 0)
+                      persistent_workers=num_workers > 0, pin_memory=pin_memory)
+
+
+def channels_last(config: dict[str, Any], device: torch.device, model: nn.Module) -> bool:
+    """Channels-last memory format for conv nets on CUDA (``train.channels_last``)."""
+    return (device.type == "cuda" and bool(config["train"].get("channels_last", True))
+            and any(isinstance(m, nn.Conv2d) for m in model.modules()))
 
 
 class UsageWindow:
@@ -174,7 +194,19 @@ def train(
     runs before the steps listed in ``train.snapshot_steps`` and after the last.
     """
     cfg = state.config["train"]
-    batches = training_batches(train_set, cfg["batch_size"], state.config["seed"], cfg.get("num_workers", 0))
+    # a resumed run (state.step > 0) draws a fresh, deterministic data order instead of
+    # replaying the first batches (docs/robustness.md)
+    data_seed = state.config["seed"] + 1_000_003 * state.step
+    batches = training_batches(train_set, cfg["batch_size"], data_seed, cfg.get("num_workers", 0),
+                               pin_memory=state.device.type == "cuda")
+    loss_fn = build_loss(state.config, state.device)  # train.loss: rec (+ lpips), harness.losses
+    state.loss_weights.setdefault("lpips", float(cfg.get("lpips_weight", 1.0)))
+    memory_format = torch.channels_last if channels_last(state.config, state.device, state.model) else None
+    if memory_format is not None:
+        state.model.to(memory_format=memory_format)
+    forward = state.wrapped if state.wrapped is not None else partial(reconstruct, state.model, state.quantizer)
+    world = torch.distributed.get_world_size() if distributed_run() else 1
+    images, clock = 0, time.perf_counter()
     usage = UsageWindow(tuple(getattr(state.quantizer, "stage_sizes", (state.quantizer.codebook_size,))),
                         state.device)
     snapshots = set(cfg.get("snapshot_steps", []))
@@ -194,25 +226,38 @@ def train(
         if on_snapshot is not None and step in snapshots:
             on_snapshot(state)
         x, labels = split_batch(next(batches), state.device)
-        x_hat, out, _ = reconstruct(state.model, state.quantizer, x, precision)
-        terms: dict[str, Tensor] = {"rec": reconstruction_loss(x_hat, x), "quantizer": out.loss}
+        if memory_format is not None and x.dim() == 4:
+            x = x.contiguous(memory_format=memory_format)
+        x_hat, out, _ = forward(x, precision)
+        terms: dict[str, Tensor] = {**loss_fn(x_hat, x), "quantizer": out.loss}
+        state.extras["terms"] = terms  # the adversarial weight reads the reconstruction terms
         for fn in state.loss_terms.values():
             terms.update(fn(state, x, x_hat, out))
         loss = sum(state.loss_weights.get(name, 1.0) * value for name, value in terms.items())
         if not torch.isfinite(loss):
-            raise Diverged(step, float(loss))
+            raise Diverged(step, float(loss.detach()))
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.get("grad_clip"):
             torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
         state.optimizer.step()
+        hooked: dict[str, Tensor] = {}
+        for hook in state.step_hooks.values():
+            hooked.update(hook(state, x, x_hat))
         usage.update(out.indices.detach())
+        images += x.shape[0] * world
         state.step = step + 1
         if state.step % log_every == 0 or state.step == state.steps_total:
             logs: dict[str, Tensor | float] = {"train/loss": loss.detach()}
             logs.update({f"train/{k}": v.detach() for k, v in terms.items()})
+            logs.update({f"train/{k}": v.detach() for k, v in hooked.items()})
             logs.update({f"train/{k}": v for k, v in out.logs.items()})
             logs.update(usage.flush())
+            now = time.perf_counter()
+            logs["train/images_per_second"] = images / max(now - clock, 1e-9)
+            images, clock = 0, now
+            if progress is not None and hasattr(progress, "set_postfix"):
+                progress.set_postfix(img_s=f"{logs['train/images_per_second']:.0f}", refresh=False)
             log(logs, state.step)
         if state.step % state.steps_per_epoch == 0:
             if hasattr(state.quantizer, "on_epoch_end"):
