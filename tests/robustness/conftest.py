@@ -40,8 +40,8 @@ def harness_cmd(*args: str) -> list[str]:
 def start(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
     """A real ``harness`` process; stdout and stderr go to files next to the store."""
     n = len(list(cwd.glob("proc-*.out")))
-    out, err = open(cwd / f"proc-{n}.out", "w"), open(cwd / f"proc-{n}.err", "w")
-    proc = subprocess.Popen(harness_cmd(*args), cwd=cwd, env=child_env(**env), stdout=out, stderr=err)
+    with open(cwd / f"proc-{n}.out", "w") as out, open(cwd / f"proc-{n}.err", "w") as err:
+        proc = subprocess.Popen(harness_cmd(*args), cwd=cwd, env=child_env(**env), stdout=out, stderr=err)
     proc.out_path, proc.err_path = cwd / f"proc-{n}.out", cwd / f"proc-{n}.err"  # type: ignore[attr-defined]
     return proc
 

@@ -86,12 +86,12 @@ def mlflow_server(workdir: Path, migrated_db: Path):
     folder.mkdir()
     shutil.copy(migrated_db, folder / "server.db")
     port = free_port()
-    log = open(folder / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
-         "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=folder, env=child_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(folder / "server.log", "w") as log:  # the child keeps its own handle
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1"],
+            cwd=folder, env=child_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -111,7 +111,6 @@ def mlflow_server(workdir: Path, migrated_db: Path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
-        log.close()
 
 
 def test_runs_record_into_a_real_tracking_server(workdir: Path, tiny, mlflow_server: str):
