@@ -137,3 +137,13 @@ def reseed_dead_codes(codes: Tensor, tracker: DeadCodeTracker, z: Tensor, noise_
         codes[dead] = replacement_vectors(z, num, noise_std).to(codes.dtype)
         tracker.revive(dead)
     return dead
+
+
+def float32_region(z: Tensor) -> torch.autocast:
+    """Autocast off on ``z``'s device: quantization, codebook maps included, runs in float32.
+
+    DESIGN.md fixes float32 quantization even when the nets run under bf16
+    autocast; without this, a learned codebook map (SimVQ's linear layer,
+    TransVQ's transformer) would run in bf16 inside an autocast region.
+    """
+    return torch.autocast(z.device.type, enabled=False)

@@ -11,6 +11,7 @@ from harness.ops import all_reduce_sum_, code_counts, nearest_code
 from harness.plugins.quantizers.codebook_tools import (
     DeadCodeTracker,
     default_reset_noise,
+    float32_region,
     kmeans,
     replacement_vectors,
 )
@@ -118,7 +119,11 @@ class EMAQuantizer(Quantizer):
             self.tracker.step(indices)
 
     def forward(self, z: Tensor) -> QuantizeOutput:
-        z = z.float()
+        with float32_region(z):
+            return self.quantize(z.float())
+
+    def quantize(self, z: Tensor) -> QuantizeOutput:
+        """The method on float32 tokens, autocast off."""
         logs = self.prepare_codebook(z.detach()) if self.training else {}
         indices = nearest_code(z.detach(), self.embedding)
         e = F.embedding(indices, self.embedding)

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from harness.contracts import QuantizeOutput, Quantizer
 from harness.ops import nearest_code
+from harness.plugins.quantizers.codebook_tools import float32_region
 
 
 class SimVQ(Quantizer):
@@ -34,10 +35,15 @@ class SimVQ(Quantizer):
         self.proj = nn.Linear(dim, dim, bias=True)
 
     def codebook(self) -> Tensor:
-        return self.proj(self.frozen_codes)
+        with float32_region(self.frozen_codes):
+            return self.proj(self.frozen_codes)
 
     def forward(self, z: Tensor) -> QuantizeOutput:
-        z = z.float()
+        with float32_region(z):
+            return self.quantize(z.float())
+
+    def quantize(self, z: Tensor) -> QuantizeOutput:
+        """The method on float32 tokens, autocast off."""
         codes = self.codebook()
         indices = nearest_code(z.detach(), codes.detach())
         e = F.embedding(indices, codes)

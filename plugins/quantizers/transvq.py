@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from harness.contracts import QuantizeOutput, Quantizer
 from harness.ops import nearest_code
+from harness.plugins.quantizers.codebook_tools import float32_region
 
 
 class LinearAttention(nn.Module):
@@ -111,13 +112,18 @@ class TransVQ(Quantizer):
         self.proj_out = nn.Linear(width, dim, bias=False)
 
     def codebook(self) -> Tensor:
-        x = self.proj_in(self.frozen_codes) + self.code_embedding
-        for block in self.blocks:
-            x = block(x)
-        return self.proj_out(self.norm(x))
+        with float32_region(self.frozen_codes):
+            x = self.proj_in(self.frozen_codes) + self.code_embedding
+            for block in self.blocks:
+                x = block(x)
+            return self.proj_out(self.norm(x))
 
     def forward(self, z: Tensor) -> QuantizeOutput:
-        z = z.float()
+        with float32_region(z):
+            return self.quantize(z.float())
+
+    def quantize(self, z: Tensor) -> QuantizeOutput:
+        """The method on float32 tokens, autocast off."""
         codes = self.codebook()
         indices = nearest_code(z.detach(), codes.detach())
         q = F.embedding(indices, codes)

@@ -12,6 +12,7 @@ from harness.plugins.quantizers.codebook_tools import (
     DeadCodeTracker,
     default_reset_noise,
     entropy_penalty_for,
+    float32_region,
     kmeans,
     reseed_dead_codes,
 )
@@ -86,7 +87,11 @@ class VectorQuantizer(Quantizer):
         return logs
 
     def forward(self, z: Tensor) -> QuantizeOutput:
-        z = z.float()
+        with float32_region(z):
+            return self.quantize(z.float())
+
+    def quantize(self, z: Tensor) -> QuantizeOutput:
+        """The method on float32 tokens, autocast off."""
         logs = self.prepare_codebook(z) if self.training else {}
         indices = nearest_code(z.detach(), self.embedding.detach())
         e = F.embedding(indices, self.embedding)

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from harness.contracts import QuantizeOutput, Quantizer
 from harness.ops import nearest_code
+from harness.plugins.quantizers.codebook_tools import float32_region
 
 
 class VQGANFC(Quantizer):
@@ -44,10 +45,15 @@ class VQGANFC(Quantizer):
         return F.normalize(self.embedding, dim=1)
 
     def codebook(self) -> Tensor:
-        return self.proj_out(self.normalized_codes())
+        with float32_region(self.embedding):
+            return self.proj_out(self.normalized_codes())
 
     def forward(self, z: Tensor) -> QuantizeOutput:
-        z = z.float()
+        with float32_region(z):
+            return self.quantize(z.float())
+
+    def quantize(self, z: Tensor) -> QuantizeOutput:
+        """The method on float32 tokens, autocast off."""
         h = F.normalize(self.proj_in(z), dim=1)
         codes = self.normalized_codes()
         indices = nearest_code(h.detach(), codes.detach())

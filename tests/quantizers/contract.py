@@ -24,11 +24,14 @@ def tokens(n: int, dim: int, seed: int = 1) -> torch.Tensor:
 
 
 def check_outputs_and_gradients(factory: Factory, n: int = 13) -> None:
-    """bf16 input, shapes, dtypes, index range, finite loss, gradients to the input and every parameter."""
+    """bf16 input under bf16 autocast, shapes, float32 output, index range, finite loss, gradients."""
     q = build(factory)
     q.train()
     z = tokens(n, q.dim).bfloat16().requires_grad_()
-    out = q(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = q(z)
+        codes = q.codebook()
+    assert codes is not None and codes.shape == (q.codebook_size, q.dim) and codes.dtype == torch.float32
     assert out.z_q.shape == (n, q.dim) and out.z_q.dtype == torch.float32
     assert out.indices.shape == (n,) and out.indices.dtype == torch.int64
     assert int(out.indices.min()) >= 0 and int(out.indices.max()) < q.codebook_size
@@ -38,8 +41,6 @@ def check_outputs_and_gradients(factory: Factory, n: int = 13) -> None:
     for name, p in q.named_parameters():
         if p.requires_grad:
             assert p.grad is not None and torch.isfinite(p.grad).all(), f"no gradient reaches {name}"
-    codes = q.codebook()
-    assert codes is not None and codes.shape == (q.codebook_size, q.dim)
 
 
 def check_eval_is_pure(factory: Factory, n: int = 9) -> None:
