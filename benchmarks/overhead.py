@@ -1,0 +1,121 @@
+"""The harness's own cost: a `harness run` cell against a bare PyTorch loop (not a test).
+
+    python benchmarks/overhead.py [--steps 3000] [--repeats 3]
+
+Both train the same model (linear2d), quantizer (vq, K=10), data (two-clusters)
+for the same steps with the same optimizer and batch size, then evaluate once.
+Three timings, medians over repeats:
+
+- bare: a hand-written loop, no logging;
+- harness loop: `harness.train.train` with MLflow logging every `log_every` steps
+  (what the issue's "at most 5% extra" budget is about);
+- whole cell: `CellRunner.run`, which adds the MLflow run, params, plots,
+  checkpoint and artifacts on top (reported separately: fixed cost per cell).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from harness.build import build_dataset, build_model, build_quantizer, complete_config
+from harness.evaluate import evaluate
+from harness.host import get_host
+from harness.runner import CellRunner, RunOptions
+from harness.suite import load_suite
+from harness.tracking import Tracker
+from harness.train import TrainState, total_steps, train
+
+
+def setup(steps: int):
+    host = get_host()
+    suite = load_suite("toy2d", "full", overrides=[f"train.steps={steps}", "train.snapshot_steps=[]",
+                                                   "eval.plots=[]"], seeds=1)
+    cell = next(c for c in suite.cells(["vq"]) if c.codebook_size == 10)
+    return host, suite, cell, complete_config(host, cell)
+
+
+def bare(host, config) -> float:
+    torch.manual_seed(0)
+    data = build_dataset(host, config, None)
+    (x_train, _), (x_val, _) = data.build("train").tensors, data.build("val").tensors
+    model, quantizer = build_model(host, config), build_quantizer(host, config)
+    opt = torch.optim.Adam([*model.parameters(), *quantizer.parameters()], lr=config["train"]["lr"])
+    batch = config["train"]["batch_size"]
+    g = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    order, pos = torch.randperm(len(x_train), generator=g), 0
+    for _ in range(config["train"]["steps"]):
+        if pos + batch > len(order):
+            order, pos = torch.randperm(len(x_train), generator=g), 0
+        x = x_train[order[pos:pos + batch]]
+        pos += batch
+        out = quantizer(model.encode(x))
+        loss = F.mse_loss(model.decode(out.z_q), x) + out.loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        out = quantizer(model.encode(x_val))
+        F.mse_loss(model.decode(out.z_q), x_val).item()
+    return time.perf_counter() - start
+
+
+def harness_loop(host, config, uri: str) -> float:
+    torch.manual_seed(0)
+    tracker = Tracker(uri)
+    run_id = tracker.start_run("overhead", "loop", {})
+    data = build_dataset(host, config, None)
+    train_set, val_set = data.build("train"), data.build("val")
+    model, quantizer = build_model(host, config), build_quantizer(host, config)
+    opt = torch.optim.Adam([*model.parameters(), *quantizer.parameters()], lr=config["train"]["lr"])
+    steps, per_epoch = total_steps(config, len(train_set))
+    state = TrainState(model, quantizer, opt, config, torch.device("cpu"), steps, per_epoch)
+    start = time.perf_counter()
+    train(state, train_set, [], log=lambda values, step: tracker.log_metrics(run_id, values, step))
+    evaluate(host, model, quantizer, val_set, config, torch.device("cpu"))
+    tracker.flush(run_id)
+    elapsed = time.perf_counter() - start
+    tracker.end_run(run_id)
+    return elapsed
+
+
+def whole_cell(host, suite, cell, uri: str) -> float:
+    runner = CellRunner(host, suite, Tracker(uri), RunOptions(tracking_uri=uri, progress=False))
+    start = time.perf_counter()
+    result = runner.run(cell)
+    assert result.status == "FINISHED", result.error
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    host, suite, cell, config = setup(args.steps)
+    with tempfile.TemporaryDirectory() as folder:
+        uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
+        Tracker(uri).check()  # the database is created outside the timings
+        bare(host, config), harness_loop(host, config, uri)  # warm-up
+        timings = {"bare": [], "loop": [], "cell": []}
+        for _ in range(args.repeats):
+            timings["bare"].append(bare(host, config))
+            timings["loop"].append(harness_loop(host, config, uri))
+            timings["cell"].append(whole_cell(host, suite, cell, uri))
+    med = {k: statistics.median(v) for k, v in timings.items()}
+    print(f"| {args.steps} steps | bare loop {med['bare']:.2f} s | harness loop {med['loop']:.2f} s "
+          f"(+{100 * (med['loop'] / med['bare'] - 1):.1f}%) | whole cell {med['cell']:.2f} s "
+          f"(+{100 * (med['cell'] / med['bare'] - 1):.1f}%) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
