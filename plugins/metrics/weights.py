@@ -1,0 +1,59 @@
+"""Where pretrained metric weights live on an offline machine; nothing here downloads.
+
+Files are looked up in ``context.weights_dir`` when the runner sets one, else
+in torch's hub cache ``$TORCH_HOME/hub/checkpoints/`` (default
+``~/.cache/torch/hub/checkpoints/``), the folder torchvision and
+torch-fidelity would download into (PROTOCOLS.md, "Weights for offline machines").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from harness.errors import MetricUnavailable
+
+ALEXNET = "alexnet-owt-7be5be79.pth"
+INCEPTION = "weights-inception-2015-12-05-6726825d.pth"
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """One pretrained file a metric needs, where it is looked for and how to get it."""
+
+    filename: str
+    purpose: str
+    url: str
+
+    def path(self, weights_dir: Path | None = None) -> Path:
+        return Path(weights_dir) / self.filename if weights_dir is not None else checkpoints_dir() / self.filename
+
+    def status(self, weights_dir: Path | None = None) -> dict[str, object]:
+        path = self.path(weights_dir)
+        return {"file": self.filename, "purpose": self.purpose, "path": str(path), "present": path.is_file()}
+
+    def require(self, metric: str, weights_dir: Path | None = None) -> Path:
+        """The file's path; :class:`MetricUnavailable` saying where to put it when it is absent."""
+        path = self.path(weights_dir)
+        if not path.is_file():
+            raise MetricUnavailable(
+                f"{metric}: weights file {path} not found ({self.purpose}). The harness never downloads: "
+                f"on a machine with internet get {self.url} and copy it to {path} "
+                "(the folder is $TORCH_HOME/hub/checkpoints/, default ~/.cache/torch/hub/checkpoints/)"
+            )
+        return path
+
+
+def checkpoints_dir() -> Path:
+    """``$TORCH_HOME/hub/checkpoints`` as torch resolves it (read at call time)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+ALEXNET_FILE = WeightsFile(ALEXNET, "torchvision AlexNet backbone of LPIPS",
+                           "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth")
+INCEPTION_FILE = WeightsFile(
+    INCEPTION, "torch-fidelity InceptionV3 (FID)",
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION,
+)
