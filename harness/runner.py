@@ -5,14 +5,15 @@ from __future__ import annotations
 import random
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from harness import __version__, plots
+from harness import __version__, distributed, plots
+from harness.adversarial import install as install_adversarial
 from harness.build import (
     build_dataset,
     build_model,
@@ -130,7 +131,7 @@ class CellRunner:
 
     def __init__(self, host: Host, suite: Suite, tracker: Tracker, options: RunOptions) -> None:
         self.host, self.suite, self.tracker, self.options = host, suite, tracker, options
-        self.device = resolve_device(options.device)
+        self.device = distributed.local_device(resolve_device(options.device))
 
     def run(self, cell: Cell, parent: str | None = None) -> CellResult:
         start = time.perf_counter()
@@ -171,6 +172,9 @@ class CellRunner:
                                      weight_decay=cfg["weight_decay"])
         steps, per_epoch = total_steps(config, len(train_set))
         state = TrainState(model, quantizer, optimizer, config, device, steps, per_epoch)
+        if cfg.get("discriminator"):
+            install_adversarial(state)  # harness.adversarial: active while loss_weights["adv"] > 0
+        distributed.wrap(state)  # DDP under torchrun, else nothing
 
         history: dict[str, list[tuple[int, Any]]] = {}
 
@@ -194,6 +198,8 @@ class CellRunner:
         finally:
             if progress is not None:
                 progress.close()
+        if not distributed.is_main():  # rank 0 checkpoints, evaluates and records
+            return CellResult(cell, "FINISHED")
 
         result = evaluate(host, model, quantizer, val_set, config, device, modality=modality)
         tracker.log_metrics(run_id, {f"eval/{k}": v for k, v in result.values.items()}, steps)
@@ -262,7 +268,10 @@ def run_suite(
     cells = suite.cells(methods)
     check_suite(host, suite, cells)
     cells = select_shard(cells, options.shard)
-    tracker = Tracker(options.tracking_uri)
+    if distributed.init_from_env():  # under torchrun: every rank trains, rank 0 records
+        options = replace(options, progress=options.progress and distributed.is_main())
+    tracker = Tracker(options.tracking_uri) if distributed.is_main() else distributed.NullTracker(
+        options.tracking_uri)
     tracker.check()
     runner = CellRunner(host, suite, tracker, options)
     parent_tags = tags_for([
@@ -288,11 +297,13 @@ def run_suite(
         status = "KILLED"
         raise
     finally:
-        claims = check_claims(suite.claims, [r.record() for r in results if r.status == "FINISHED"])
+        claims = check_claims(suite.claims, [r.record() for r in results if r.status == "FINISHED"]
+                              ) if distributed.is_main() else []
         record_claims(tracker, parent, claims)
         failed = [r for r in results if r.status != "FINISHED"]
         tracker.set_tags(parent, {"harness.failed_cells": str(len(failed))})
         tracker.end_run(parent, "FAILED" if failed and status == "FINISHED" else status)
+    distributed.finish()
     return SuiteResult(suite, results, claims, parent)
 
 
