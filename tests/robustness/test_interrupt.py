@@ -21,7 +21,7 @@ from tests.robustness.conftest import (
 )
 
 # long enough that the signal lands mid-training, short enough for CI once resumed
-STEPS = 1500
+STEPS = 1000
 
 
 def test_sigint_checkpoints_and_records_killed(workdir: Path, store: str, tiny):
