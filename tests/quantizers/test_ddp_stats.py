@@ -22,6 +22,7 @@ def shared_state(q: torch.nn.Module, local: tuple[str, ...] = ()) -> dict[str, t
 
 
 def worker(rank: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)  # two ranks share the machine's cores
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD,
                             timeout=timedelta(seconds=60))
     try:

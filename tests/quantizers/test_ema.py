@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from harness.plugins.quantizers.ema import EMAQuantizer
-from tests.quantizers.contract import check_all
+from harness.testing import QuantizerConformance
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second intra-op thread only contends for the shared cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def two_code_ema() -> EMAQuantizer:
@@ -82,5 +92,8 @@ def test_dead_code_reset_sets_a_fresh_running_mean():
     torch.testing.assert_close(q.embedding[1:], torch.full((2, 1), 42.0), rtol=1e-4, atol=0)
 
 
-def test_ema_meets_the_contract():
-    check_all(lambda: EMAQuantizer(dim=3, codebook_size=8, kmeans_init=True, dead_code_reset=1))
+class TestEMAWithOptions(QuantizerConformance):
+    """The conformance kit on ema with k-means init and dead-code reset on."""
+
+    quantizer = EMAQuantizer
+    params = {"kmeans_init": True, "dead_code_reset": 1}

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from harness.plugins.quantizers.ns_vq import NonStationaryVQ
 from harness.plugins.quantizers.nsvq import NSVQ, Reservoir
-from tests.quantizers.contract import check_all
+from harness.testing import QuantizerConformance
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second intra-op thread only contends for the shared cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 START = torch.tensor([[0.0, 0.0], [1.0, 1.0], [50.0, 50.0], [-50.0, 50.0]])
 NEAR = torch.tensor([[0.1, 0.0], [0.9, 1.0], [0.0, 0.2], [1.1, 0.9]])  # uses codes 0 and 1
@@ -94,5 +105,8 @@ def test_loss_is_ns_vqs():
     torch.testing.assert_close(oa.z_q, ob.z_q)
 
 
-def test_nsvq_meets_the_contract():
-    check_all(lambda: NSVQ(dim=3, codebook_size=8, reservoir_size=64, replace_every=1))
+class TestNSVQStepWindow(QuantizerConformance):
+    """The conformance kit on nsvq replacing every step (the default replaces at epoch ends)."""
+
+    quantizer = NSVQ
+    params = {"reservoir_size": 64, "replace_every": 1}

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from harness.plugins.quantizers.simvq import SimVQ
-from tests.quantizers.contract import check_all
+from harness.testing import QuantizerConformance
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second intra-op thread only contends for the shared cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def hand_simvq() -> SimVQ:
@@ -60,5 +70,9 @@ def test_frozen_codes_are_normal_with_variance_one_over_d():
     assert abs(float(q.frozen_codes.mean())) < 0.01
 
 
-def test_simvq_meets_the_contract():
-    check_all(lambda: SimVQ(dim=3, codebook_size=8))
+class TestSimVQSmallBeta(QuantizerConformance):
+    """The conformance kit on simvq at another commitment weight and odd sizes."""
+
+    quantizer = SimVQ
+    params = {"beta": 0.1}
+    dim, codebook_size = 5, 7

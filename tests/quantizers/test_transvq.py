@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from harness.plugins.quantizers.transvq import LinearAttention, TransVQ, TransVQMLP
-from tests.quantizers.contract import check_all
+from harness.testing import QuantizerConformance
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second intra-op thread only contends for the shared cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def test_default_architecture_is_the_papers():
@@ -91,6 +100,13 @@ def test_bad_widths_are_rejected():
         TransVQ(dim=4, codebook_size=8, width=10, heads=3)
 
 
-@pytest.mark.parametrize("cls", [TransVQ, TransVQMLP])
-def test_transvq_meets_the_contract(cls):
-    check_all(lambda: cls(dim=3, codebook_size=8, width=16, heads=2))
+class TestTransVQTwoHeadsTwoBlocks(QuantizerConformance):
+    """The conformance kit on a deeper, multi-head TransVQ than the paper's default."""
+
+    quantizer = TransVQ
+    params = {"width": 16, "heads": 2, "depth": 2}
+
+
+class TestTransVQMLPDeep(QuantizerConformance):
+    quantizer = TransVQMLP
+    params = {"width": 16, "depth": 2}

@@ -9,7 +9,16 @@ import torch
 
 from harness.plugins.quantizers.codebook_tools import entropy_penalty, kmeans
 from harness.plugins.quantizers.vq import VectorQuantizer
-from tests.quantizers.contract import check_all
+from harness.testing import QuantizerConformance
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second intra-op thread only contends for the shared cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def test_plain_vq_has_no_extra_state():
@@ -135,6 +144,8 @@ def test_bad_options_are_rejected():
         VectorQuantizer(dim=2, codebook_size=2, entropy_temperature=0.0)
 
 
-def test_vq_with_every_option_meets_the_contract():
-    check_all(lambda: VectorQuantizer(dim=3, codebook_size=8, kmeans_init=True, dead_code_reset=1,
-                                      entropy_weight=0.1))
+class TestVQWithEveryOption(QuantizerConformance):
+    """The conformance kit on vq with all options on (the kit's own run covers the defaults)."""
+
+    quantizer = VectorQuantizer
+    params = {"kmeans_init": True, "dead_code_reset": 1, "entropy_weight": 0.1}

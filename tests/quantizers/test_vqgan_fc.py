@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from harness.plugins.quantizers.vqgan_fc import VQGANFC
-from tests.quantizers.contract import check_all
+from harness.testing import QuantizerConformance
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors: a second intra-op thread only contends for the shared cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def hand_fc() -> VQGANFC:
@@ -53,5 +63,8 @@ def test_code_scale_does_not_matter():
     assert torch.equal(q(z).indices, first)
 
 
-def test_vqgan_fc_meets_the_contract():
-    check_all(lambda: VQGANFC(dim=3, codebook_size=8, lookup_dim=2))
+class TestVQGANFCWideLookup(QuantizerConformance):
+    """The conformance kit on vqgan-fc with the paper's other lookup size, 32 (wider than dim)."""
+
+    quantizer = VQGANFC
+    params = {"lookup_dim": 32}
