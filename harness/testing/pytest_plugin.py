@@ -85,7 +85,9 @@ def pytest_configure_node(node: Any) -> None:
     """xdist controller: create the parent runs once and hand them to each worker."""
     state = _state(node.config)
     if state is not None:
-        node.workerinput[WORKER_KEY] = json.dumps({"uri": state.uri, "parents": state.parents()})
+        # --collect-only records nothing: no parent runs to hand out
+        parents = {} if node.config.option.collectonly else state.parents()
+        node.workerinput[WORKER_KEY] = json.dumps({"uri": state.uri, "parents": parents})
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
@@ -95,7 +97,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     for spec in state.specs:
         collector = SuiteCollector.from_parent(session, name=f"harness:{spec}", spec=spec)
-        items.extend(collector.collect())
+        collected = collector.collect()
+        # report them like collected files' items (the terminal's "N items" count)
+        session.ihook.pytest_collectreport(
+            report=pytest.CollectReport(collector.nodeid, "passed", None, collected))
+        items.extend(collected)
 
 
 class _ClaimsLast:
@@ -184,10 +190,14 @@ class HarnessSession:
 
     @cached_property
     def tracker(self) -> Any:
+        from harness.errors import HarnessError
         from harness.tracking import Tracker
 
         tracker = Tracker(self.uri)
-        tracker.check()
+        try:
+            tracker.check()
+        except HarnessError as exc:
+            raise pytest.UsageError(f"--harness-tracking-uri: {exc}") from None
         return tracker
 
     @cached_property

@@ -120,6 +120,11 @@ def test_scaffold_install_run_rank_and_generated_tests_pass(tmp_path):
     assert len(mine) == 1, listing["quantizers"]
     assert (mine[0]["distribution"], mine[0]["version"]) == (DIST, "0.1.0")
     assert mine[0]["summary"]  # the docstring's first line
+    # the generated README's switch: the plugin is blocked before it is imported
+    blocked = json.loads(_run([*harness, "plugins", "--json"], tmp_path,
+                              {**env, "HARNESS_DISABLE_PLUGINS": "harness_authoring_probe"}).stdout)
+    assert {"name": "harness_authoring_probe", "status": "disabled"}.items() <= next(
+        r for r in blocked if r["name"] == "harness_authoring_probe").items()
 
     # the README's run command (fewer steps: the road is the same, the clock is shorter)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
