@@ -114,7 +114,8 @@ class EMAQuantizer(Quantizer):
         """EMA step on statistics summed over ranks (every rank ends with the same codebook)."""
         counts = all_reduce_sum_(code_counts(indices, self.codebook_size))
         sums = all_reduce_sum_(torch.zeros_like(self.embed_sum).index_add_(0, indices, z))
-        self.embedding.copy_(ema_update(self.cluster_size, self.embed_sum, counts, sums, self.decay, self.eps))
+        codes = ema_update(self.cluster_size, self.embed_sum, counts, sums, self.decay, self.eps)
+        self.embedding.copy_(codes)
         if self.tracker is not None:
             self.tracker.step(indices)
 

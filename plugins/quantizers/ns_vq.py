@@ -69,7 +69,7 @@ def kernel_embedding_loss(z: Tensor, codes: Tensor, lam: float, tau: float,
 
 
 def modified_ste(z: Tensor, e: Tensor, a: float) -> Tensor:
-    """``z + a e + sg((1 - a) e - z)``: value ``e``; ``z`` gets the upstream gradient, ``e`` ``a`` times it."""
+    """``z + a e + sg((1 - a) e - z)``: value ``e``; ``z`` gets the upstream gradient, ``e`` a times it."""
     return z + a * e + ((1.0 - a) * e - z).detach()
 
 
@@ -159,6 +159,7 @@ class NonStationaryVQ(Quantizer):
                                      self.lam, self.tau, winner_weight=0.0)
             push = weights @ self.embedding
             z_q = z_q + push - push.detach()
-        logs: dict[str, Tensor | float] = {"embedding_loss": embedding_loss.detach(), "commitment_loss": commitment_loss.detach(),
-                "kernel_tau": self.tau}
+        logs: dict[str, Tensor | float] = {"embedding_loss": embedding_loss.detach(),
+                                           "commitment_loss": commitment_loss.detach(),
+                                           "kernel_tau": self.tau}
         return QuantizeOutput(z_q=z_q, indices=indices, loss=loss, logs=logs)

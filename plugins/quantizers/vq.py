@@ -83,7 +83,8 @@ class VectorQuantizer(Quantizer):
             self.embedding.copy_(kmeans(z, self.codebook_size, self.kmeans_iters))
             self.initted.fill_(True)
         if self.tracker is not None:
-            logs["codes_reset"] = reseed_dead_codes(self.embedding, self.tracker, z, self.reset_noise).sum().float()
+            reset = reseed_dead_codes(self.embedding, self.tracker, z, self.reset_noise)
+            logs["codes_reset"] = reset.sum().float()
         return logs
 
     def forward(self, z: Tensor) -> QuantizeOutput:
