@@ -120,7 +120,10 @@ def build_leaderboard(
     if not runs:
         raise HarnessError(f"no {profile!r} runs of suite {suite!r}; profiles recorded: {sorted(p for p in profiles if p)}")
     version = max(_int(r.data.tags.get("harness.suite_version")) for r in runs)
+    older = sorted({_int(r.data.tags.get("harness.suite_version")) for r in runs} - {version})
     runs = [r for r in runs if _int(r.data.tags.get("harness.suite_version")) == version]
+    hidden = [f"profile {p}" for p in sorted(p for p in profiles if p and p != profile)]
+    hidden += [f"{profile} suite version {v}" for v in older]
 
     # the newest finished run per (configuration, seed); a re-run replaces, never doubles
     latest: dict[tuple[str, str], Any] = {}
@@ -182,8 +185,11 @@ def build_leaderboard(
                 f"{row.method}-{row.codebook_size:09d}-{row.dim:06d}")
 
     rows.sort(key=sort_key)
-    return Leaderboard(suite, profile, version, primary, ordered, directions, rows,
+    board = Leaderboard(suite, profile, version, primary, ordered, directions, rows,
                        meta=_meta(tracker, [r for group_runs in groups.values() for r in group_runs]))
+    if hidden:
+        board.meta["not_shown"] = "; ".join(hidden) + " (never mixed into this table)"
+    return board
 
 
 def _meta(tracker: Tracker, runs: list[Any]) -> dict[str, str]:

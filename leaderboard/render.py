@@ -16,7 +16,8 @@ from harness.table import csv_table, markdown
 ARROW = {True: "↑", False: "↓"}
 META = (("suite", "suite"), ("profile", "profile"), ("suite version", "version"),
         ("harness version", "harness_version"), ("cells made by harness", "cell_harness_versions"),
-        ("git commits", "git_commits"), ("devices", "devices"), ("store", "store"), ("built", "built"))
+        ("git commits", "git_commits"), ("devices", "devices"), ("store", "store"), ("built", "built"),
+        ("also recorded", "not_shown"))
 
 
 def is_best(board: Leaderboard, row: Row, column: str) -> bool:

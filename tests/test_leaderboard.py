@@ -61,7 +61,10 @@ def test_profiles_and_versions_are_never_mixed(tracker):
     record(tracker, "a", 0, {"mse": 1.0}, profile="smoke")
     record(tracker, "a", 0, {"mse": 2.0}, profile="full", version=1)
     record(tracker, "a", 0, {"mse": 3.0}, profile="full", version=2)
-    assert build_leaderboard("board", tracker=tracker).rows[0].metrics["mse"].mean == 3.0
+    full = build_leaderboard("board", tracker=tracker)
+    assert full.rows[0].metrics["mse"].mean == 3.0
+    assert full.meta["not_shown"].startswith("profile smoke; full suite version 1")
+    assert "profile smoke; full suite version 1" in to_markdown(full)
     smoke = build_leaderboard("board", tracker=tracker, profile="smoke")
     assert (smoke.profile, smoke.rows[0].metrics["mse"].mean) == ("smoke", 1.0)
 
