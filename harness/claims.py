@@ -41,14 +41,41 @@ def matches(key: dict[str, Any], where: dict[str, Any]) -> bool:
     return True
 
 
+#: the key fields a ``compare`` claim pairs its cells on (the method and quantizer differ)
+PAIR_FIELDS = ("codebook_size", "dim", "seed")
+
+
+def _metric_by_cell(claim: Claim, records: list[dict[str, Any]], where: dict[str, Any]
+                    ) -> list[tuple[dict[str, Any], float]]:
+    return [
+        (r["key"], float(r["metrics"][claim.metric]))
+        for r in records
+        if matches(r["key"], where) and claim.metric in r["metrics"]
+        and not math.isnan(float(r["metrics"][claim.metric]))
+    ]
+
+
+def claim_values(claim: Claim, records: Iterable[dict[str, Any]]) -> tuple[float, ...]:
+    """The metric of each matching cell; for a ``compare`` claim, paired differences.
+
+    A compare claim pairs each ``where`` cell with the cell of ``{**where, **compare}``
+    that has the same codebook size, dim and seed (unless ``compare`` names those
+    fields) and yields ``metric(this) - metric(other)``; unpaired cells are left out.
+    """
+    records = list(records)
+    mine = _metric_by_cell(claim, records, claim.where)
+    if not claim.compare:
+        return tuple(v for _, v in mine)
+    fields = [f for f in PAIR_FIELDS if f not in claim.compare]
+    others = {tuple(k.get(f) for f in fields): v
+              for k, v in _metric_by_cell(claim, records, {**claim.where, **claim.compare})}
+    pairs = ((v, others.get(tuple(k.get(f) for f in fields))) for k, v in mine)
+    return tuple(v - other for v, other in pairs if other is not None)
+
+
 def check_claim(claim: Claim, records: Iterable[dict[str, Any]]) -> ClaimResult:
     """``records``: finished cells as ``{"key": {...}, "metrics": {...}}``."""
-    values = tuple(
-        float(r["metrics"][claim.metric])
-        for r in records
-        if matches(r["key"], claim.where) and claim.metric in r["metrics"]
-        and not math.isnan(float(r["metrics"][claim.metric]))
-    )
+    values = claim_values(claim, records)
     if not values:
         return ClaimResult(claim, None, None, 0)
     op = OPS[claim.op]

@@ -43,11 +43,13 @@ SCHEMA: dict[str, dict[str, tuple[type, ...] | str]] = {
 }
 METHOD_KEYS: dict[str, tuple[type, ...] | str] = {
     "quantizer": (str,), "params": "table", "schedules": (list,), "description": (str,),
+    # overrides of [model] params for this method (e.g. one label per toy2d-drift demo)
+    "model_params": "table",
 }
 SCHEDULE_KEYS: dict[str, tuple[type, ...] | str] = {"name": (str,), "params": "table"}
 CLAIM_KEYS: dict[str, tuple[type, ...] | str] = {
     "id": (str,), "text": (str,), "where": "table", "metric": (str,), "aggregate": (str,),
-    "op": (str,), "value": Number, "kind": (str,), "profiles": (list,),
+    "op": (str,), "value": Number, "kind": (str,), "profiles": (list,), "compare": "table",
 }
 REFERENCE_KEYS: dict[str, tuple[type, ...] | str] = {
     "method": (str,), "codebook_size": (int,), "dim": (int,), "source": (str,),
@@ -91,9 +93,16 @@ class Claim:
     value: float = 0.0
     kind: str = "assert"  # "assert": must hold; "report": the number is recorded, not judged
     profiles: tuple[str, ...] = PROFILES
+    #: paired comparison: ``where`` cells minus the cells of ``{**where, **compare}`` with the
+    #: same codebook size, dim and seed; the aggregate runs over those differences
+    compare: dict[str, Any] | None = None
 
     def describe(self) -> str:
         target = ", ".join(f"{k}={v}" for k, v in sorted(self.where.items()))
+        if self.compare:
+            other = ", ".join(f"{k}={v}" for k, v in sorted(self.compare.items()))
+            return (f"{self.aggregate}({self.metric}[{target}] - {self.metric}[{other}], paired by "
+                    f"codebook_size, dim, seed) {self.op} {self.value:g}")
         if self.kind == "report":
             return f"{self.aggregate}({self.metric} {self.op} {self.value:g}) over [{target}]"
         return f"{self.aggregate}({self.metric}) {self.op} {self.value:g} over [{target}]"
@@ -194,7 +203,8 @@ class Suite:
         return {
             "suite": {"name": self.name, "version": self.version, "profile": self.profile},
             "dataset": {"name": data["dataset"]["name"], "params": dict(data["dataset"].get("params", {}))},
-            "model": {"name": data["model"]["name"], "params": dict(data["model"].get("params", {}))},
+            "model": {"name": data["model"]["name"],
+                      "params": {**data["model"].get("params", {}), **method.get("model_params", {})}},
             "quantizer": {"name": method["quantizer"], "method": label, "codebook_size": k,
                           "dim": d, "params": dict(method.get("params", {}))},
             "schedules": [{"name": s["name"], "params": dict(s.get("params", {}))} for s in schedules],
