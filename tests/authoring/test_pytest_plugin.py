@@ -88,8 +88,9 @@ CLAIMS = ["drifting-uses-codes", "vq-impossible", "mse-report"]
 
 
 def _env() -> dict[str, str]:
+    # a clean slate: no store or plugin switches, no outer pytest(-xdist) settings
     env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "HARNESS_DISABLE_PLUGINS", "PYTEST_ADDOPTS")}
+           if k not in ("MLFLOW_TRACKING_URI", "HARNESS_DISABLE_PLUGINS") and not k.startswith("PYTEST_")}
     env["MPLBACKEND"] = "Agg"
     return env
 

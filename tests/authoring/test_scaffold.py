@@ -105,7 +105,8 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
 
 
 def test_scaffold_install_run_rank_and_generated_tests_pass(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HARNESS_DISABLE_PLUGINS")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "HARNESS_DISABLE_PLUGINS") and not k.startswith("PYTEST_")}
     env["MPLBACKEND"] = "Agg"
     package = tmp_path / DIST
     assert main(["new", "quantizer", NAME, "--dir", str(package)]) == 0
