@@ -14,10 +14,14 @@ Conventions chosen here:
 - The model and quantizer are wrapped together in DDP (the loop calls
   encode, quantize and decode through one ``forward``) with
   ``find_unused_parameters=True``, because schedules freeze parts of the
-  model mid-run, and ``broadcast_buffers=False``, because quantizer buffers
-  are kept equal by the quantizers' own all-reduces. Parameters frozen when
+  model mid-run (DDP then warns once that it found no unused parameters
+  while nothing is frozen: expected), and without the buffer broadcast
+  before each forward, because quantizer buffers are kept equal by the
+  quantizers' own all-reduces. Parameters frozen when
   the cell starts and unfrozen later are not synchronised by DDP.
-- A cell that raises on one rank only leaves the others waiting in a
+- Rank 0 evaluates alone (the eval split is not sharded); the others wait
+  for it at the end of the suite.
+- A cell that raises on one rank only (a loss that diverges on one shard) leaves the others waiting in a
   collective until the process-group timeout (``HARNESS_DIST_TIMEOUT_MIN``,
   120 minutes by default, long enough for rank 0's evaluation).
 """
@@ -25,6 +29,7 @@ Conventions chosen here:
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -101,10 +106,13 @@ def wrap(state: Any) -> None:
     if channels_last(state.config, device, state.model):  # before DDP lays out its gradient buckets
         state.model.to(memory_format=torch.channels_last)
     net = Reconstructor(state.model, state.quantizer)
-    state.wrapped = nn.parallel.DistributedDataParallel(
-        net, device_ids=[device.index] if device.type == "cuda" else None,
-        broadcast_buffers=False, find_unused_parameters=True,
-    )
+    ddp = nn.parallel.DistributedDataParallel
+    # no buffer broadcast before each forward (newer torch spells it forward_sync_buffers;
+    # its one sync at construction is harmless: every rank builds the same initial state)
+    no_sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(ddp).parameters
+               else {"broadcast_buffers": False})
+    state.wrapped = ddp(net, device_ids=[device.index] if device.type == "cuda" else None,
+                        find_unused_parameters=True, **no_sync)
 
 
 def per_rank_batch(batch_size: int) -> int:

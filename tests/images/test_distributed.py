@@ -1,8 +1,9 @@
 """Two processes under torchrun (gloo, CPU) train one tiny image cell end to end.
 
 Checks that DDP keeps both ranks' parameters identical while each rank reads a
-different half of the data, that the discriminator trains under DDP too, and
-that only rank 0 records: exactly one MLflow cell run.
+different half of the data, that the discriminator trains under DDP too, that
+freezing the encoder mid-run (as ``nsvq-stages`` does) works under DDP, and that
+only rank 0 records: exactly one MLflow cell run.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ WORKER = textwrap.dedent('''
 
         def build(self, split: str) -> Dataset:
             train = split == "train"
-            return Recording(16 if train else 4, 0 if train else 1, record=train)
+            return Recording(8 if train else 4, 0 if train else 1, record=train)
 
 
     def params(state) -> dict[str, torch.Tensor]:
@@ -71,7 +72,7 @@ WORKER = textwrap.dedent('''
 
         name = "dump-state"
 
-        def __init__(self, adv_from: int = 4) -> None:
+        def __init__(self, adv_from: int = 2) -> None:
             self.adv_from = adv_from
 
         def on_train_start(self, state) -> None:
@@ -82,11 +83,15 @@ WORKER = textwrap.dedent('''
         def on_step(self, state) -> None:
             if state.step == self.adv_from:
                 state.loss_weights["adv"] = 1.0
+            if state.step == self.adv_from + 1:  # what nsvq-stages does: DDP must cope
+                for p in state.model.encoder.parameters():
+                    p.requires_grad_(False)
+                self.frozen = params(state)
 
         def on_epoch_end(self, state) -> None:
             if state.step == state.steps_total:
                 rank = torch.distributed.get_rank()
-                torch.save({"start": self.start, "end": params(state), "seen": SEEN,
+                torch.save({"start": self.start, "frozen": self.frozen, "end": params(state), "seen": SEEN,
                             "world": torch.distributed.get_world_size()}, OUT / f"rank{rank}.pt")
 
 
@@ -158,9 +163,9 @@ def test_two_ranks_train_identically_and_rank0_records(tmp_path: Path):
 
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
     assert ranks[0]["world"] == 2
-    # each rank read its own half of the 16 training items in each epoch
-    epoch0 = [set(r["seen"][:8]) for r in ranks]
-    assert not epoch0[0] & epoch0[1] and epoch0[0] | epoch0[1] == set(range(16))
+    # each rank read its own half of the 8 training items in each epoch
+    epoch0 = [set(r["seen"][:4]) for r in ranks]
+    assert not epoch0[0] & epoch0[1] and epoch0[0] | epoch0[1] == set(range(8))
     end0, end1 = ranks[0]["end"], ranks[1]["end"]
     assert end0.keys() == end1.keys()
     for key in end0:
@@ -168,6 +173,10 @@ def test_two_ranks_train_identically_and_rank0_records(tmp_path: Path):
     # training moved the model and, once adv > 0, the discriminator
     assert any(not torch.equal(ranks[0]["start"][k], end0[k]) for k in end0 if k.startswith("model."))
     assert any(not torch.equal(ranks[0]["start"][k], end0[k]) for k in end0 if k.startswith("disc."))
+    # the encoder frozen for the last step stayed put while the decoder still trained
+    frozen = ranks[0]["frozen"]
+    assert all(torch.equal(frozen[k], end0[k]) for k in end0 if k.startswith("model._encoder"))
+    assert any(not torch.equal(frozen[k], end0[k]) for k in end0 if k.startswith("model._decoder"))
 
     from harness.tracking import Tracker
 
