@@ -203,9 +203,17 @@ def _meta(tracker: Tracker, runs: list[Any]) -> dict[str, str]:
         "store": tracker.uri,
         "harness_version": __version__,
         "cell_harness_versions": joined("harness.version"),
-        "git_commits": ", ".join(c[:10] for c in joined("harness.git_commit").split(", ")),
+        "git_commits": _commits(joined("harness.git_commit").split(", ")),
         "devices": joined("harness.device"),
         "cells": str(len(runs)),
         "failed_cells": str(sum(r.info.status != "FINISHED" for r in runs)),
         "built": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def _commits(commits: list[str], shown: int = 3) -> str:
+    """Short hashes; several mean the code changed while the cells ran (worth knowing, not hiding)."""
+    short = [c[:10] for c in commits]
+    if len(short) <= shown:
+        return ", ".join(short)
+    return f"{len(short)} different commits: {', '.join(short[:shown])}, … (see each run's harness.git_commit tag)"

@@ -37,7 +37,18 @@ def _png(fig: Any) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    return buffer.getvalue()
+    return compact_png(buffer.getvalue())
+
+
+def compact_png(data: bytes) -> bytes:
+    """A 256-colour palette PNG when that is smaller: plots have few colours, and the page
+    carries every image inline (a checked-in page stays a few hundred kB)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        out = io.BytesIO()
+        image.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE).save(out, "PNG", optimize=True)
+    return out.getvalue() if out.tell() < len(data) else data
 
 
 def _label(row: Row, dims: set[int]) -> str:
@@ -114,6 +125,8 @@ def metric_vs_codebook_size(board: Leaderboard, metrics: list[str]) -> Figure | 
                            edgecolors="black", label=f"{row.method} (reported)")
         arrow = "↑" if board.higher_is_better.get(metric, True) else "↓"
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(sizes), [str(k) for k in sorted(sizes)])
+        ax.minorticks_off()
         ax.set_xlabel("codebook size K")
         ax.set_ylabel(f"{metric} {arrow}")
         ax.grid(alpha=0.3)
@@ -139,7 +152,7 @@ def latent_snapshots(board: Leaderboard, tracker: Tracker) -> list[Figure]:
                                   f"{row.method}, K = {row.codebook_size}, d = {row.dim}, seed {seed}",
                                   "Encoded validation points (coloured by cluster) and the codes "
                                   "(gold: used, grey: unused) at the snapshot steps.",
-                                  Path(path).read_bytes()))
+                                  compact_png(Path(path).read_bytes())))
     return figures
 
 

@@ -109,15 +109,17 @@ def to_csv(board: Leaderboard) -> str:
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
-       max-width: 1200px; padding: 0 1em; color: #1a1a1a; line-height: 1.4; }
+       max-width: 1280px; padding: 0 1em; color: #1a1a1a; line-height: 1.4; }
+.scroll { overflow-x: auto; }
 h1 { margin-bottom: .2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: .15em 1em; font-size: .9em; }
 dl.meta dt { color: #555; } dl.meta dd { margin: 0; font-family: ui-monospace, monospace; }
 table { border-collapse: collapse; margin: .8em 0; font-size: .92em; }
 th, td { border: 1px solid #ccc; padding: .3em .6em; text-align: right; white-space: nowrap; }
-th { background: #f3f3f3; }
+th { background: #f3f3f3; white-space: normal; vertical-align: bottom; }
 td.text, th.text { text-align: left; white-space: normal; }
 td.best { font-weight: bold; background: #e3f4e4; }
+td .std { display: block; font-size: .8em; font-weight: normal; color: #555; }
 td.best::before { content: "★ "; color: #2e7d32; }
 td.failed { color: #b00020; font-weight: bold; background: #fdecee; }
 td.unavailable { color: #8a6d00; }
@@ -128,7 +130,7 @@ td.holds { color: #1b5e20; font-weight: bold; } td.FAILS { color: #b00020; font-
 td.reported-claim { color: #0d47a1; } td.no-data { color: #888; }
 .legend, figcaption, .note { color: #444; font-size: .88em; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
-.latents { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 1em; }
+.latents figure { margin: 1.2em 0; }
 """
 
 
@@ -144,7 +146,13 @@ def _row_html(board: Leaderboard, row: Row) -> str:
         title = " title=\"best measured value in this metric's direction\"" if css == "best" else ""
         if column in row.unavailable:
             title = f' title="{_e(row.unavailable[column])}"'
-        cells.append(f'<td class="{css}"{title}>{_e(text)}</td>')
+        stat = row.metrics.get(column)
+        if stat is not None and stat.n > 1:  # the std on its own line keeps wide tables readable
+            mean, std = text.split(" ± ", 1)
+            text_html = f'{_e(mean)}<span class="std"> ± {_e(std)}</span>'
+        else:
+            text_html = _e(text)
+        cells.append(f'<td class="{css}"{title}>{text_html}</td>')
     cells.append(f'<td class="text status">{_e(status_text(row))}</td>')
     kind = "reported" if row.reported else "failed" if row.n == 0 else "partial" if row.failed else "ok"
     return f'<tr class="{kind}" data-method="{_e(row.method)}">{"".join(cells)}</tr>'
@@ -161,8 +169,8 @@ def _table_html(board: Leaderboard) -> str:
         body.append(f'<tr class="group"><th colspan="{width}">Reported by the papers '
                     "(not measured here; never marked best)</th></tr>")
         body += [_row_html(board, r) for r in board.reported]
-    return (f'<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>\n'
-            + "\n".join(body) + "\n</tbody></table>")
+    return (f'<div class="scroll"><table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>\n'
+            + "\n".join(body) + "\n</tbody></table></div>")
 
 
 def _claims_html(board: Leaderboard) -> str:
@@ -178,9 +186,9 @@ def _claims_html(board: Leaderboard) -> str:
     intro = _e(_claims_intro(board)).replace("`", "")
     return (f"<h2>Claims</h2><p class=\"note\">{intro}<b>holds</b> / <b>FAILS</b> for asserted claims, "
             "<b>reported</b> for findings the suite only measures.</p>"
-            '<table id="claims"><thead><tr><th class="text">claim</th><th class="text">status</th>'
+            '<div class="scroll"><table id="claims"><thead><tr><th class="text">claim</th><th class="text">status</th>'
             '<th>observed</th><th>n</th><th class="text">check</th><th class="text">text</th></tr></thead>'
-            f"<tbody>{rows}</tbody></table>")
+            f"<tbody>{rows}</tbody></table></div>")
 
 
 def _figure_html(figure) -> str:
