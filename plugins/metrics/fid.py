@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -22,13 +24,22 @@ def fidelity_version() -> str:
 
 
 def build_inception(path: Path, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """torch-fidelity's ``FeatureExtractorInceptionV3`` from a local file (never its URL)."""
+    """torch-fidelity's ``FeatureExtractorInceptionV3`` from a local file (never its URL).
+
+    Cached per file version and device: a suite evaluates many cells, and the
+    frozen network is the same for all of them.
+    """
+    stat = Path(path).stat()
+    return _cached_inception(str(path), stat.st_mtime_ns, stat.st_size, str(device))
+
+
+@lru_cache(maxsize=2)
+def _cached_inception(path: str, mtime_ns: int, size: int, device: str) -> torch.nn.Module:
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
     try:
-        net = FeatureExtractorInceptionV3("inception-v3-compat", [FEATURE],
-                                          feature_extractor_weights_path=str(path))
-    except (RuntimeError, OSError, ValueError, KeyError) as exc:
+        net = FeatureExtractorInceptionV3("inception-v3-compat", [FEATURE], feature_extractor_weights_path=path)
+    except (RuntimeError, OSError, ValueError, KeyError, pickle.UnpicklingError) as exc:
         raise MetricUnavailable(f"rfid: {path} is not torch-fidelity's Inception state dict: {exc}") from exc
     return net.to(device)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -28,10 +30,12 @@ def build_lpips(weights_dir=None, metric: str = "lpips", device: torch.device | 
         alexnet.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except (RuntimeError, OSError, ValueError) as exc:
         raise MetricUnavailable(f"{metric}: {path} is not a torchvision AlexNet state dict: {exc}") from exc
-    model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+    with warnings.catch_warnings():  # lpips calls torchvision's deprecated ``pretrained=False``
+        warnings.simplefilter("ignore", UserWarning)
+        model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
     for i in range(1, model.net.N_slices + 1):
         for index, layer in getattr(model.net, f"slice{i}").named_children():
-            layer.load_state_dict(alexnet.features[int(index)].state_dict())
+            layer.load_state_dict(alexnet.features[int(index)].state_dict())  # slice names = feature indices
     return model.eval().requires_grad_(False).to(device)
 
 
