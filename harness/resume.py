@@ -104,5 +104,7 @@ def continue_from(tracker: Tracker, run_id: str, state: Any, schedules: list[Any
         tags["harness.resumed_from"] = resume.previous_run_id
         points = copy_history(tracker, resume.previous_run_id, run_id, state.step)
         tracker.set_tags(resume.previous_run_id, {"harness.resumed_by": run_id})
+        if resume.run.info.status == "RUNNING":  # its process died unhandled (SIGKILL, power cut)
+            tracker.end_run(resume.previous_run_id, "KILLED")
     tracker.set_tags(run_id, tags)
     return points

@@ -91,3 +91,29 @@ def test_sigterm_then_resume_finishes_every_cell_once(workdir: Path, store: str,
     rows = capsys.readouterr().out.strip().splitlines()
     header, [row] = rows[0].split(","), [line.split(",") for line in rows[1:]]
     assert row[header.index("n")] == "2" and row[header.index("failed")] == "0"
+
+
+def test_sigkill_leaves_no_finished_run_and_resume_uses_the_periodic_checkpoint(workdir: Path, store: str, tiny):
+    """SIGKILL cannot be handled: the run stays RUNNING (never FINISHED); the periodic checkpoint remains."""
+    path = tiny(steps=STEPS, log_every=5, checkpoint_every=50)
+    args = ["run", str(path), "-q", "vq", "--seeds", "1", "--no-progress"]
+    proc = start(args, workdir)
+    folder = workdir / ".harness" / "checkpoints" / "tiny"
+    wait_for(lambda: running_cell_with_metric(store) and list(folder.glob("*.pt")), "a periodic checkpoint",
+             proc=proc)
+    interrupt(proc, signal.SIGKILL)
+    rc, _out, _err = finish(proc)
+    assert rc == -signal.SIGKILL
+    [dead] = cell_runs(store)
+    assert dead.info.status == "RUNNING"
+    saved = torch.load(next(folder.glob("*.pt")), weights_only=True)["step"]
+    assert saved % 50 == 0 and 0 < saved < STEPS
+
+    rc, _out, err = finish(start([*args, "--resume"], workdir))
+    assert rc == 0, err
+    finished = [r for r in cell_runs(store) if r.info.status == "FINISHED"]
+    assert len(finished) == 1
+    assert finished[0].data.tags["harness.resumed_from"] == dead.info.run_id
+    assert int(finished[0].data.tags["harness.resumed_at_step"]) == saved
+    [before] = [r for r in cell_runs(store) if r.info.run_id == dead.info.run_id]
+    assert before.info.status == "KILLED"  # the dead process's run is closed, not left RUNNING
