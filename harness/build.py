@@ -132,3 +132,27 @@ def build_dataset(host: Host, config: dict[str, Any], data_root: Path | None):
 
 def build_schedules(host: Host, config: dict[str, Any]) -> list[Any]:
     return [host.schedules.get(s["name"]).obj(**s["params"]) for s in config["schedules"]]
+
+
+def codebook_vs_data(model: Any, quantizer: Any, train_set: Any, device: Any) -> str | None:
+    """A warning when a codebook has more codes than the training split has tokens.
+
+    Such a cell still runs (a smoke profile keeps the full protocol's codebook on
+    tiny data), but at most ``tokens / codes`` of the codebook can ever be used,
+    so its utilization and dead-code numbers say nothing about the method.
+    """
+    import torch
+
+    item = train_set[0]
+    x = item[0] if isinstance(item, (tuple, list)) else item
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        z = model.encode(x[None].to(device))
+    model.train(was)
+    tokens = len(train_set) * (z.numel() // z.shape[1])
+    codes = max(getattr(quantizer, "stage_sizes", None) or (quantizer.codebook_size,))
+    if codes > tokens:
+        return (f"codebook_size {codes} is larger than the {tokens} training tokens; at most "
+                f"{tokens / codes:.1%} of the codes can be used, so usage metrics are not meaningful")
+    return None

@@ -324,7 +324,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"harness: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:  # harness.interrupt.Interrupted carries 130 or 143
-        print("harness: interrupted", file=sys.stderr)
+        if not hasattr(exc, "exit_code"):
+            print("harness: interrupted", file=sys.stderr)
         return getattr(exc, "exit_code", 130)
 
 

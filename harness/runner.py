@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field, replace
@@ -20,12 +21,16 @@ from harness.build import (
     build_quantizer,
     build_schedules,
     check_suite,
+    codebook_vs_data,
     complete_config,
 )
+from harness.checkpoint import Checkpointer, checkpoint_path, checkpoint_root
 from harness.claims import ClaimResult, check_claims
 from harness.errors import UsageError
 from harness.evaluate import evaluate
 from harness.host import Host, get_host
+from harness.interrupt import InterruptGuard
+from harness.resume import Resume, continue_from
 from harness.suite import Cell, Suite
 from harness.tracking import Tracker, flatten, git_commit, tags_for
 from harness.train import TrainState, total_steps, train
@@ -38,6 +43,8 @@ class RunOptions:
     tracking_uri: str | None = None
     shard: tuple[int, int] | None = None
     progress: bool = True
+    resume: bool = False  # skip finished cells, continue interrupted ones (harness.resume)
+    jobs: int = 1  # cells in parallel processes (harness.parallel)
 
 
 @dataclass
@@ -63,7 +70,7 @@ class SuiteResult:
 
     @property
     def failed(self) -> list[CellResult]:
-        return [c for c in self.cells if c.status != "FINISHED"]
+        return [c for c in self.cells if c.status not in ("FINISHED", "SKIPPED")]
 
     @property
     def failed_claims(self) -> list[ClaimResult]:
@@ -132,13 +139,15 @@ class CellRunner:
     def __init__(self, host: Host, suite: Suite, tracker: Tracker, options: RunOptions) -> None:
         self.host, self.suite, self.tracker, self.options = host, suite, tracker, options
         self.device = distributed.local_device(resolve_device(options.device))
+        self.guard = InterruptGuard()  # run_suite enters it; unentered it never fires
+        self.checkpoint_root = checkpoint_root(tracker.uri)
 
-    def run(self, cell: Cell, parent: str | None = None) -> CellResult:
+    def run(self, cell: Cell, parent: str | None = None, resume: Resume | None = None) -> CellResult:
         start = time.perf_counter()
         tags = cell_tags(self.host, self.suite, cell, self.device)
         run_id = self.tracker.start_run(self.suite.name, cell.run_name, tags, parent=parent)
         try:
-            result = self._train_and_evaluate(cell, run_id)
+            result = self._train_and_evaluate(cell, run_id, resume)
         except KeyboardInterrupt:
             self.tracker.end_run(run_id, "KILLED")
             raise
@@ -153,7 +162,7 @@ class CellRunner:
         result.run_id, result.seconds = run_id, time.perf_counter() - start
         return result
 
-    def _train_and_evaluate(self, cell: Cell, run_id: str) -> CellResult:
+    def _train_and_evaluate(self, cell: Cell, run_id: str, resume: Resume | None = None) -> CellResult:
         host, tracker, device = self.host, self.tracker, self.device
         config = complete_config(host, cell)
         tracker.log_params(run_id, flatten(config))
@@ -175,8 +184,19 @@ class CellRunner:
         if cfg.get("discriminator"):
             install_adversarial(state)  # harness.adversarial: active while loss_weights["adv"] > 0
         distributed.wrap(state)  # DDP under torchrun, else nothing
+        warning = codebook_vs_data(model, quantizer, train_set, device)
+        if warning:
+            print(f"harness: warning: {cell.run_name}: {warning}", file=sys.stderr)
+            tracker.set_tags(run_id, {"harness.warning.codebook_vs_data": warning})
+        checkpointer = Checkpointer(checkpoint_path(self.checkpoint_root, self.suite.name, cell.config_hash),
+                                    cell.config_hash, schedules,
+                                    cfg.get("checkpoint_every") if distributed.is_main() else None)
 
         history: dict[str, list[tuple[int, Any]]] = {}
+        if resume is not None and resume.checkpoint is not None:
+            for m in continue_from(tracker, run_id, state, schedules, resume, cell.config_hash):
+                if m.key in ("train/loss", "train/rec", "train/utilization"):
+                    history.setdefault(m.key, []).append((m.step, m.value))
 
         def log(values: dict[str, Any], step: int) -> None:
             tracker.log_metrics(run_id, values, step)
@@ -193,13 +213,24 @@ class CellRunner:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=steps, desc=cell.run_name, unit="step", leave=False, dynamic_ncols=True)
+        self.guard.watch(state)  # a signal now stops the loop between steps
         try:
-            train(state, train_set, schedules, log=log, on_snapshot=on_snapshot, progress=progress)
+            train(state, train_set, [checkpointer, *schedules], log=log, on_snapshot=on_snapshot,
+                  progress=progress)
         finally:
+            self.guard.unwatch()
             if progress is not None:
                 progress.close()
         if not distributed.is_main():  # rank 0 checkpoints, evaluates and records
+            self.guard.raise_if_requested()
             return CellResult(cell, "FINISHED")
+        if self.guard.requested or checkpointer.every:  # keep the trained state if eval is interrupted
+            tracker.flush(run_id)
+            checkpointer.save(state)
+        if self.guard.requested:
+            tracker.set_tags(run_id, {"harness.checkpoint": str(checkpointer.path),
+                                      "harness.checkpoint_step": str(state.step)})
+            self.guard.raise_if_requested()
 
         result = evaluate(host, model, quantizer, val_set, config, device, modality=modality)
         tracker.log_metrics(run_id, {f"eval/{k}": v for k, v in result.values.items()}, steps)
@@ -217,6 +248,7 @@ class CellRunner:
             tracker.log_figure(run_id, plots.reconstruction_grid(*result.samples, title),
                                "plots/reconstructions.png")
         self._log_checkpoint(run_id, state)
+        checkpointer.discard()
         return CellResult(cell, "FINISHED", result.values, result.unavailable)
 
     def _log_checkpoint(self, run_id: str, state: TrainState) -> None:
@@ -269,6 +301,8 @@ def run_suite(
     check_suite(host, suite, cells)
     cells = select_shard(cells, options.shard)
     if distributed.init_from_env():  # under torchrun: every rank trains, rank 0 records
+        if options.resume or options.jobs > 1:
+            raise UsageError("--resume and --jobs are not supported under torchrun")
         options = replace(options, progress=options.progress and distributed.is_main())
     tracker = Tracker(options.tracking_uri) if distributed.is_main() else distributed.NullTracker(
         options.tracking_uri)
@@ -283,28 +317,57 @@ def run_suite(
     parent = tracker.start_run(suite.name, f"{suite.name}-{suite.profile}", parent_tags)
     tracker.log_params(parent, {"suite.path": str(suite.path), "suite.profile": suite.profile,
                                 "methods": ",".join(methods or []) or "all"})
-    results: list[CellResult] = []
+    results, todo = plan_cells(tracker, suite, cells, options, runner.checkpoint_root)
     status = "FINISHED"
     try:
-        iterator: Any = cells
-        if options.progress:
-            from tqdm.auto import tqdm
+        with runner.guard:  # SIGINT/SIGTERM: checkpoint, KILLED, exit 130/143 (harness.interrupt)
+            if options.jobs > 1:
+                from harness.parallel import run_parallel
 
-            iterator = tqdm(cells, desc=f"{suite.name} ({suite.profile})", unit="cell", dynamic_ncols=True)
-        for cell in iterator:
-            results.append(runner.run(cell, parent=parent))
+                results += run_parallel(suite, todo, options, parent)
+            else:
+                iterator: Any = todo
+                if options.progress:
+                    from tqdm.auto import tqdm
+
+                    iterator = tqdm(todo, desc=f"{suite.name} ({suite.profile})", unit="cell",
+                                    dynamic_ncols=True)
+                for cell, resume in iterator:
+                    results.append(runner.run(cell, parent=parent, resume=resume))
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
-        claims = check_claims(suite.claims, [r.record() for r in results if r.status == "FINISHED"]
-                              ) if distributed.is_main() else []
+        done = [r.record() for r in results if r.status in ("FINISHED", "SKIPPED")]
+        claims = check_claims(suite.claims, done) if distributed.is_main() else []
         record_claims(tracker, parent, claims)
-        failed = [r for r in results if r.status != "FINISHED"]
-        tracker.set_tags(parent, {"harness.failed_cells": str(len(failed))})
+        failed = [r for r in results if r.status not in ("FINISHED", "SKIPPED")]
+        tracker.set_tags(parent, {"harness.failed_cells": str(len(failed)),
+                                  "harness.skipped_cells": str(sum(r.status == "SKIPPED" for r in results))})
         tracker.end_run(parent, "FAILED" if failed and status == "FINISHED" else status)
+    order = {c.config_hash: i for i, c in enumerate(cells)}
+    results.sort(key=lambda r: order[r.cell.config_hash])
     distributed.finish()
     return SuiteResult(suite, results, claims, parent)
+
+
+def plan_cells(tracker: Tracker, suite: Suite, cells: list[Cell], options: RunOptions, root: Path
+               ) -> tuple[list[CellResult], list[tuple[Cell, Resume | None]]]:
+    """With ``--resume``: finished cells become SKIPPED results, the rest carry how to continue."""
+    if not options.resume:
+        return [], [(cell, None) for cell in cells]
+    from harness.resume import finished_metrics, plan
+
+    decisions = plan(tracker, suite.name, cells, root)
+    skipped, todo = [], []
+    for cell in cells:
+        decision = decisions[cell.config_hash]
+        if decision.action == "skip":
+            skipped.append(CellResult(cell, "SKIPPED", finished_metrics(decision.run),
+                                      run_id=decision.previous_run_id))
+        else:
+            todo.append((cell, decision))
+    return skipped, todo
 
 
 def record_claims(tracker: Tracker, run_id: str, claims: list[ClaimResult]) -> None:

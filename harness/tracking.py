@@ -14,13 +14,15 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.errors import HarnessError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
+FLUSH_EVERY_S = 5.0  # buffered metrics reach the store at least this often (live curves in the UI)
 T = TypeVar("T")
 
 # Fail fast on an unreachable tracking server instead of retrying for minutes.
@@ -88,6 +90,44 @@ def _retry(fn: Callable[[], T], attempts: int = 20) -> T:
     raise AssertionError("unreachable")
 
 
+def check_sqlite_folder(uri: str) -> None:
+    """A SQLite store that does not exist yet needs a writable folder; say so plainly."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri[len("sqlite:///"):])
+    folder = path.parent if path.parent.exists() else next((p for p in path.parents if p.exists()), path.parent)
+    target = path if path.exists() else folder
+    if not os.access(target, os.W_OK):
+        raise HarnessError(f"cannot write the MLflow store {path}: {target} is read-only. Run from a "
+                           "writable folder, or pass --tracking-uri (or set MLFLOW_TRACKING_URI) to a "
+                           "writable sqlite:///path/mlflow.db or an http:// tracking server")
+
+
+@contextmanager
+def store_init_lock(uri: str) -> Iterator[None]:
+    """Serialise opening a SQLite store across processes.
+
+    MLflow creates and migrates the tables of a new SQLite database when a client
+    first opens it, without a lock; two ``harness run`` started together on a new
+    ``mlflow.db`` would both migrate it ("table _alembic_tmp_experiments already
+    exists"). An ``flock`` on a file in the temp folder, keyed by the database path,
+    makes the second process wait and then find the tables.
+    """
+    if not uri.startswith("sqlite:///") or os.name == "nt":
+        yield
+        return
+    import fcntl
+    import hashlib
+
+    key = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"harness-store-{key}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Tracker:
     """Writes runs, params, metrics and artifacts for the harness."""
 
@@ -95,8 +135,15 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self.uri = resolve_uri(uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        check_sqlite_folder(self.uri)
+        try:
+            with store_init_lock(self.uri):  # MLflow migrates a new SQLite store unlocked
+                self.client = _retry(lambda: MlflowClient(tracking_uri=self.uri))
+        except Exception as exc:
+            raise HarnessError(f"cannot open the MLflow tracking store {self.uri}: "
+                               f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
         self._buffer: dict[str, list[Any]] = {}
+        self._flushed: dict[str, float] = {}
 
     # -- experiments and runs ---------------------------------------------------
     def check(self) -> None:
@@ -160,13 +207,15 @@ class Tracker:
     def log_metrics(self, run_id: str, values: dict[str, Any], step: int = 0) -> None:
         """Buffer metrics (tensors allowed); written in batches by :meth:`flush`."""
         self._buffer.setdefault(run_id, []).append((values, step, int(time.time() * 1000)))
-        if sum(len(v[0]) for v in self._buffer[run_id]) >= 500:
+        stale = time.monotonic() - self._flushed.setdefault(run_id, time.monotonic()) >= FLUSH_EVERY_S
+        if stale or sum(len(v[0]) for v in self._buffer[run_id]) >= 500:
             self.flush(run_id)
 
     def flush(self, run_id: str) -> None:
         from mlflow.entities import Metric
 
         pending = self._buffer.pop(run_id, [])
+        self._flushed[run_id] = time.monotonic()
         items = []
         for values, step, stamp in pending:
             for key, value in values.items():
