@@ -41,7 +41,8 @@ def dataset_rows(host: Host, data_root: Path | None = None, only: str | None = N
 
 
 def weights_rows(host: Host, weights_dir: Path | None = None) -> list[dict[str, Any]]:
-    """One row per pretrained file a registered metric needs (``weights_status()`` or ``requires``)."""
+    """One row per pretrained file a registered metric (``weights_status()`` or ``requires``) or the
+    LPIPS training loss needs, with the metrics and losses that use it."""
     rows: dict[str, dict[str, Any]] = {}
     for entry in host.metrics.entries():
         cls = entry.obj
@@ -55,7 +56,25 @@ def weights_rows(host: Host, weights_dir: Path | None = None) -> list[dict[str, 
             key = str(item.get("path") or item["file"])
             row = rows.setdefault(key, {**item, "metrics": []})
             row["metrics"].append(entry.name)
+    for row in loss_weights_rows():
+        rows.setdefault(row["path"], {**row, "metrics": []})["metrics"].append(row["used_by"])
+    for row in rows.values():
+        row.pop("used_by", None)
     return sorted(rows.values(), key=lambda r: r["file"])
+
+
+def loss_weights_rows() -> list[dict[str, Any]]:
+    """The LPIPS backbones the training loss (``train.loss = "...+lpips"``) reads from the hub cache."""
+    try:
+        from harness.losses import BACKBONE_FILES, hub_checkpoints
+    except ImportError:  # a host without the losses module has nothing to report here
+        return []
+    rows = []
+    for net, (filename, _url) in sorted(BACKBONE_FILES.items()):
+        path = hub_checkpoints() / filename
+        rows.append({"file": filename, "purpose": f"LPIPS loss backbone ({net})", "path": str(path),
+                     "present": path.is_file(), "used_by": f"train.loss lpips (lpips_net = {net!r})"})
+    return rows
 
 
 def diagnose(host: Host, data_root: Path | None = None, dataset: str | None = None,

@@ -100,6 +100,8 @@ class ImageFiles(Dataset):
     names it. ``on_error="skip"`` replaces an unreadable file by the next
     readable one in the list (so batches keep their size), warns once per
     file and counts it in :attr:`skipped`; :meth:`report` says how many.
+    With ``num_workers > 0`` each loader worker keeps its own count (the
+    warnings still name every file).
     """
 
     def __init__(self, files: Sequence[Path], size: int, labels: Sequence[int] | None = None,

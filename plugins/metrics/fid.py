@@ -77,7 +77,9 @@ class RFID(Metric):
     The stack that produces the number (PROTOCOLS.md asks to record it):
     torch-fidelity's ``FeatureExtractorInceptionV3`` (TF-1.x-compatible
     bilinear resize to 299, ``(x - 128) / 128``), pool3 2048-d features, its
-    ``fid_statistics_to_metric``; inputs ``uint8 3xHxW`` after clamp and ROUND,
+    ``fid_statistics_to_metric`` (with fewer than 2,048 images per side the
+    same quantity in exact low-rank form, see :func:`frechet_distance`);
+    inputs ``uint8 3xHxW`` after clamp and ROUND,
     at the suite's resolution, every image of the eval split. SimVQ and
     Open-MAGVIT2 report the pytorch-fid port instead (float input, plain
     bilinear resize): close but not identical numbers. Weights:

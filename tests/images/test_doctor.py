@@ -38,6 +38,7 @@ def test_doctor_reports_missing_data_and_weights(offline: Path, capsys) -> None:
         assert weights[name]["present"] is False
         assert weights[name]["path"] == str(offline / "torch" / "hub" / "checkpoints" / name)
         assert metric in weights[name]["metrics"]
+    assert weights[ALEXNET]["metrics"] == ["lpips", "train.loss lpips (lpips_net = 'alex')"]
 
 
 def test_doctor_sees_files_once_they_are_there(offline: Path, capsys) -> None:
@@ -47,7 +48,8 @@ def test_doctor_sees_files_once_they_are_there(offline: Path, capsys) -> None:
     (folder / INCEPTION).write_bytes(b"x")
     report = doctor_json(capsys)
     assert {r["name"]: r["status"] for r in report["datasets"]}["celebahq"] == "present"
-    assert {r["file"]: r["present"] for r in report["weights"]} == {ALEXNET: False, INCEPTION: True}
+    assert {r["file"]: r["present"] for r in report["weights"]} == {
+        ALEXNET: False, INCEPTION: True, "vgg16-397923af.pth": False}
 
 
 def test_doctor_text_and_one_dataset_at_a_root(offline: Path, capsys) -> None:

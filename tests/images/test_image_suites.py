@@ -86,10 +86,12 @@ def test_imagenet128_smoke_with_weights(workdir: Path, fake_torch_home: Path,  #
     monkeypatch.setenv("TORCH_HOME", str(fake_torch_home))
     root = workdir / "imagenet"
     write_imagenet(root, {"train": 4, "val": 1})
-    suite = load_suite("imagenet128", "smoke")
+    suite = load_suite("imagenet128", "smoke", overrides=['train.loss="mse+lpips"'])
     result = run_suite(suite, None, options(workdir, root))
     finished(result)
     assert [c.cell.method for c in result.cells] == ["nsvq", "simvq"]
+    run = Tracker(options(workdir).tracking_uri).client.get_run(result.cells[0].run_id)
+    assert "train/lpips" in run.data.metrics  # the MSE + LPIPS loss trained
     for cell in result.cells:
         assert cell.unavailable == {}
         assert set(IMAGE_METRICS) <= set(cell.metrics)
