@@ -8,6 +8,7 @@ NS-VQ ends with fewer dead codes than EMA in every seed.
 from __future__ import annotations
 
 import pytest
+import torch
 
 from harness.runner import RunOptions, run_suite
 from harness.suite import load_suite
@@ -19,6 +20,17 @@ DEMOS = ("translation", "expansion", "shrink", "split")
 
 @pytest.fixture(scope="module")
 def drift_claims(tmp_path_factory):
+    # one intra-op thread: 2D batches gain nothing from more, and on a shared machine
+    # waiting threads cost far more than they save
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(tmp_path_factory)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(tmp_path_factory) -> dict:
     uri = f"sqlite:///{tmp_path_factory.mktemp('toy2d-drift') / 'mlflow.db'}"
     suite = load_suite("toy2d-drift", "full")
     methods = [f"{q}-{demo}" for demo in DEMOS for q in ("ema", "ns-vq")]
