@@ -82,10 +82,15 @@ def utilization_curves(board: Leaderboard, tracker: Tracker) -> Figure | None:
         return None
     dims = {row.dim for row in board.measured}
     sizes = sorted(curves)
-    fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.2), squeeze=False, sharey=True)
+    many = max(len(c) for c in curves.values()) > 5  # then the legend goes beside the panel
+    fig, axes = plt.subplots(1, len(sizes), figsize=((6.5 if many else 4.2) * len(sizes), 3.4),
+                             squeeze=False, sharey=True)
+    colors = plt.get_cmap("tab20" if many else "tab10").colors
     for ax, k in zip(axes[0], sizes, strict=True):
-        for row, (steps, means, stds) in sorted(curves[k], key=lambda item: (item[0].method, item[0].dim)):
-            line = ax.plot(steps, means, label=f"{_label(row, dims)} (n={len(row.run_ids)})")[0]
+        ordered = sorted(curves[k], key=lambda item: (item[0].method, item[0].dim))
+        for i, (row, (steps, means, stds)) in enumerate(ordered):
+            line = ax.plot(steps, means, color=colors[i % len(colors)],
+                           label=f"{_label(row, dims)} (n={len(row.run_ids)})")[0]
             # utilization lives in [0, 1]: the band is clipped there
             ax.fill_between(steps, [max(0.0, m - s) for m, s in zip(means, stds, strict=True)],
                             [min(1.0, m + s) for m, s in zip(means, stds, strict=True)],
@@ -94,7 +99,10 @@ def utilization_curves(board: Leaderboard, tracker: Tracker) -> Figure | None:
         ax.set_xlabel("training step")
         ax.set_ylim(-0.02, 1.05)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if many:
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        else:
+            ax.legend(fontsize=8)
     axes[0][0].set_ylabel("codebook utilization (train batches)")
     fig.tight_layout()
     return Figure("utilization", "Codebook utilization over training",

@@ -34,13 +34,14 @@ def run_suite(suite: str, uri: str, jobs: int, profile: str) -> int:
     return max(p.wait() for p in processes)
 
 
-def render(suite: str, uri: str, out: Path, profile: str) -> None:
+def render(suite: str, uri: str, out: Path, profile: str) -> bool:
+    """Write ``<suite>.html`` (logging it) and ``<suite>.md``; False when the store has no such runs."""
     from harness.cli import main
 
     common = [suite, "--tracking-uri", uri, "--profile", profile]
     if main(["leaderboard", *common, "--format", "html", "--output", str(out / f"{suite}.html")]) != 0:
-        raise SystemExit(f"regenerate: could not build the {suite} leaderboard")
-    main(["leaderboard", *common, "--format", "md", "--no-log", "--output", str(out / f"{suite}.md")])
+        return False
+    return main(["leaderboard", *common, "--format", "md", "--no-log", "--output", str(out / f"{suite}.md")]) == 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,8 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"regenerate: `harness run {suite}` exited with {code}; page not regenerated")
                 skipped.append(suite)
                 continue
-        render(suite, uri, args.out, args.profile)
-        written.append(suite)
+        if render(suite, uri, args.out, args.profile):
+            written.append(suite)
+        else:
+            print(f"regenerate: no page for {suite} (see the error above); skipped")
+            skipped.append(suite)
     print(f"regenerate: wrote {', '.join(written) or 'nothing'}"
           + (f"; skipped {', '.join(skipped)}" if skipped else ""))
     return 0 if written or not args.suites else 1
