@@ -6,6 +6,8 @@ import random
 import sys
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,23 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@contextmanager
+def intra_op_threads(threads: int, device: torch.device) -> Iterator[None]:
+    """Run a cell with ``train.threads`` CPU threads (0: PyTorch's default), then restore.
+
+    The toy suites set 1: their 2D batches gain nothing from a thread pool, and
+    on a busy machine (pytest-xdist workers, ``--jobs``) idle pool threads spin
+    and slow every step many times over.
+    """
+    previous = torch.get_num_threads()
+    if threads and device.type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -147,7 +166,8 @@ class CellRunner:
         tags = cell_tags(self.host, self.suite, cell, self.device)
         run_id = self.tracker.start_run(self.suite.name, cell.run_name, tags, parent=parent)
         try:
-            result = self._train_and_evaluate(cell, run_id, resume)
+            with intra_op_threads(cell.config["train"].get("threads", 0), self.device):
+                result = self._train_and_evaluate(cell, run_id, resume)
         except KeyboardInterrupt:
             self.tracker.end_run(run_id, "KILLED")
             raise

@@ -36,13 +36,15 @@ SCHEMA: dict[str, dict[str, tuple[type, ...] | str]] = {
               "grad_clip": Number, "loss": (str,), "lpips_weight": Number,
               "precision": (str,), "log_every": (int,), "snapshot_steps": (list,),
               "num_workers": (int,), "lr_decay": Number, "channels_last": (bool,),
-              "checkpoint_every": (int,), "lpips_net": (str,), "discriminator": (bool,),
+              "checkpoint_every": (int,), "threads": (int,), "lpips_net": (str,), "discriminator": (bool,),
               "disc_lr": Number, "disc_weight": Number, "disc_layers": (int,)},
     "eval": {"metrics": (list,), "plots": (list,), "batch_size": (int,), "max_items": (int,)},
     "matrix": {"method": (list,), "codebook_size": (list,), "dim": (list,), "seeds": (int,)},
 }
 METHOD_KEYS: dict[str, tuple[type, ...] | str] = {
     "quantizer": (str,), "params": "table", "schedules": (list,), "description": (str,),
+    # the codebook sizes this method runs at, replacing matrix.codebook_size for it
+    "codebook_size": (list,),
     # overrides of [model] params for this method (e.g. one label per toy2d-drift demo)
     "model_params": "table",
 }
@@ -68,7 +70,7 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "weight_decay": 0.0, "loss": "mse", "lpips_weight": 1.0, "precision": "auto",
     "log_every": 10, "snapshot_steps": [], "num_workers": 0, "lr_decay": 1.0,
     "channels_last": True, "lpips_net": "vgg", "discriminator": False, "disc_weight": 0.8,
-    "disc_layers": 3,
+    "disc_layers": 3, "threads": 0,
 }
 DEFAULT_EVAL: dict[str, Any] = {
     "metrics": ["mse", "utilization", "perplexity", "dead_codes"], "plots": [],
@@ -177,16 +179,20 @@ class Suite:
 
     # -- cells ---------------------------------------------------------------
     def cells(self, methods: Iterable[str] | None = None) -> list[Cell]:
-        """Expand the matrix (method x codebook size x dim x seed) in a stable order."""
+        """Expand the matrix (method x codebook size x dim x seed) in a stable order.
+
+        A method's own ``codebook_size`` list replaces the matrix's for that
+        method (FSQ and LFQ only exist at some sizes).
+        """
         matrix = self.data["matrix"]
         labels = list(methods) if methods else list(matrix.get("method") or self.methods)
         cells = []
-        for label, k, d, seed in itertools.product(
-            labels, matrix["codebook_size"], matrix["dim"], range(matrix["seeds"])
-        ):
+        for label in labels:
             method = self.method(label)
-            config = self.resolve(label, method, k, d, seed)
-            cells.append(Cell(self.name, self.profile, label, method["quantizer"], k, d, seed, config))
+            sizes = method.get("codebook_size") or matrix["codebook_size"]
+            for k, d, seed in itertools.product(sizes, matrix["dim"], range(matrix["seeds"])):
+                config = self.resolve(label, method, k, d, seed)
+                cells.append(Cell(self.name, self.profile, label, method["quantizer"], k, d, seed, config))
         return cells
 
     def method(self, label: str) -> dict[str, Any]:
@@ -346,6 +352,10 @@ def _check_structure(data: dict[str, Any], fail: Any, root: tuple[Any, ...]) -> 
             check_table(data[table], spec, (table,), f"[{table}]")
     for label, method in data.get("methods", {}).items():
         check_table(method, METHOD_KEYS, ("methods", label), f"[methods.{label}]")
+        sizes = method.get("codebook_size", [1])
+        if not sizes or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes):
+            raise fail(f"methods.{label}.codebook_size must be a non-empty list of positive integers, "
+                       f"got {sizes!r}", (*root, "methods", label, "codebook_size"))
         for i, sched in enumerate(method.get("schedules", [])):
             check_table(sched, SCHEDULE_KEYS, ("methods", label, "schedules", i), "a schedule")
     for i, sched in enumerate(data.get("schedules", [])):

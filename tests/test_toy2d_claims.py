@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 def _run(k: int, tmp_path_factory) -> dict[str, object]:
     uri = f"sqlite:///{tmp_path_factory.mktemp(f'toy2d-k{k}') / 'mlflow.db'}"
     suite = load_suite("toy2d", "full", overrides=[f"matrix.codebook_size=[{k}]"])
-    result = run_suite(suite, None, RunOptions(tracking_uri=uri, progress=False))
+    # the claims are about vanilla and drifting VQ: the other methods' cells are not needed here
+    result = run_suite(suite, ["vq", "drifting"], RunOptions(tracking_uri=uri, progress=False))
     assert not result.failed, [c.error for c in result.failed]
     return {c.claim.id: c for c in result.claims if c.n}
 

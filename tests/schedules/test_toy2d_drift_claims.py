@@ -17,6 +17,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("toy2d-drift")]
 
 DEMOS = ("translation", "expansion", "shrink", "split")
 
+# Not reproduced, with the evidence in suites/toy2d-drift.toml and plugins/models/drift2d.py:
+# expanding a convex cloud uncovers nothing it covered, so every method (EMA, NS-VQ and
+# vanilla VQ) ends with 0 dead codes in every seed and "fewer" cannot hold. The claim
+# stays asserted as the paper states it; strict, so the test fails if it starts to hold.
+NOT_REPRODUCED = {"expansion": "paper 002's expansion claim does not reproduce: all methods keep 0 dead codes"}
+
 
 @pytest.fixture(scope="module")
 def drift_claims(tmp_path_factory):
@@ -39,7 +45,10 @@ def _run(tmp_path_factory) -> dict:
     return {c.claim.id: c for c in result.claims}
 
 
-@pytest.mark.parametrize("demo", DEMOS)
+@pytest.mark.parametrize("demo", [
+    pytest.param(d, marks=pytest.mark.xfail(reason=NOT_REPRODUCED[d], strict=True)) if d in NOT_REPRODUCED else d
+    for d in DEMOS
+])
 def test_nsvq_keeps_fewer_dead_codes_than_ema(drift_claims, demo):
     claim = drift_claims[f"nsvq-fewer-dead-codes-{demo}"]
     assert claim.n == 3, claim.summary()  # one paired difference per seed
