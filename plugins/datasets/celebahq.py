@@ -25,7 +25,7 @@ LAYOUTS = {
     "CelebA-HQ-img": "CelebA-HQ-img/0.jpg ... 29999.jpg (CelebAMask-HQ, 1024x1024 JPEG)",
 }
 SPLITS = ("train", "val", "test")
-FRACTIONS = (0.75, 0.10, 0.15)
+PERCENT = (75, 10, 15)
 HOW_TO_GET = (
     "Put the 30,000 CelebA-HQ images in one of these forms under the dataset root "
     "(--data-root, else $HARNESS_DATA/celebahq):\n"
@@ -119,7 +119,7 @@ class CelebAHQ(DatasetPlugin):
         if self.split_file is not None:
             return self._from_list(split, files)
         n = len(files)
-        ends = (int(n * FRACTIONS[0]), int(n * (FRACTIONS[0] + FRACTIONS[1])), n)
+        ends = (n * PERCENT[0] // 100, n * (PERCENT[0] + PERCENT[1]) // 100, n)  # exact integers
         start = 0 if split == "train" else ends[SPLITS.index(split) - 1]
         return files[start : ends[SPLITS.index(split)]]
 
