@@ -18,10 +18,10 @@ from harness.leaderboard.build import Leaderboard, build_leaderboard
 from harness.leaderboard.claims import latest_claims, recheck
 from harness.tracking import Tracker, tags_for
 
-#: artifact file names of a leaderboard run, by format
 # the page downloads a few small artifacts: no progress bar on stderr for each
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+#: artifact file names of a leaderboard run, by format
 ARTIFACTS = {"html": "leaderboard.html", "md": "leaderboard.md", "csv": "leaderboard.csv"}
 
 
