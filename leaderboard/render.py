@@ -21,14 +21,24 @@ META = (("suite", "suite"), ("profile", "profile"), ("suite version", "version")
 
 
 def is_best(board: Leaderboard, row: Row, column: str) -> bool:
-    """The best measured value of a column, in that metric's direction (reported rows never win)."""
+    """The best measured value of a column, in that metric's direction (reported rows never win;
+    a column only one measured row has is not a comparison, so nothing there is marked)."""
     best = board.best(column)
-    return not row.reported and column in row.metrics and best is not None and row.metrics[column].mean == best
+    if row.reported or column not in row.metrics or best is None:
+        return False
+    return row.metrics[column].mean == best and sum(column in r.metrics for r in board.measured) > 1
 
 
-def _cells(board: Leaderboard, row: Row, mark_best: bool) -> list[str]:
+def split_columns(board: Leaderboard) -> tuple[list[str], list[str]]:
+    """Main columns, and the per-stage ones (``utilization/stage0``...) that only multi-stage
+    quantizers have: those go to their own table so the main one stays readable."""
+    stages = [c for c in board.columns if "/stage" in c]
+    return [c for c in board.columns if c not in stages], stages
+
+
+def _cells(board: Leaderboard, row: Row, mark_best: bool, columns: list[str] | None = None) -> list[str]:
     out = []
-    for column in board.columns:
+    for column in board.columns if columns is None else columns:
         if column in row.metrics:
             text = row.metrics[column].format()
             if mark_best and is_best(board, row, column):
@@ -41,8 +51,9 @@ def _cells(board: Leaderboard, row: Row, mark_best: bool) -> list[str]:
     return out
 
 
-def headers(board: Leaderboard) -> list[str]:
-    return ["method", "K", "dim", "n", *[f"{c} {ARROW[board.higher_is_better[c]]}" for c in board.columns], "status"]
+def headers(board: Leaderboard, columns: list[str] | None = None) -> list[str]:
+    columns = board.columns if columns is None else columns
+    return ["method", "K", "dim", "n", *[f"{c} {ARROW[board.higher_is_better[c]]}" for c in columns], "status"]
 
 
 def status_text(row: Row) -> str:
@@ -67,9 +78,14 @@ def _claims_intro(board: Leaderboard) -> str:
     return board.claims.describe()
 
 
+def _md_table(board: Leaderboard, rows: list[Row], columns: list[str]) -> str:
+    return markdown(headers(board, columns),
+                    [[r.method, r.codebook_size, r.dim, r.n if not r.reported else "–",
+                      *_cells(board, r, True, columns), status_text(r)] for r in rows])
+
+
 def to_markdown(board: Leaderboard) -> str:
-    rows = [[r.method, r.codebook_size, r.dim, r.n if not r.reported else "–", *_cells(board, r, True),
-             status_text(r)] for r in board.rows]
+    main, stages = split_columns(board)
     title = f"## {board.suite} (profile {board.profile}, suite version {board.version})\n\n"
     if board.meta.get("description"):
         title += board.meta["description"] + "\n\n"
@@ -82,13 +98,20 @@ def to_markdown(board: Leaderboard) -> str:
             "papers' numbers, not measured here, and never marked best.")
     if notes:
         foot += "\n\n" + "\n".join(sorted(set(notes)))
+    if stages:
+        foot += ("\n\n### Per-stage metrics (multi-stage quantizers)\n\n"
+                 + _md_table(board, _staged(board, stages), stages))
     if board.claims is not None:
         foot += ("\n\n### Claims\n\n" + _claims_intro(board) + "holds / FAILS for asserted claims, "
                  "reported for findings the suite only measures.\n\n"
                  + markdown(["claim", "status", "observed", "n", "check", "text"], _claims_rows(board)))
     if board.figures:
         foot += "\n\nPlots (utilization over training, metrics against K, latent snapshots): see the HTML page."
-    return title + markdown(headers(board), rows) + foot + "\n"
+    return title + _md_table(board, board.rows, main) + foot + "\n"
+
+
+def _staged(board: Leaderboard, stages: list[str]) -> list[Row]:
+    return [r for r in board.rows if any(c in r.metrics or c in r.unavailable for c in stages)]
 
 
 def to_csv(board: Leaderboard) -> str:
@@ -138,10 +161,10 @@ def _e(value: object) -> str:
     return html.escape(str(value))
 
 
-def _row_html(board: Leaderboard, row: Row) -> str:
+def _row_html(board: Leaderboard, row: Row, columns: list[str]) -> str:
     cells = [f'<td class="text">{_e(row.method)}</td>', f"<td>{row.codebook_size or '–'}</td>",
              f"<td>{row.dim or '–'}</td>", f"<td>{row.n if not row.reported else '–'}</td>"]
-    for column, text in zip(board.columns, _cells(board, row, False), strict=True):
+    for column, text in zip(columns, _cells(board, row, False, columns), strict=True):
         css = "best" if is_best(board, row, column) else text if text in ("failed", "unavailable") else ""
         title = " title=\"best measured value in this metric's direction\"" if css == "best" else ""
         if column in row.unavailable:
@@ -158,19 +181,29 @@ def _row_html(board: Leaderboard, row: Row) -> str:
     return f'<tr class="{kind}" data-method="{_e(row.method)}">{"".join(cells)}</tr>'
 
 
-def _table_html(board: Leaderboard) -> str:
+def _table_html(board: Leaderboard, rows: list[Row], columns: list[str], table_id: str) -> str:
     head = "".join(f'<th class="{"text" if h in ("method", "status") else ""}"'
                    + (f' title="{"higher" if board.higher_is_better[h.rsplit(" ", 1)[0]] else "lower"} is better"'
                       if h.rsplit(" ", 1)[0] in board.higher_is_better else "") + f">{_e(h)}</th>"
-                   for h in headers(board))
-    width = len(board.columns) + 5
-    body = [_row_html(board, r) for r in board.measured]
-    if board.reported:
+                   for h in headers(board, columns))
+    width = len(columns) + 5
+    body = [_row_html(board, r, columns) for r in rows if not r.reported]
+    reported = [r for r in rows if r.reported]
+    if reported:
         body.append(f'<tr class="group"><th colspan="{width}">Reported by the papers '
                     "(not measured here; never marked best)</th></tr>")
-        body += [_row_html(board, r) for r in board.reported]
-    return (f'<div class="scroll"><table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>\n'
+        body += [_row_html(board, r, columns) for r in reported]
+    return (f'<div class="scroll"><table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>\n'
             + "\n".join(body) + "\n</tbody></table></div>")
+
+
+def _tables_html(board: Leaderboard) -> str:
+    main, stages = split_columns(board)
+    out = _table_html(board, board.rows, main, "leaderboard")
+    if stages:
+        out += ("\n<h3>Per-stage metrics (multi-stage quantizers)</h3>\n"
+                + _table_html(board, _staged(board, stages), stages, "stages"))
+    return out
 
 
 def _claims_html(board: Leaderboard) -> str:
@@ -232,7 +265,7 @@ def to_html(board: Leaderboard) -> str:
 ★ marks the best measured value of each column in its direction. Sorted by
 <code>{_e(board.primary)}</code>. Failed cells read <span style="color:#b00020">failed</span>, never a number.
 Rows under "Reported by the papers" are numbers from the papers, marked with their source.</p>
-{_table_html(board)}
+{_tables_html(board)}
 {notes_html}
 {_claims_html(board)}
 {_figures_html(board)}
