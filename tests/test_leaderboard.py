@@ -98,3 +98,14 @@ def test_regenerate_skips_a_suite_that_is_not_registered(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "'no-such-suite' is not registered (yet); skipped" in out and "toy2d" in out
     assert not list(tmp_path.glob("*.html"))
+
+
+def test_per_stage_metrics_get_their_own_table_and_a_lone_value_is_not_best(tracker):
+    record(tracker, "rvq", 0, {"mse": 0.1, "utilization/stage0": 0.25})
+    record(tracker, "vq", 0, {"mse": 0.2})
+    text = to_markdown(build_leaderboard("board", tracker=tracker, primary="mse"))
+    main, stages = text.split("### Per-stage metrics")
+    assert "utilization/stage0" not in main and "utilization/stage0 ↑" in stages
+    assert "**0.1**" in main  # two rows compared: the lower mse is best
+    assert "| 0.25 " in stages and "**0.25**" not in stages  # one row alone wins nothing
+    assert "| vq " not in stages
