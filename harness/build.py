@@ -70,6 +70,11 @@ def check_suite(host: Host, suite: Suite, cells: list[Cell]) -> None:
             check_params(entry.obj, kind, entry.name, data[table].get("params", {}))
         except UsageError as exc:
             raise at((table, "name"), exc) from None
+    from harness.losses import LOSSES
+
+    loss = data["train"].get("loss", "mse")
+    if loss not in LOSSES:
+        raise at(("train", "loss"), UnknownNameError("train.loss", loss, LOSSES))
     for metric in data.get("eval", {}).get("metrics", []):
         try:
             host.metrics.get(metric)
@@ -80,6 +85,8 @@ def check_suite(host: Host, suite: Suite, cells: list[Cell]) -> None:
         try:
             entry = host.quantizers.get(cell.quantizer)
             check_params(entry.obj, "quantizers", entry.name, cell.config["quantizer"]["params"])
+            model = host.models.get(cell.config["model"]["name"])
+            check_params(model.obj, "models", model.name, cell.config["model"]["params"])
             for sched in cell.config["schedules"]:
                 s_entry = host.schedules.get(sched["name"])
                 check_params(s_entry.obj, "schedules", s_entry.name, sched["params"])

@@ -23,6 +23,8 @@ from harness.train import make_loader, reconstruct, split_batch
 class EvalResult:
     values: dict[str, float] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
+    #: the implementation behind a number, for metrics whose value depends on it (rFID)
+    stacks: dict[str, str] = field(default_factory=dict)
     #: per-stage code counts over the split, for the usage histogram
     counts: list[Tensor] = field(default_factory=list)
     #: a few originals and reconstructions, for the reconstruction grid
@@ -90,6 +92,8 @@ def evaluate(
         model.train(was_training[0])
         quantizer.train(was_training[1])
     for name, metric in metrics.items():
+        if getattr(metric, "stack", None):  # which implementation produced the number (PROTOCOLS.md)
+            result.stacks[name] = str(metric.stack)
         try:
             result.values.update({k: float(v) for k, v in metric.compute().items()})
         except MetricUnavailable as exc:

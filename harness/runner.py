@@ -257,6 +257,8 @@ class CellRunner:
         if result.unavailable:
             tracker.set_tags(run_id, {f"harness.unavailable.{k}": v[:5000] for k, v in result.unavailable.items()})
             tracker.log_json(run_id, result.unavailable, "unavailable_metrics.json")
+        if result.stacks:
+            tracker.set_tags(run_id, {f"harness.metric_stack.{k}": v for k, v in result.stacks.items()})
 
         title = f"{self.suite.name}: {cell.run_name}"
         if snapshots:

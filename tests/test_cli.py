@@ -92,3 +92,15 @@ def test_crashing_cell_is_failed_and_the_suite_goes_on(suite_file, tracking_uri,
     board = capsys.readouterr().out
     drifting_row = next(line for line in board.splitlines() if line.startswith("| drifting"))
     assert "failed" in drifting_row and "| 0 " in drifting_row
+
+
+def test_unknown_loss_and_model_params_fail_before_any_cell(suite_file, workdir, capsys):
+    from tests.conftest import TINY_SUITE
+
+    path = suite_file(TINY_SUITE.replace("lr = 1e-2", 'lr = 1e-2\nloss = "mse+lpip"'))
+    assert main(["run", str(path)]) == 2
+    assert "did you mean 'mse+lpips'" in capsys.readouterr().err
+    text = TINY_SUITE.replace('quantizer = "vq"\n', 'quantizer = "vq"\nmodel_params = { in_dimm = 2 }\n')
+    assert main(["run", str(suite_file(text, "b.toml"))]) == 2
+    assert "did you mean 'in_dim'" in capsys.readouterr().err
+    assert not (workdir / "mlflow.db").exists()

@@ -92,6 +92,7 @@ def test_imagenet128_smoke_with_weights(workdir: Path, fake_torch_home: Path,  #
     assert [c.cell.method for c in result.cells] == ["nsvq", "simvq"]
     run = Tracker(options(workdir).tracking_uri).client.get_run(result.cells[0].run_id)
     assert "train/lpips" in run.data.metrics  # the MSE + LPIPS loss trained
+    assert run.data.tags["harness.metric_stack.rfid"].startswith("torch-fidelity")  # which FID stack
     for cell in result.cells:
         assert cell.unavailable == {}
         assert set(IMAGE_METRICS) <= set(cell.metrics)
