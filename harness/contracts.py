@@ -108,12 +108,14 @@ class Model(nn.Module):
         self.latent_dim = int(latent_dim)
 
     @property
-    def encoder(self) -> nn.Module:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def encoder(self) -> nn.Module:
+        """The encoder; subclasses build it as ``self._encoder``."""
+        return self._encoder
 
     @property
-    def decoder(self) -> nn.Module:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def decoder(self) -> nn.Module:
+        """The decoder; subclasses build it as ``self._decoder``."""
+        return self._decoder
 
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(x)

@@ -96,7 +96,9 @@ def reconstruct(model: nn.Module, quantizer: nn.Module, x: Tensor, precision: st
     with autocast_for(x.device, precision):
         z = model.encode(x)
     tokens, unflatten = to_tokens(z)
-    with torch.autocast(x.device.type, enabled=False):
+    # the quantizer runs in float32; leaving autocast costs a context switch, so only when inside it
+    fp32 = torch.autocast(x.device.type, enabled=False) if torch.is_autocast_enabled(x.device.type) else nullcontext()
+    with fp32:
         out = quantizer(tokens.float())
     with autocast_for(x.device, precision):
         x_hat = model.decode(unflatten(out.z_q))
@@ -233,7 +235,7 @@ def train(
         state.extras["terms"] = terms  # the adversarial weight reads the reconstruction terms
         for fn in state.loss_terms.values():
             terms.update(fn(state, x, x_hat, out))
-        loss = sum(state.loss_weights.get(name, 1.0) * value for name, value in terms.items())
+        loss = weighted_sum(terms, state.loss_weights)
         if not torch.isfinite(loss):
             raise Diverged(step, float(loss.detach()))
         state.optimizer.zero_grad(set_to_none=True)
@@ -270,6 +272,16 @@ def train(
     if on_snapshot is not None:
         on_snapshot(state)
     return state
+
+
+def weighted_sum(terms: dict[str, Tensor], weights: dict[str, float]) -> Tensor:
+    """``sum(w_name * term)``; unit weights add no multiplication to the step."""
+    total = None
+    for name, value in terms.items():
+        weight = weights.get(name, 1.0)
+        value = value if weight == 1.0 else weight * value
+        total = value if total is None else total + value
+    return total
 
 
 def total_steps(config: dict[str, Any], train_size: int) -> tuple[int, int]:

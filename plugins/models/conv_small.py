@@ -46,13 +46,5 @@ class ConvSmall(Model):
         )
 
     @property
-    def encoder(self) -> nn.Module:
-        return self._encoder
-
-    @property
-    def decoder(self) -> nn.Module:
-        return self._decoder
-
-    @property
     def last_layer(self) -> Tensor:
         return self._decoder[-2].weight

@@ -117,13 +117,5 @@ class Drift2d(Model):
             self._decoder.bias.zero_()
 
     @property
-    def encoder(self) -> nn.Module:
-        return self._encoder
-
-    @property
-    def decoder(self) -> nn.Module:
-        return self._decoder
-
-    @property
     def last_layer(self) -> Tensor:
         return self._decoder.weight

@@ -24,13 +24,5 @@ class Linear2d(Model):
         self._decoder = nn.Linear(latent_dim, in_dim)
 
     @property
-    def encoder(self) -> nn.Module:
-        return self._encoder
-
-    @property
-    def decoder(self) -> nn.Module:
-        return self._decoder
-
-    @property
     def last_layer(self):
         return self._decoder.weight

@@ -88,13 +88,5 @@ class Taming3Stage(Model):
         self._decoder = nn.Sequential(*dec)
 
     @property
-    def encoder(self) -> nn.Module:
-        return self._encoder
-
-    @property
-    def decoder(self) -> nn.Module:
-        return self._decoder
-
-    @property
     def last_layer(self) -> Tensor:
         return self._decoder[-2].weight

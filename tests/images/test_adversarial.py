@@ -60,14 +60,6 @@ class TinyModel(Model):
         self._decoder = nn.Conv2d(latent_dim, 3, 1)
 
     @property
-    def encoder(self) -> nn.Module:
-        return self._encoder
-
-    @property
-    def decoder(self) -> nn.Module:
-        return self._decoder
-
-    @property
     def last_layer(self) -> torch.Tensor:
         return self._decoder.weight
 

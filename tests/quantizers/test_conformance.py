@@ -30,14 +30,6 @@ SMALL: dict[str, dict[str, Any]] = {
 NAMES = get_host().quantizers.names()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The kit's tensors are tiny: extra intra-op threads only contend for the shared cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 def case_for(name: str) -> QuantizerCase:
     return QuantizerCase(quantizer=name, **SMALL.get(name, {}))

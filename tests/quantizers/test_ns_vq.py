@@ -10,16 +10,6 @@ import torch
 from harness.plugins.quantizers.ns_vq import NonStationaryVQ, kernel_embedding_loss, kernel_weights
 from harness.testing import QuantizerConformance
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only contends for the shared cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 CODES = torch.tensor([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]])
 
 

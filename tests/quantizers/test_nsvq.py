@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from harness.plugins.quantizers.ns_vq import NonStationaryVQ
 from harness.plugins.quantizers.nsvq import NSVQ, Reservoir
 from harness.testing import QuantizerConformance
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only contends for the shared cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
 
 START = torch.tensor([[0.0, 0.0], [1.0, 1.0], [50.0, 50.0], [-50.0, 50.0]])
 NEAR = torch.tensor([[0.1, 0.0], [0.9, 1.0], [0.0, 0.2], [1.1, 0.9]])  # uses codes 0 and 1

@@ -9,15 +9,6 @@ from harness.plugins.quantizers.transvq import LinearAttention, TransVQ, TransVQ
 from harness.testing import QuantizerConformance
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only contends for the shared cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_default_architecture_is_the_papers():
     q = TransVQ(dim=64, codebook_size=32)
     shapes = {name: tuple(p.shape) for name, p in q.named_parameters()}

@@ -12,15 +12,6 @@ from harness.plugins.quantizers.vq import VectorQuantizer
 from harness.testing import QuantizerConformance
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only contends for the shared cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_plain_vq_has_no_extra_state():
     q = VectorQuantizer(dim=3, codebook_size=5)
     assert set(q.state_dict()) == {"embedding"}

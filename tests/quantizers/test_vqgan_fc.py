@@ -4,20 +4,10 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 
 from harness.plugins.quantizers.vqgan_fc import VQGANFC
 from harness.testing import QuantizerConformance
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second intra-op thread only contends for the shared cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def hand_fc() -> VQGANFC:
