@@ -213,7 +213,10 @@ def bench_quantizers(
             runs.append(("vector-quantize-pytorch", lambda b=builders[name], d=d, k=k: b(d, k), peer_forward))
         for library, build, forward in runs:
             m = Measurement(library, name, n, k, d, device.type)
-            if library != "vq-harness" and name != "fsq" and n * k * 4 > PEER_MEMORY_LIMIT:
+            limit = getattr(ours_cls, "max_bench_codes", None)
+            if library == "vq-harness" and limit is not None and k > limit:
+                m.note = f"skipped: the method's cost is quadratic in K (declares max_bench_codes = {limit})"
+            elif library != "vq-harness" and name != "fsq" and n * k * 4 > PEER_MEMORY_LIMIT:
                 m.note = f"skipped: a dense {n}x{k} distance matrix needs {n * k * 4 / 2**30:.0f} GiB"
             else:
                 try:
