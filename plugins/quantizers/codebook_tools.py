@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from harness.contracts import QuantizeOutput
 from harness.ops import all_reduce_sum_, broadcast_, code_counts, nearest_code, squared_distances
 
 
@@ -147,3 +148,21 @@ def float32_region(z: Tensor) -> torch.autocast:
     TransVQ's transformer) would run in bf16 inside an autocast region.
     """
     return torch.autocast(z.device.type, enabled=False)
+
+
+def straight_through_vq(z: Tensor, codes: Tensor, beta: float) -> QuantizeOutput:
+    """Nearest code in ``codes`` with straight-through; loss ``mse(e, sg(z)) + beta mse(z, sg(e))``.
+
+    The shared core of the quantizers whose codebook is a learned map of a frozen
+    basis (SimVQ's ``W(C)``, TransVQ's ``T(C)``): the gradient reaches the map through ``e``.
+    """
+    indices = nearest_code(z.detach(), codes.detach())
+    e = F.embedding(indices, codes)
+    codebook_loss = F.mse_loss(e, z.detach())
+    commitment_loss = F.mse_loss(z, e.detach())
+    return QuantizeOutput(
+        z_q=z + (e - z).detach(),
+        indices=indices,
+        loss=codebook_loss + beta * commitment_loss,
+        logs={"codebook_loss": codebook_loss.detach(), "commitment_loss": commitment_loss.detach()},
+    )

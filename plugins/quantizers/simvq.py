@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.contracts import QuantizeOutput, Quantizer
-from harness.ops import nearest_code
-from harness.plugins.quantizers.codebook_tools import float32_region
+from harness.plugins.quantizers.codebook_tools import float32_region, straight_through_vq
 
 
 class SimVQ(Quantizer):
@@ -44,15 +42,4 @@ class SimVQ(Quantizer):
 
     def quantize(self, z: Tensor) -> QuantizeOutput:
         """The method on float32 tokens, autocast off."""
-        codes = self.codebook()
-        indices = nearest_code(z.detach(), codes.detach())
-        e = F.embedding(indices, codes)
-        commitment_loss = F.mse_loss(e.detach(), z)
-        codebook_loss = F.mse_loss(e, z.detach())
-        z_q = z + (e - z).detach()
-        return QuantizeOutput(
-            z_q=z_q,
-            indices=indices,
-            loss=self.beta * commitment_loss + codebook_loss,
-            logs={"codebook_loss": codebook_loss.detach(), "commitment_loss": commitment_loss.detach()},
-        )
+        return straight_through_vq(z, self.codebook(), self.beta)

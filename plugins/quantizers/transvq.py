@@ -7,8 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.contracts import QuantizeOutput, Quantizer
-from harness.ops import nearest_code
-from harness.plugins.quantizers.codebook_tools import float32_region
+from harness.plugins.quantizers.codebook_tools import float32_region, straight_through_vq
 
 
 class LinearAttention(nn.Module):
@@ -124,17 +123,7 @@ class TransVQ(Quantizer):
 
     def quantize(self, z: Tensor) -> QuantizeOutput:
         """The method on float32 tokens, autocast off."""
-        codes = self.codebook()
-        indices = nearest_code(z.detach(), codes.detach())
-        q = F.embedding(indices, codes)
-        codebook_loss = F.mse_loss(q, z.detach())
-        commitment_loss = F.mse_loss(z, q.detach())
-        return QuantizeOutput(
-            z_q=z + (q - z).detach(),
-            indices=indices,
-            loss=codebook_loss + self.beta * commitment_loss,
-            logs={"codebook_loss": codebook_loss.detach(), "commitment_loss": commitment_loss.detach()},
-        )
+        return straight_through_vq(z, self.codebook(), self.beta)
 
 
 class TransVQMLP(TransVQ):
