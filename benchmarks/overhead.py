@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from harness.build import build_dataset, build_model, build_quantizer, complete_config
+from harness.cell import CellRunner
 from harness.evaluate import evaluate
 from harness.host import get_host
-from harness.runner import CellRunner, RunOptions
+from harness.options import RunOptions
 from harness.suite import load_suite
 from harness.tracking import Tracker
 from harness.train import TrainState, total_steps, train

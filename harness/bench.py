@@ -299,7 +299,7 @@ HEADERS = ["method", "shape", "device", "ours ms", "ours MiB", "peer ms", "peer 
 
 def run(args: Any, host: Host) -> int:
     """The ``harness bench`` command: measure, print the table, record it in MLflow."""
-    from harness.runner import resolve_device
+    from harness.cell import resolve_device
     from harness.table import markdown
 
     device = resolve_device(args.device)

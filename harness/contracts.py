@@ -6,6 +6,7 @@ base classes give the defaults the host relies on and a place to read the rules.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,9 +33,10 @@ class Quantizer(nn.Module):
     """Base class for quantizers: ``Q(dim=D, codebook_size=K, **params)``.
 
     Subclasses set ``name``, ``paper`` (e.g. ``"paper 002"`` or a citation) and
-    implement :meth:`forward`. Multi-stage quantizers set ``num_stages`` and
-    return indices of shape ``(N, num_stages)``; ``stage_sizes`` gives the
-    number of codes per stage (utilization is reported per stage).
+    implement :meth:`quantize`; the base :meth:`forward` calls it in float32.
+    Multi-stage quantizers set ``num_stages`` and return indices of shape
+    ``(N, num_stages)``; ``stage_sizes`` gives the number of codes per stage
+    (utilization is reported per stage).
     """
 
     name: ClassVar[str] = ""
@@ -55,6 +57,15 @@ class Quantizer(nn.Module):
     def stage_sizes(self) -> tuple[int, ...]:
         return (self.codebook_size,) * self.num_stages
 
+    @property
+    def bits_per_token(self) -> float:
+        """The rate: bits one token's indices carry (``log2 K`` per stage, summed).
+
+        Right for one codebook, residual stages, FSQ (``K`` = product of levels)
+        and LFQ/BSQ (``K = 2**bits``); a method whose rate differs overrides it.
+        """
+        return float(sum(math.log2(size) for size in self.stage_sizes))
+
     def codebook(self) -> Tensor | None:
         """The effective ``(K, D)`` codebook in latent space, for plots; ``None`` if implicit."""
         return None
@@ -62,7 +73,19 @@ class Quantizer(nn.Module):
     def on_epoch_end(self, epoch: int) -> None:
         """Called by the train loop after each epoch (``epoch`` counted from 0)."""
 
-    def forward(self, z: Tensor) -> QuantizeOutput:  # pragma: no cover - abstract
+    def forward(self, z: Tensor) -> QuantizeOutput:
+        """Run :meth:`quantize` on float32 tokens with autocast off (a template method).
+
+        Every quantizer computes in float32 because this base class says so, not
+        because each plugin remembers to: ``z.float()`` alone is not enough, since
+        a matmul inside an autocast region would still run in bf16. Override
+        :meth:`quantize`, not this.
+        """
+        with torch.autocast(z.device.type, enabled=False):
+            return self.quantize(z.float())
+
+    def quantize(self, z: Tensor) -> QuantizeOutput:  # pragma: no cover - abstract
+        """The method itself, on float32 ``(N, D)`` tokens outside any autocast region."""
         raise NotImplementedError
 
 

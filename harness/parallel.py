@@ -2,8 +2,8 @@
 
 Workers are ``spawn``-ed (a fresh interpreter: no forked CUDA or SQLite state);
 each builds its own plugin host, :class:`~harness.tracking.Tracker` and
-:class:`~harness.runner.CellRunner`, takes cells from a queue and sends back
-one :class:`~harness.runner.CellResult` per cell. A cell that crashes is a
+:class:`~harness.cell.CellRunner`, takes cells from a queue and sends back
+one :class:`~harness.cell.CellResult` per cell. A cell that crashes is a
 FAILED result like in a serial run; a worker that dies (killed, out of memory)
 turns its cell into a FAILED result naming the exit code.
 
@@ -34,8 +34,8 @@ def _worker(suite: Any, options: Any, parent: str, tasks: Any, results: Any, thr
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch
 
+    from harness.cell import CellResult, CellRunner
     from harness.host import get_host
-    from harness.runner import CellResult, CellRunner
     from harness.tracking import Tracker
 
     torch.set_num_threads(threads)
@@ -66,7 +66,7 @@ def run_parallel(suite: Any, todo: list[tuple[Any, Any]], options: Any, parent: 
     :class:`Interrupted` here, the workers are told to stop, and their results
     (KILLED cells with checkpoints) are collected before it propagates.
     """
-    from harness.runner import CellResult
+    from harness.cell import CellResult
 
     if not todo:
         return []

@@ -10,7 +10,7 @@ spreads over pytest-xdist workers. docs/ci.md explains the route; in short:
   suite's parent run before any worker starts, which also creates the SQLite schema
   and the experiment, so workers never race on them. Both go to the workers
   through ``workerinput``. Every cell is a nested run of that parent, written by
-  :class:`harness.runner.CellRunner` with the same tags as ``harness run``, so
+  :class:`harness.cell.CellRunner` with the same tags as ``harness run``, so
   the leaderboard afterwards is the one ``harness run`` would build. Concurrent
   SQLite writers go through :class:`harness.tracking.Tracker`, which retries
   "database is locked".
@@ -202,7 +202,8 @@ class HarnessSession:
 
     @cached_property
     def runners(self) -> dict[str, Any]:
-        from harness.runner import CellRunner, RunOptions
+        from harness.cell import CellRunner
+        from harness.options import RunOptions
 
         options = RunOptions(device=self.config.getoption("harness_device"), tracking_uri=self.uri,
                              progress=False)
@@ -212,7 +213,7 @@ class HarnessSession:
     def parents(self) -> dict[str, str]:
         """The parent run of each suite, created on first use (by the controller under xdist)."""
         from harness import __version__
-        from harness.runner import resolve_device
+        from harness.cell import resolve_device
         from harness.tracking import git_commit, tags_for
 
         for spec, suite in self.suites.items():
