@@ -75,11 +75,13 @@ def check_suite(host: Host, suite: Suite, cells: list[Cell]) -> None:
     loss = data["train"].get("loss", "mse")
     if loss not in LOSSES:
         raise at(("train", "loss"), UnknownNameError("train.loss", loss, LOSSES))
-    for metric in data.get("eval", {}).get("metrics", []):
-        try:
-            host.metrics.get(metric)
-        except UsageError as exc:
-            raise at(("eval", "metrics"), exc) from None
+    from harness.evaluate import metric_specs  # evaluation pulls in torch's loop; only when checking
+
+    try:
+        for name, params in metric_specs(data.get("eval", {}).get("metrics", [])):
+            check_params(host.metrics.get(name).obj, "metrics", name, params)
+    except UsageError as exc:
+        raise at(("eval", "metrics"), exc) from None
     for cell in cells:
         path = ("methods", cell.method)
         try:

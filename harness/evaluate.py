@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
 from harness.contracts import EvalBatch, Metric, MetricContext
-from harness.errors import MetricUnavailable
+from harness.errors import MetricUnavailable, UsageError
 from harness.host import Host
 from harness.train import make_loader, reconstruct, split_batch
 
@@ -23,7 +23,7 @@ from harness.train import make_loader, reconstruct, split_batch
 class EvalResult:
     values: dict[str, float] = field(default_factory=dict)
     unavailable: dict[str, str] = field(default_factory=dict)
-    #: the implementation behind a number, for metrics whose value depends on it (rFID)
+    #: what produced each number: implementation, versions, weights digest (``Metric.stack``)
     stacks: dict[str, str] = field(default_factory=dict)
     #: per-stage code counts over the split, for the usage histogram
     counts: list[Tensor] = field(default_factory=list)
@@ -31,13 +31,28 @@ class EvalResult:
     samples: tuple[Tensor, Tensor] | None = None
 
 
-def build_metrics(host: Host, names: list[str], context: MetricContext
+def metric_specs(entries: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``eval.metrics`` entries as ``(name, params)``: a name, or ``{ name = ..., <param> = ... }``."""
+    specs = []
+    for entry in entries:
+        if isinstance(entry, str):
+            specs.append((entry, {}))
+        elif isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            specs.append((entry["name"], {k: v for k, v in entry.items() if k != "name"}))
+        else:
+            raise UsageError(f"eval.metrics: each entry is a metric name or a table with a 'name' "
+                             f"key and the metric's parameters, got {entry!r}")
+    return specs
+
+
+def build_metrics(host: Host, entries: list[Any], context: MetricContext
                   ) -> tuple[dict[str, Metric], dict[str, str]]:
+    """Each metric of ``eval.metrics`` built with its parameters, or its reason for being unavailable."""
     metrics, unavailable = {}, {}
-    for name in names:
+    for name, params in metric_specs(entries):
         cls = host.metrics.get(name).obj
         try:
-            metrics[name] = cls(context)
+            metrics[name] = cls(context, **params)
         except MetricUnavailable as exc:
             unavailable[name] = str(exc)
     return metrics, unavailable
@@ -92,8 +107,7 @@ def evaluate(
         model.train(was_training[0])
         quantizer.train(was_training[1])
     for name, metric in metrics.items():
-        if getattr(metric, "stack", None):  # which implementation produced the number (PROTOCOLS.md)
-            result.stacks[name] = str(metric.stack)
+        result.stacks[name] = str(metric.stack)  # what produced the number, recorded beside it
         try:
             result.values.update({k: float(v) for k, v in metric.compute().items()})
         except MetricUnavailable as exc:

@@ -12,7 +12,7 @@ from torch import Tensor
 from harness.contracts import EvalBatch, Metric, MetricContext
 from harness.errors import MetricUnavailable
 from harness.plugins.metrics.pixel import to_uint8
-from harness.plugins.metrics.weights import INCEPTION_FILE, WeightsFile
+from harness.plugins.metrics.weights import INCEPTION_FILE, WeightsFile, file_digest
 
 FEATURE = "2048"
 
@@ -82,8 +82,10 @@ class RFID(Metric):
     inputs ``uint8 3xHxW`` after clamp and ROUND,
     at the suite's resolution, every image of the eval split. SimVQ and
     Open-MAGVIT2 report the pytorch-fid port instead (float input, plain
-    bilinear resize): close but not identical numbers. Weights:
-    ``feature_extractor_weights_path`` when given, else
+    bilinear resize): close but not identical numbers. Weights: the metric
+    parameter ``weights`` (a suite's ``eval.metrics = [{ name = "rfid",
+    weights = "/path/to/file.pth" }]``, torch-fidelity's
+    ``feature_extractor_weights_path``) when given, else
     ``weights-inception-2015-12-05-6726825d.pth`` in ``$TORCH_HOME/hub/checkpoints/``;
     absent -> unavailable, never downloaded. Fewer than 2 images -> unavailable.
     Features are kept on the CPU (50,000 x 2048 float32 = 400 MB per side).
@@ -95,14 +97,15 @@ class RFID(Metric):
     requires = (INCEPTION_FILE.filename,)
     weights: tuple[WeightsFile, ...] = (INCEPTION_FILE,)
 
-    def __init__(self, context: MetricContext, feature_extractor_weights_path: str | None = None) -> None:
+    def __init__(self, context: MetricContext, weights: str | None = None) -> None:
         super().__init__(context)
         if context.modality != "images":
             raise MetricUnavailable(f"rfid is an image metric; this dataset's modality is {context.modality!r}")
-        if feature_extractor_weights_path is not None:
-            path = Path(feature_extractor_weights_path)
+        if weights is not None:
+            path = Path(weights).expanduser()
             if not path.is_file():
-                raise MetricUnavailable(f"rfid: feature_extractor_weights_path {path} does not exist")
+                raise MetricUnavailable(f"rfid: weights file {path} (the suite's eval.metrics "
+                                        "rfid.weights) does not exist")
         else:
             path = INCEPTION_FILE.require(self.name, context.weights_dir)
         self.weights_path = path
@@ -116,7 +119,8 @@ class RFID(Metric):
 
     @property
     def stack(self) -> str:
-        return f"torch-fidelity {fidelity_version()} inception-v3-compat pool3 2048-d, uint8 rounded inputs"
+        return (f"torch-fidelity {fidelity_version()} inception-v3-compat pool3 2048-d, weights "
+                f"{file_digest(self.weights_path)}, TF-1.x bilinear resize to 299, uint8 rounded inputs")
 
     @torch.no_grad()
     def features(self, x: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ torch-fidelity would download into (PROTOCOLS.md, "Weights for offline machines"
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ import torch
 from harness.errors import MetricUnavailable
 
 ALEXNET = "alexnet-owt-7be5be79.pth"
+VGG16 = "vgg16-397923af.pth"
 INCEPTION = "weights-inception-2015-12-05-6726825d.pth"
 
 
@@ -53,7 +55,28 @@ def checkpoints_dir() -> Path:
 
 ALEXNET_FILE = WeightsFile(ALEXNET, "torchvision AlexNet backbone of LPIPS",
                            "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth")
+VGG16_FILE = WeightsFile(VGG16, "torchvision VGG16 backbone of LPIPS (taming's perceptual loss)",
+                         "https://download.pytorch.org/models/vgg16-397923af.pth")
+#: the LPIPS backbones by the ``lpips`` package's ``net`` name (one table for the metric and the loss)
+LPIPS_BACKBONES = {"alex": ALEXNET_FILE, "vgg": VGG16_FILE}
 INCEPTION_FILE = WeightsFile(
     INCEPTION, "torch-fidelity InceptionV3 (FID)",
     "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION,
 )
+
+
+def file_digest(path: Path) -> str:
+    """``sha256:<first 16 hex>`` of a weights file, cached per file version (recorded with a metric)."""
+    stat = Path(path).stat()
+    return _digest(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=16)
+def _digest(path: str, mtime_ns: int, size: int) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"sha256:{h.hexdigest()[:16]}"

@@ -21,7 +21,7 @@ from harness.host import get_host
 from harness.plugins.metrics.fid import RFID, frechet_distance
 from harness.plugins.metrics.perceptual import LPIPS
 from harness.plugins.metrics.pixel import PSNR, SSIM, to_uint8
-from harness.plugins.metrics.weights import ALEXNET, INCEPTION
+from harness.plugins.metrics.weights import ALEXNET, INCEPTION, file_digest
 
 
 def write_fake_weights(checkpoints: Path) -> None:
@@ -121,18 +121,50 @@ def test_ssim_identical_is_one_and_noise_lowers_it() -> None:
     assert 0 < noisy < 0.95
 
 
+def _smooth(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A smooth ``(1, 3, n, n)`` image in [-1, 1]: low-frequency noise, bilinearly upsampled."""
+    coarse = torch.rand(1, 3, 4, 4, generator=generator) * 2 - 1
+    return torch.nn.functional.interpolate(coarse, size=(n, n), mode="bilinear", align_corners=True)
+
+
+@pytest.mark.parametrize("size", [32, 64, 256])
+@pytest.mark.parametrize("kind", ["smooth", "random"])
+def test_ssim_matches_scikit_image_over_valid_windows(size: int, kind: str) -> None:
+    """Wang et al.'s SSIM as scikit-image computes it, whatever torchmetrics version is installed."""
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(size)
+    x = _smooth(size, g) if kind == "smooth" else torch.rand(1, 3, size, size, generator=g) * 2 - 1
+    x_hat = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    u, v = to_uint8(x)[0].double().numpy(), to_uint8(x_hat)[0].double().numpy()
+    expected = structural_similarity(u, v, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                     data_range=255, channel_axis=0)
+    assert run(SSIM(context()), [(x, x_hat)]) == pytest.approx(expected, abs=1e-12)
+
+
 def test_ssim_passes_the_data_range_explicitly() -> None:
     """A dark batch: inferring the range from the data would change the value; ours must not."""
-    torch.manual_seed(0)
-    x = torch.rand(2, 3, 16, 16) * 0.2 - 1  # uint8 values 0-25
-    x_hat = (x + 0.02 * torch.randn_like(x)).clamp(-1, 1)
-    from torchmetrics.functional import structural_similarity_index_measure as ssim
+    from skimage.metrics import structural_similarity
 
-    u, v = to_uint8(x).double(), to_uint8(x_hat).double()
-    expected = ssim(v, u, data_range=255.0, reduction="none").mean()
-    inferred = ssim(v, u, reduction="none").mean()
-    assert abs(float(expected - inferred)) > 1e-3  # the check can fail
-    assert run(SSIM(context()), [(x, x_hat)]) == pytest.approx(float(expected), rel=1e-9)
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 16, 16) * 0.2 - 1  # uint8 values 0-25
+    x_hat = (x + 0.02 * torch.randn_like(x)).clamp(-1, 1)
+    u, v = to_uint8(x)[0].double().numpy(), to_uint8(x_hat)[0].double().numpy()
+    kwargs = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, channel_axis=0)
+    expected = structural_similarity(u, v, data_range=255, **kwargs)
+    inferred = structural_similarity(u, v, data_range=float(max(u.max(), v.max()) - min(u.min(), v.min())),
+                                     **kwargs)
+    assert abs(expected - inferred) > 1e-3  # the check can fail
+    assert run(SSIM(context()), [(x, x_hat)]) == pytest.approx(expected, abs=1e-12)
+
+
+def test_every_metric_says_what_produced_its_number() -> None:
+    """``Metric.stack`` is recorded beside each value: pixel metrics name their convention."""
+    assert "valid windows" in SSIM(context()).stack
+    assert "uint8" in PSNR(context()).stack
+    from harness.plugins.metrics.codes import Utilization
+
+    assert "vq-harness" in Utilization(context()).stack and "torch" in Utilization(context()).stack
 
 
 def test_ssim_unavailable_on_images_smaller_than_the_window() -> None:
@@ -180,7 +212,7 @@ def test_lpips_wrong_file_is_unavailable(tmp_path: Path, monkeypatch, no_network
     folder.mkdir(parents=True)
     torch.save({"features.0.weight": torch.zeros(1)}, folder / ALEXNET)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(MetricUnavailable, match="not a torchvision AlexNet state dict"):
+    with pytest.raises(MetricUnavailable, match="state dict"):
         LPIPS(context())
 
 
@@ -201,9 +233,22 @@ def test_rfid_zero_for_identical_positive_otherwise(with_weights: Path, no_netwo
 
 def test_rfid_explicit_weights_path(with_weights: Path, no_weights: Path, no_network: None) -> None:
     path = with_weights / "hub" / "checkpoints" / INCEPTION
-    assert RFID(context(), feature_extractor_weights_path=str(path)).weights_path == path
+    metric = RFID(context(), weights=str(path))
+    assert metric.weights_path == path
+    assert file_digest(path) in metric.stack  # the weights file is part of the recorded stack
     with pytest.raises(MetricUnavailable, match="does not exist"):
-        RFID(context(), feature_extractor_weights_path=str(no_weights / "x.pth"))
+        RFID(context(), weights=str(no_weights / "x.pth"))
+
+
+def test_metric_parameters_come_from_the_suite(with_weights: Path, no_weights: Path, no_network: None) -> None:
+    """``eval.metrics = ["psnr", { name = "rfid", weights = ... }]``: the table's params reach the metric."""
+    path = with_weights / "hub" / "checkpoints" / INCEPTION
+    metrics, unavailable = build_metrics(get_host(), ["psnr", {"name": "rfid", "weights": str(path)}],
+                                         context())
+    assert not unavailable and metrics["rfid"].weights_path == path
+    _, unavailable = build_metrics(get_host(), [{"name": "rfid", "weights": str(no_weights / "x.pth")}],
+                                   context())
+    assert "does not exist" in unavailable["rfid"]
 
 
 def test_rfid_needs_two_images(with_weights: Path, no_network: None) -> None:
