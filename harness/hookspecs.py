@@ -28,3 +28,13 @@ def harness_register_schedules(register):
 @hookspec
 def harness_register_metrics(register):
     """Register metric classes streamed over the eval split (``update`` then ``compute``)."""
+
+
+@hookspec
+def harness_register_losses(register):
+    """Register training loss classes (:class:`harness.contracts.Loss`) a suite lists in ``train.loss``."""
+
+
+@hookspec
+def harness_register_executors(register):
+    """Register executor classes (:class:`harness.executors.Executor`) that run a suite's cells somewhere."""

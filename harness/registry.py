@@ -9,7 +9,7 @@ from typing import Any
 
 from harness.errors import UnknownNameError, UsageError
 
-KINDS = ("quantizers", "datasets", "models", "schedules", "metrics")
+KINDS = ("quantizers", "datasets", "models", "schedules", "metrics", "executors", "losses")
 
 
 @dataclass(frozen=True)
