@@ -34,6 +34,7 @@ from harness.evaluate import evaluate
 from harness.host import Host
 from harness.interrupt import InterruptGuard
 from harness.options import RunOptions
+from harness.provenance import provenance_tags, rate_tags
 from harness.resume import Resume, continue_from
 from harness.suite import Cell, Suite
 from harness.tracking import Tracker, flatten, git_commit, tags_for
@@ -88,8 +89,9 @@ def seed_everything(seed: int) -> None:
 
 
 def cell_tags(host: Host, suite: Suite, cell: Cell, device: torch.device) -> dict[str, str]:
-    source = host.quantizers.get(cell.quantizer).source
-    return tags_for([
+    entry = host.quantizers.get(cell.quantizer)
+    source = entry.source
+    return {**provenance_tags(entry), **tags_for([
         ("kind", "cell"), ("suite", suite.name), ("suite_version", suite.version),
         ("profile", suite.profile), ("version", __version__), ("git_commit", git_commit()),
         ("method", cell.method), ("quantizer", cell.quantizer),
@@ -97,7 +99,7 @@ def cell_tags(host: Host, suite: Suite, cell: Cell, device: torch.device) -> dic
         ("plugin", source.plugin), ("plugin_distribution", source.distribution),
         ("plugin_version", source.version), ("device", str(device)),
         ("config_hash", cell.config_hash), ("group_hash", group_hash(cell)),
-    ])
+    ])}
 
 
 def group_hash(cell: Cell) -> str:
@@ -151,6 +153,7 @@ class CellRunner:
         modality = getattr(data, "modality", "points")
         model = build_model(host, config).to(device)
         quantizer = build_quantizer(host, config).to(device)
+        tracker.set_tags(run_id, rate_tags(model, quantizer, val_set, device))  # harness.provenance
         schedules = build_schedules(host, config)
         cfg = config["train"]
         params = [*model.parameters(), *quantizer.parameters()]

@@ -13,6 +13,7 @@ from harness.claims import ClaimResult, check_claims
 from harness.errors import UsageError
 from harness.host import Host, get_host
 from harness.options import RunOptions
+from harness.provenance import suite_tags
 from harness.resume import Resume
 from harness.suite import Cell, Suite
 from harness.tracking import Tracker, git_commit, tags_for
@@ -81,6 +82,7 @@ def run_suite(
         ("device", str(runner.device)), ("cells", len(cells)),
         ("shard", "/".join(map(str, options.shard)) if options.shard else "1/1"),
     ])
+    parent_tags.update(suite_tags(host, suite))  # primary metric, directions (harness.provenance)
     parent = tracker.start_run(suite.name, f"{suite.name}-{suite.profile}", parent_tags)
     tracker.log_params(parent, {"suite.path": str(suite.path), "suite.profile": suite.profile,
                                 "methods": ",".join(methods or []) or "all"})
