@@ -16,7 +16,7 @@ parametrize them over many quantizers (see ``tests/quantizers/test_conformance.p
 What "conformant" means (DESIGN.md, "Contracts"): ``z_q (N, D)`` float32 with a
 gradient path to ``z``; ``indices`` int64 ``(N,)`` (or ``(N, L)`` with
 ``num_stages = L``) inside each stage's size; a finite scalar ``loss``;
-float32 quantization under bf16 autocast; reproducible under a seed; eval
+float32 quantization under bf16 autocast (no op of the forward runs in bf16); reproducible under a seed; eval
 forwards change no state; a state dict restores the same quantizer; N = 1 and
 large N work; and a few optimizer steps make ``z_q`` approach a fixed ``z``.
 """
@@ -33,8 +33,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from harness.contracts import QuantizeOutput
+
+REDUCED_PRECISION = (torch.bfloat16, torch.float16)
 
 
 @dataclass
@@ -361,6 +364,50 @@ def check_bf16_input(case: QuantizerCase) -> None:
     check_loss(case, out, "eval, bf16")
 
 
+class _ReducedPrecisionOps(TorchDispatchMode):
+    """Records every computing op (views and aliases aside) whose result is bf16 or fp16.
+
+    It sits below autocast in the dispatcher, so it sees what actually ran: a
+    matmul autocast lowered to bf16 shows up here even when the plugin's code
+    called it on float32 tensors.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        results = out if isinstance(out, (tuple, list)) else (out,)
+        if not func.is_view and any(isinstance(t, Tensor) and t.dtype in REDUCED_PRECISION for t in results):
+            name = str(func.overloadpacket)
+            if name not in self.ops:
+                self.ops.append(name)
+        return out
+
+
+@check("float32_under_autocast")
+def check_float32_under_autocast(case: QuantizerCase) -> None:
+    """Under bf16 autocast with bf16 tokens, no op inside the forward computes in reduced precision.
+
+    ``z.float()`` alone is not enough: autocast would still run a matmul in
+    bf16. A quantizer that implements ``quantize`` and keeps the base class's
+    ``forward`` (autocast off, float32) passes; one that overrides ``forward``
+    without turning autocast off fails here, naming the ops that ran in bf16.
+    """
+    device_type = torch.device(case.device).type
+    q = case.build()
+    z = case.tokens().bfloat16()
+    for mode in ("train", "eval"):
+        q.train(mode == "train")
+        tokens = z.clone().requires_grad_(mode == "train")
+        with torch.autocast(device_type, dtype=torch.bfloat16), _ReducedPrecisionOps() as seen:
+            q(tokens)
+        _expect(not seen.ops, f"{case.label} ({mode}): computes in reduced precision under bf16 autocast: "
+                              f"{', '.join(seen.ops)}. Implement quantize() and keep the base class's forward "
+                              "(it turns autocast off and passes float32 tokens), or do the same in your forward")
+
+
 @check("training_reduces_error")
 def check_training_reduces_error(case: QuantizerCase) -> None:
     """A few Adam steps on ``mse(z_q, z) + loss`` for a fixed z lower the eval mse of z_q to z.
@@ -461,6 +508,9 @@ class QuantizerConformance:
 
     def test_bf16_input(self) -> None:
         check_bf16_input(self.conformance_case())
+
+    def test_float32_under_autocast(self) -> None:
+        check_float32_under_autocast(self.conformance_case())
 
     def test_training_reduces_error(self) -> None:
         check_training_reduces_error(self.conformance_case())

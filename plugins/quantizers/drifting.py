@@ -70,7 +70,8 @@ class DriftingVQ(Quantizer):
     def codebook(self) -> Tensor:
         return self.embedding
 
-    def forward(self, z: Tensor) -> QuantizeOutput:
+    def quantize(self, z: Tensor) -> QuantizeOutput:
+        """The method on float32 tokens, autocast off (the base class's ``forward``)."""
         indices = nearest_code(z.detach(), self.embedding.detach())
         e = F.embedding(indices, self.embedding)
         z_q = z + (e - z).detach()

@@ -11,7 +11,6 @@ from harness.ops import all_reduce_sum_, code_counts, nearest_code
 from harness.plugins.quantizers.codebook_tools import (
     DeadCodeTracker,
     default_reset_noise,
-    float32_region,
     kmeans,
     replacement_vectors,
 )
@@ -119,12 +118,8 @@ class EMAQuantizer(Quantizer):
         if self.tracker is not None:
             self.tracker.step(indices)
 
-    def forward(self, z: Tensor) -> QuantizeOutput:
-        with float32_region(z):
-            return self.quantize(z.float())
-
     def quantize(self, z: Tensor) -> QuantizeOutput:
-        """The method on float32 tokens, autocast off."""
+        """The method on float32 tokens, autocast off (the base class's ``forward``)."""
         logs = self.prepare_codebook(z.detach()) if self.training else {}
         indices = nearest_code(z.detach(), self.embedding)
         e = F.embedding(indices, self.embedding)

@@ -137,11 +137,8 @@ class FSQ(Quantizer):
         """Every grid point mapped to latent space, ``(prod(levels), D)``."""
         return self.decode(torch.arange(self.codebook_size, device=self.codec.basis.device))
 
-    def forward(self, z: Tensor) -> QuantizeOutput:
-        with torch.autocast(z.device.type, enabled=False):
-            return self._quantize(z.float())
-
-    def _quantize(self, z: Tensor) -> QuantizeOutput:
+    def quantize(self, z: Tensor) -> QuantizeOutput:
+        """The method on float32 tokens, autocast off (the base class's ``forward``)."""
         z_hat = self.codec.quantize(self.project_in(z))
         indices = self.codec.codes_to_indices(z_hat)
         return QuantizeOutput(z_q=self.project_out(z_hat), indices=indices, loss=z.new_zeros(()))

@@ -58,11 +58,8 @@ class GumbelQuantizer(Quantizer):
     def codebook(self) -> Tensor:
         return self.embedding
 
-    def forward(self, z: Tensor) -> QuantizeOutput:
-        with torch.autocast(z.device.type, enabled=False):
-            return self._quantize(z.float())
-
-    def _quantize(self, z: Tensor) -> QuantizeOutput:
+    def quantize(self, z: Tensor) -> QuantizeOutput:
+        """The method on float32 tokens, autocast off (the base class's ``forward``)."""
         if self.tau <= 0:
             raise ValueError(f"gumbel: tau must be positive, got {self.tau}")
         logits = self.proj(z)

@@ -113,11 +113,8 @@ class LFQ(Quantizer):
         device = next((p.device for p in self.parameters()), torch.device("cpu"))
         return self.decode(torch.arange(self.codebook_size, device=device))
 
-    def forward(self, z: Tensor) -> QuantizeOutput:
-        with torch.autocast(z.device.type, enabled=False):
-            return self._quantize(z.float())
-
-    def _quantize(self, z: Tensor) -> QuantizeOutput:
+    def quantize(self, z: Tensor) -> QuantizeOutput:
+        """The method on float32 tokens, autocast off (the base class's ``forward``)."""
         x = self.project_in(z)
         signs = torch.where(x > 0, 1.0, -1.0)
         indices = bits_to_indices(x.detach())

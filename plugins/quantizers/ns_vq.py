@@ -8,7 +8,6 @@ from torch import Tensor, nn
 
 from harness.contracts import QuantizeOutput, Quantizer
 from harness.ops import DEFAULT_BLOCK_BYTES, nearest_code, squared_distances
-from harness.plugins.quantizers.codebook_tools import float32_region
 
 #: per-epoch factor of the kernel temperature: the public code, the paper's text
 KERNEL_DECAYS = {"code": 0.5, "paper": 0.9}
@@ -140,12 +139,8 @@ class NonStationaryVQ(Quantizer):
         indices = nearest_code(z.detach(), self.embedding.detach())
         return F.mse_loss(F.embedding(indices, self.embedding), z.detach()), indices
 
-    def forward(self, z: Tensor) -> QuantizeOutput:
-        with float32_region(z):
-            return self.quantize(z.float())
-
     def quantize(self, z: Tensor) -> QuantizeOutput:
-        """The method on float32 tokens, autocast off."""
+        """The method on float32 tokens, autocast off (the base class's ``forward``)."""
         embedding_loss, indices = self.embedding_loss(z)
         e = F.embedding(indices, self.embedding)
         commitment_loss = F.mse_loss(z, e.detach())

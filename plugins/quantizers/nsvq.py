@@ -119,12 +119,13 @@ class NSVQ(NonStationaryVQ):
         if self.replace_every == 0:
             self.replace_dead_codes()
 
-    def forward(self, z: Tensor) -> QuantizeOutput:
+    def quantize(self, z: Tensor) -> QuantizeOutput:
+        """NS-VQ's step between reservoir bookkeeping (float32, autocast off: the base ``forward``)."""
         logs: dict[str, Tensor] = {}
         if self.training and self.replace_every and int(self.window_steps) >= self.replace_every:
             # at the start of a step, before the codebook enters this step's graph
             logs["codes_replaced"] = self.replace_dead_codes().sum().float()
-        out = super().forward(z)
+        out = super().quantize(z)
         if self.training:
             self.record(z, out.indices)
         out.logs.update(logs)

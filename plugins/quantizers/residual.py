@@ -92,11 +92,8 @@ class ResidualVQ(Quantizer):
             keep = (torch.arange(big_l, device=device)[None, :] < count[:, None]).float()
         return keep
 
-    def forward(self, z: Tensor) -> QuantizeOutput:
-        with torch.autocast(z.device.type, enabled=False):
-            return self._quantize(z.float())
-
-    def _quantize(self, z: Tensor) -> QuantizeOutput:
+    def quantize(self, z: Tensor) -> QuantizeOutput:
+        """The method on float32 tokens, autocast off (the base class's ``forward``)."""
         keep = self.kept_stages(z.shape[0], z.device)
         residual = z
         z_q = torch.zeros_like(z)

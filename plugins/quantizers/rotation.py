@@ -70,11 +70,8 @@ class RotationTrickVQ(Quantizer):
     def codebook(self) -> Tensor:
         return self.embedding
 
-    def forward(self, z: Tensor) -> QuantizeOutput:
-        with torch.autocast(z.device.type, enabled=False):
-            return self._quantize(z.float())
-
-    def _quantize(self, z: Tensor) -> QuantizeOutput:
+    def quantize(self, z: Tensor) -> QuantizeOutput:
+        """The method on float32 tokens, autocast off (the base class's ``forward``)."""
         indices = nearest_code(z.detach(), self.embedding.detach())
         e = F.embedding(indices, self.embedding)
         codebook_loss = F.mse_loss(e, z.detach())

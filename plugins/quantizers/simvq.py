@@ -36,10 +36,6 @@ class SimVQ(Quantizer):
         with float32_region(self.frozen_codes):
             return self.proj(self.frozen_codes)
 
-    def forward(self, z: Tensor) -> QuantizeOutput:
-        with float32_region(z):
-            return self.quantize(z.float())
-
     def quantize(self, z: Tensor) -> QuantizeOutput:
-        """The method on float32 tokens, autocast off."""
+        """The method on float32 tokens, autocast off (the base class's ``forward``)."""
         return straight_through_vq(z, self.codebook(), self.beta)

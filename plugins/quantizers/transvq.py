@@ -117,12 +117,8 @@ class TransVQ(Quantizer):
                 x = block(x)
             return self.proj_out(self.norm(x))
 
-    def forward(self, z: Tensor) -> QuantizeOutput:
-        with float32_region(z):
-            return self.quantize(z.float())
-
     def quantize(self, z: Tensor) -> QuantizeOutput:
-        """The method on float32 tokens, autocast off."""
+        """The method on float32 tokens, autocast off (the base class's ``forward``)."""
         return straight_through_vq(z, self.codebook(), self.beta)
 
 

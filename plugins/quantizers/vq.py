@@ -12,7 +12,6 @@ from harness.plugins.quantizers.codebook_tools import (
     DeadCodeTracker,
     default_reset_noise,
     entropy_penalty_for,
-    float32_region,
     kmeans,
     reseed_dead_codes,
 )
@@ -87,12 +86,8 @@ class VectorQuantizer(Quantizer):
             logs["codes_reset"] = reset.sum().float()
         return logs
 
-    def forward(self, z: Tensor) -> QuantizeOutput:
-        with float32_region(z):
-            return self.quantize(z.float())
-
     def quantize(self, z: Tensor) -> QuantizeOutput:
-        """The method on float32 tokens, autocast off."""
+        """The method on float32 tokens, autocast off (the base class's ``forward``)."""
         logs = self.prepare_codebook(z) if self.training else {}
         indices = nearest_code(z.detach(), self.embedding.detach())
         e = F.embedding(indices, self.embedding)

@@ -48,12 +48,8 @@ class VQGANFC(Quantizer):
         with float32_region(self.embedding):
             return self.proj_out(self.normalized_codes())
 
-    def forward(self, z: Tensor) -> QuantizeOutput:
-        with float32_region(z):
-            return self.quantize(z.float())
-
     def quantize(self, z: Tensor) -> QuantizeOutput:
-        """The method on float32 tokens, autocast off."""
+        """The method on float32 tokens, autocast off (the base class's ``forward``)."""
         h = F.normalize(self.proj_in(z), dim=1)
         codes = self.normalized_codes()
         indices = nearest_code(h.detach(), codes.detach())

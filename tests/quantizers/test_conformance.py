@@ -110,6 +110,19 @@ class Bf16Leak(VectorQuantizer):
         return out
 
 
+class Float32Forgotten(VectorQuantizer):
+    """Overrides forward with ``z.float()`` but leaves autocast on: its distance matmul runs in bf16.
+
+    z_q still comes out float32 (a lookup), so only the dispatch-level check sees it.
+    """
+
+    def __init__(self, dim: int, codebook_size: int) -> None:
+        super().__init__(dim, codebook_size, entropy_weight=0.1)
+
+    def forward(self, z):
+        return self.quantize(z.float())
+
+
 class FrozenParameter(VectorQuantizer):
     """A trainable parameter nothing uses."""
 
@@ -125,6 +138,7 @@ class FrozenParameter(VectorQuantizer):
     (ScaleOutsideState, "state_dict_round_trip", "different eval outputs"),
     (Bf16Leak, "bf16_input", "z_q must be float32"),
     (FrozenParameter, "gradients", r"without gradient: \['unused'\]"),
+    (Float32Forgotten, "float32_under_autocast", r"reduced precision under bf16 autocast: .*addmm"),
 ])
 def test_kit_catches_contract_violations(broken: type, check: str, message: str) -> None:
     case = QuantizerCase(quantizer=broken, large_n=500)
@@ -136,3 +150,9 @@ def test_exemptions_must_name_real_parameters() -> None:
     CHECKS["gradients"](QuantizerCase(quantizer=FrozenParameter, no_grad_params=("unused",)))
     with pytest.raises(AssertionError, match="match no trainable parameter"):
         CHECKS["gradients"](QuantizerCase(quantizer="vq", no_grad_params=("typo*",)))
+
+
+def test_bf16_output_check_alone_misses_a_forgotten_autocast() -> None:
+    """Why the dispatch-level check exists: the output-dtype check passes this broken plugin."""
+    CHECKS["bf16_input"](QuantizerCase(quantizer=Float32Forgotten))
+    CHECKS["float32_under_autocast"](QuantizerCase(quantizer="vq", params={"entropy_weight": 0.1}))
