@@ -29,3 +29,7 @@ def harness_register_quantizers(register):
 
     for cls in (EMAQuantizer, SimVQ, VQGANFC, NonStationaryVQ, TransVQ, TransVQMLP, NSVQ):
         register(cls)
+
+    from harness.plugins.quantizers.ibq import IBQ
+
+    register(IBQ)
