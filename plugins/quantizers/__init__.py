@@ -30,6 +30,8 @@ def harness_register_quantizers(register):
     for cls in (EMAQuantizer, SimVQ, VQGANFC, NonStationaryVQ, TransVQ, TransVQMLP, NSVQ):
         register(cls)
 
+    from harness.plugins.quantizers.bsq import BSQ
     from harness.plugins.quantizers.ibq import IBQ
 
-    register(IBQ)
+    for cls in (IBQ, BSQ):
+        register(cls)
