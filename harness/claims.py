@@ -7,29 +7,51 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from harness.errors import suggest
 from harness.suite import OPS, Claim
 
 
 @dataclass(frozen=True)
 class ClaimResult:
     claim: Claim
-    #: True / False for asserted claims; None for reported ones and for claims without data
+    #: True / False for asserted claims; None for reported ones, for claims without data, and for
+    #: claims expected not to reproduce that indeed do not (False when one holds after all)
     passed: bool | None
     observed: float | None
     n: int
     values: tuple[float, ...] = ()
+    #: whether the finding itself held over the cells, whatever was expected (None: not judged)
+    held: bool | None = None
+    #: why the claim could not be checked although its cells ran (names the suite file and line)
+    error: str | None = None
 
     @property
     def status(self) -> str:
+        if self.error:
+            return "ERROR"
         if self.n == 0:
             return "no data"
-        if self.claim.kind == "report":
+        if self.claim.kind == "report" or self.held is None:
             return "reported"
-        return "holds" if self.passed else "FAILS"
+        if self.claim.expect == "not reproduced":
+            return "holds (unexpected)" if self.held else "not reproduced"
+        return "holds" if self.held else "FAILS"
 
     def summary(self) -> str:
+        if self.error:
+            return f"{self.claim.id}: ERROR: {self.error}"
         observed = "n/a" if self.observed is None else f"{self.observed:.4g}"
-        return f"{self.claim.id}: {self.status} (observed {observed}, n={self.n}; {self.claim.describe()})"
+        text = f"{self.claim.id}: {self.status} (observed {observed}, n={self.n}; {self.claim.describe()})"
+        if self.claim.expect == "not reproduced":
+            text += f"; expected not to reproduce: {self.claim.reason}"
+        return text
+
+    def record(self) -> dict[str, Any]:
+        """The claim's entry in the parent run's ``claims.json`` (what the leaderboard reads)."""
+        return {"id": self.claim.id, "text": self.claim.text, "check": self.claim.describe(),
+                "status": self.status, "observed": self.observed, "n": self.n, "values": list(self.values),
+                "expect": self.claim.expect, "reason": self.claim.reason, "held": self.held,
+                "error": self.error}
 
 
 def matches(key: dict[str, Any], where: dict[str, Any]) -> bool:
@@ -75,21 +97,38 @@ def claim_values(claim: Claim, records: Iterable[dict[str, Any]]) -> tuple[float
 
 def check_claim(claim: Claim, records: Iterable[dict[str, Any]]) -> ClaimResult:
     """``records``: finished cells as ``{"key": {...}, "metrics": {...}}``."""
+    records = list(records)
     values = claim_values(claim, records)
     if not values:
-        return ClaimResult(claim, None, None, 0)
+        return ClaimResult(claim, False if (error := _missing_metric(claim, records)) else None, None, 0,
+                           error=error)
     op = OPS[claim.op]
     bound = float(claim.value)
     hits = [op(v, bound) for v in values]
     if claim.aggregate in ("mean", "min", "max"):
         observed = {"mean": sum(values) / len(values), "min": min(values), "max": max(values)}[claim.aggregate]
-        passed = op(observed, bound)
+        held = op(observed, bound)
     else:  # all / any / fraction: the fraction of cells satisfying ``op value``
         observed = sum(hits) / len(hits)
-        passed = {"all": all(hits), "any": any(hits), "fraction": None}[claim.aggregate]
+        held = {"all": all(hits), "any": any(hits), "fraction": None}[claim.aggregate]
     if claim.kind == "report":
-        passed = None
-    return ClaimResult(claim, passed, observed, len(values), values)
+        held = None
+    passed = held
+    if held is not None and claim.expect == "not reproduced":
+        passed = False if held else None  # a strict xfail: holding after all is flagged
+    return ClaimResult(claim, passed, observed, len(values), values, held=held)
+
+
+def _missing_metric(claim: Claim, records: list[dict[str, Any]]) -> str | None:
+    """An error when finished cells match the claim but none of them has its metric."""
+    cells = [r for r in records if matches(r["key"], claim.where)]
+    if not cells or any(claim.metric in r["metrics"] for r in cells):
+        return None
+    recorded = sorted({k for r in cells for k in r["metrics"]})
+    close = suggest(claim.metric, recorded)
+    hint = f"did you mean {close[0]!r}?" if close else "they have: " + ", ".join(recorded)
+    return (f"{claim.source}: claim {claim.id!r}: metric {claim.metric!r} is in none of the "
+            f"{len(cells)} finished cells its where matches; {hint}")
 
 
 def check_claims(claims: Iterable[Claim], records: list[dict[str, Any]]) -> list[ClaimResult]:

@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from harness import suitevalues
 from harness.errors import SuiteError, UnknownNameError, suggest
 from harness.tomlsource import KeyLocator, load_toml, parse_value
 
@@ -33,7 +34,7 @@ SCHEMA: dict[str, dict[str, tuple[type, ...] | str]] = {
     "model": {"name": (str,), "params": "table"},
     "train": {"steps": (int,), "epochs": (int,), "batch_size": (int,), "lr": Number,
               "optimizer": (str,), "betas": (list,), "weight_decay": Number,
-              "grad_clip": Number, "loss": (str,), "lpips_weight": Number,
+              "grad_clip": Number, "loss": (str, list), "lpips_weight": Number, "momentum": Number,
               "precision": (str,), "log_every": (int,), "snapshot_steps": (list,),
               "num_workers": (int,), "lr_decay": Number, "channels_last": (bool,),
               "checkpoint_every": (int,), "threads": (int,), "lpips_net": (str,), "discriminator": (bool,),
@@ -52,6 +53,7 @@ SCHEDULE_KEYS: dict[str, tuple[type, ...] | str] = {"name": (str,), "params": "t
 CLAIM_KEYS: dict[str, tuple[type, ...] | str] = {
     "id": (str,), "text": (str,), "where": "table", "metric": (str,), "aggregate": (str,),
     "op": (str,), "value": Number, "kind": (str,), "profiles": (list,), "compare": "table",
+    "expect": (str,), "reason": (str,),
 }
 REFERENCE_KEYS: dict[str, tuple[type, ...] | str] = {
     "method": (str,), "codebook_size": (int,), "dim": (int,), "source": (str,),
@@ -98,6 +100,12 @@ class Claim:
     #: paired comparison: ``where`` cells minus the cells of ``{**where, **compare}`` with the
     #: same codebook size, dim and seed; the aggregate runs over those differences
     compare: dict[str, Any] | None = None
+    #: "holds", or "not reproduced": the suite knows the finding does not reproduce (``reason`` says why);
+    #: it is shown as such and does not fail the run, but holding after all is flagged (a strict xfail)
+    expect: str = "holds"
+    reason: str = ""
+    #: ``file:line`` of the claim in its suite file, for errors found after the cells ran
+    source: str = field(default="", compare=False)
 
     def describe(self) -> str:
         target = ", ".join(f"{k}={v}" for k, v in sorted(self.where.items()))
@@ -164,8 +172,10 @@ class Suite:
     @property
     def claims(self) -> list[Claim]:
         claims = []
-        for raw in self.data.get("claims", []):
-            claim = Claim(**{**raw, "profiles": tuple(raw.get("profiles", PROFILES))})
+        for i, raw in enumerate(self.data.get("claims", [])):
+            line = self.locator.line(("claims", i))
+            claim = Claim(**{**raw, "profiles": tuple(raw.get("profiles", (*PROFILES, self.profile))),
+                             "source": f"{self.path}:{line}" if line else str(self.path)})
             if self.profile in claim.profiles:
                 claims.append(claim)
         return claims
@@ -178,6 +188,19 @@ class Suite:
         return SuiteError(message, str(self.path), self.locator.line(path))
 
     # -- cells ---------------------------------------------------------------
+    def cell_keys(self) -> list[dict[str, Any]]:
+        """Each cell's key (what claims match on) without resolving configs; stops past the size limit."""
+        matrix, keys = self.data["matrix"], []
+        for label in list(matrix.get("method") or self.methods):
+            method = self.method(label)
+            sizes = method.get("codebook_size") or matrix["codebook_size"]
+            for k, d, seed in itertools.product(sizes, matrix["dim"], range(matrix["seeds"])):
+                keys.append({"method": label, "quantizer": method["quantizer"], "codebook_size": k,
+                             "dim": d, "seed": seed})
+                if len(keys) > suitevalues.MAX_CELLS:
+                    return keys
+        return keys
+
     def cells(self, methods: Iterable[str] | None = None) -> list[Cell]:
         """Expand the matrix (method x codebook size x dim x seed) in a stable order.
 
@@ -297,7 +320,22 @@ def load_suite(
         data.setdefault("matrix", {})["seeds"] = seeds
     validate(data, path, locator, where=f" (profile {profile!r})")
     name = data["suite"]["name"]
-    return Suite(name, path, profile, data, locator)
+    suite = Suite(name, path, profile, data, locator)
+    check_claims(suite)
+    return suite
+
+
+def check_claims(suite: Suite) -> None:
+    """The matrix is not absurdly large, and every claim names cells and a metric the suite has."""
+    keys = suite.cell_keys()
+
+    def fail(message: str, key_path: Sequence[Any]) -> SuiteError:
+        return suite.error(message + f" (profile {suite.profile!r})" * ("profile" not in message), key_path)
+
+    suitevalues.check_size(len(keys), fail)
+    metrics = [m if isinstance(m, str) else str(m.get("name")) for m in
+               suite.data.get("eval", {}).get("metrics", DEFAULT_EVAL["metrics"])]
+    suitevalues.check_claims_match(suite.data.get("claims", []), keys, metrics, suite.profile, fail)
 
 
 def validate(data: dict[str, Any], path: Path, locator: KeyLocator, where: str = "") -> None:
@@ -316,8 +354,10 @@ def validate(data: dict[str, Any], path: Path, locator: KeyLocator, where: str =
         if not isinstance(profile, dict):
             raise fail(f"profile {name!r} must be a table", ("profiles", name))
         _check_structure(profile, fail, ("profiles", name))
+    suitevalues.check_raw(data, fail)
     if "profiles" not in data:
         _check_required(data, fail)
+        suitevalues.check_merged(data, fail)
 
 
 def _check_structure(data: dict[str, Any], fail: Any, root: tuple[Any, ...]) -> None:

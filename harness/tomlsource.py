@@ -71,15 +71,24 @@ class KeyLocator:
 def load_toml(path: Path) -> tuple[dict[str, Any], KeyLocator]:
     """Parse ``path``; a syntax error becomes a :class:`SuiteError` with file and line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise SuiteError(f"cannot read suite file: {exc.strerror}", str(path)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        column = exc.start - raw.rfind(b"\n", 0, exc.start)
+        raise SuiteError(f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {column}); "
+                         "suite files are UTF-8", str(path), line) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"line (\d+)", str(exc))
         line = int(match.group(1)) if match else None
         raise SuiteError(f"invalid TOML: {exc}", str(path), line) from None
+    except RecursionError:
+        raise SuiteError("values nested too deeply to be a suite", str(path)) from None
     return data, KeyLocator(text)
 
 
