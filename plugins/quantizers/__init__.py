@@ -31,7 +31,8 @@ def harness_register_quantizers(register):
         register(cls)
 
     from harness.plugins.quantizers.bsq import BSQ
+    from harness.plugins.quantizers.gsq import GSQ
     from harness.plugins.quantizers.ibq import IBQ
 
-    for cls in (IBQ, BSQ):
+    for cls in (IBQ, BSQ, GSQ):
         register(cls)
