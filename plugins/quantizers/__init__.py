@@ -33,6 +33,7 @@ def harness_register_quantizers(register):
     from harness.plugins.quantizers.bsq import BSQ
     from harness.plugins.quantizers.gsq import GSQ
     from harness.plugins.quantizers.ibq import IBQ
+    from harness.plugins.quantizers.optvq import OptVQ
 
-    for cls in (IBQ, BSQ, GSQ):
+    for cls in (IBQ, BSQ, GSQ, OptVQ):
         register(cls)
