@@ -84,3 +84,33 @@ class TestFourHeads(QuantizerConformance):
     quantizer = "optvq"
     params = {"heads": 4}
     large_n = 2000
+
+
+def _ddp_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        z, codes = ddp_data()
+        local = z[rank * 40 : (rank + 1) * 40]
+        torch.save(sinkhorn_assign(local, codes, 3.0, 5, "null"), f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def ddp_data() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(5)
+    return torch.randn(80, 2, generator=generator) + 1.0, torch.randn(12, 2, generator=generator)
+
+
+def test_under_ddp_the_plan_covers_every_process_tokens(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    together = torch.cat([torch.load(tmp_path / f"rank{r}.pt") for r in range(2)])
+    z, codes = ddp_data()
+    assert torch.equal(together, sinkhorn_assign(z, codes, 3.0, 5, "null"))
+    # and the halves alone would not give it: each process's plan alone is a different problem
+    alone = torch.cat([sinkhorn_assign(z[s : s + 40], codes, 3.0, 5, "null") for s in (0, 40)])
+    assert not torch.equal(alone, together)
