@@ -121,30 +121,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"\nharness: {exc or 'interrupted'}: the running cell saved a checkpoint and is recorded "
               f"KILLED; `harness run {args.suite} --resume` (same options) continues", file=sys.stderr)
         raise
-    primary = suite.primary_metric
-    print()
-    print(markdown(["cell", "status", primary, "seconds", "error"],
-                   [[c.cell.run_name, c.status,
-                     f"{c.metrics[primary]:.4g}" if primary in c.metrics else "",
-                     f"{c.seconds:.1f}", (c.error or "")[:120]] for c in result.cells]))
-    if result.claims:
-        print()
-        print(markdown(["claim", "status", "observed", "n", "check"],
-                       [[c.claim.id, c.status, "" if c.observed is None else f"{c.observed:.4g}", c.n,
-                         c.claim.describe()] for c in result.claims]))
-    from harness.tracking import resolve_uri
+    from harness.summary import report
 
-    print(f"\nrecorded in {resolve_uri(args.tracking_uri)} (experiment {suite.name!r}); "
-          f"`harness leaderboard {suite.name}` ranks them")
-    failures = []
-    if result.failed:
-        failures.append(f"{len(result.failed)} of {len(result.cells)} cells failed: "
-                        + ", ".join(c.cell.run_name for c in result.failed))
-    if result.failed_claims:
-        failures.append("claims that do not hold: " + ", ".join(c.claim.id for c in result.failed_claims))
-    for line in failures:
-        print(f"harness: {line}", file=sys.stderr)
-    return 1 if failures else 0
+    return report(result, args.suite, args.tracking_uri)
 
 
 # -- leaderboard / ui ------------------------------------------------------------------

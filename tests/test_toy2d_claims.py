@@ -13,6 +13,9 @@ from harness.suite import load_suite
 
 pytestmark = pytest.mark.slow
 
+#: the default (full) profile's seeds: every seed must count in every claim
+SEEDS = load_suite("toy2d").data["matrix"]["seeds"]
+
 
 def _run(k: int, tmp_path_factory) -> dict[str, object]:
     uri = f"sqlite:///{tmp_path_factory.mktemp(f'toy2d-k{k}') / 'mlflow.db'}"
@@ -37,7 +40,7 @@ def k10(tmp_path_factory):
 def test_vanilla_vq_leaves_most_codes_unused_at_k10(k10):
     claim = k10["vq-k10-most-codes-unused"]
     assert claim.passed, claim.summary()
-    assert claim.n >= 5
+    assert claim.n == SEEDS
 
 
 @pytest.mark.xdist_group("toy2d-k10")
@@ -56,12 +59,12 @@ def test_drifting_splits_codes_about_evenly_at_k10(k10):
 def test_drifting_uses_both_codes_at_k2_in_every_seed(k2):
     claim = k2["drifting-k2-both-codes"]
     assert claim.passed, claim.summary()
-    assert claim.n >= 5
+    assert claim.n == SEEDS
 
 
 @pytest.mark.xdist_group("toy2d-k2")
 def test_separation_rates_at_k2_are_reported(k2):
     for claim_id in ("vq-k2-separation-rate", "drifting-k2-separation-rate"):
         claim = k2[claim_id]
-        assert claim.status == "reported" and claim.n >= 5
+        assert claim.status == "reported" and claim.n == SEEDS
         assert 0.0 <= claim.observed <= 1.0
