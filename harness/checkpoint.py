@@ -18,10 +18,17 @@ without a round trip to a server:
 Each cell has one file, ``<suite>/<config_hash>.pt``: the same resolved config
 is the same experiment, whichever process or shard ran it. A finished cell
 deletes its file (its final weights are the run's ``checkpoint/final.pt``).
+
+A checkpoint carries ``content_sha256``, a hash of every tensor's bytes, dtype
+and shape and of every plain value, and ``config_hash``; :func:`load` recomputes
+the hash and compares both, so bytes overwritten inside a tensor (a bad disk,
+a stray write) are found before the state is trusted. A damaged file is moved
+aside (``<name>.damaged``) so that the next ``--resume`` starts the cell afresh.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import tempfile
@@ -34,7 +41,8 @@ from torch import nn
 
 from harness.errors import HarnessError
 
-FORMAT = 1
+FORMAT = 2  # 2: with content_sha256
+HASH_KEY = "content_sha256"
 PLAIN = (bool, int, float, str)
 
 
@@ -147,6 +155,34 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "module", model)
 
 
+# -- content hash -----------------------------------------------------------------------
+
+def content_hash(payload: Any) -> str:
+    """SHA-256 over the payload's structure, plain values and tensor bytes (not the hash itself)."""
+    digest = hashlib.sha256()
+    _feed(digest, {k: v for k, v in payload.items() if k != HASH_KEY} if isinstance(payload, dict) else payload)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        digest.update(f"T{t.dtype}{tuple(t.shape)}:".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}:".encode())
+        for key in sorted(value, key=repr):
+            _feed(digest, key)
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{len(value)}:".encode())  # a tuple may load back as a list
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(f"V{type(value).__name__}:{value!r};".encode())
+
+
 # -- on disk ---------------------------------------------------------------------------
 
 def save(path: Path, payload: dict[str, Any]) -> Path:
@@ -155,6 +191,7 @@ def save(path: Path, payload: dict[str, Any]) -> Path:
     A process killed at any moment leaves either the previous checkpoint or the new one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {**payload, HASH_KEY: content_hash(payload)}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -168,18 +205,38 @@ def save(path: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load(path: Path) -> dict[str, Any]:
-    """Load with ``weights_only=True``; a damaged file is a clear error naming it."""
+def load(path: Path, config_hash: str | None = None) -> dict[str, Any]:
+    """Load with ``weights_only=True`` and verify the content hash (and ``config_hash`` if given).
+
+    A file that cannot be read or whose content does not match its hash is moved
+    aside and reported: the error says so, and the next ``--resume`` starts afresh.
+    """
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise HarnessError(f"checkpoint {path} not found") from None
     except Exception as exc:
-        raise HarnessError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
-                           "delete it to start the cell again") from None
+        raise damaged(path, f"cannot be read ({type(exc).__name__}: {str(exc)[:300]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise HarnessError(f"checkpoint {path} is not a harness checkpoint (format {FORMAT})")
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise HarnessError(f"checkpoint {path} is not a harness checkpoint of format {FORMAT} (found "
+                           f"{found!r}; format 1 had no content hash); delete it to start the cell again")
+    if content_hash(payload) != payload.get(HASH_KEY):
+        raise damaged(path, "is damaged: its content does not match its content_sha256")
+    if config_hash is not None and payload.get("config_hash") != config_hash:
+        raise HarnessError(f"checkpoint {path} belongs to config {payload.get('config_hash')}, not {config_hash}")
     return payload
+
+
+def damaged(path: Path, what: str) -> HarnessError:
+    """Move a damaged checkpoint aside (never trusted, never deleted unseen) and say where it went."""
+    aside = path.with_name(path.name + ".damaged")
+    try:
+        os.replace(path, aside)
+        moved = f"moved to {aside}; the next --resume starts the cell afresh"
+    except OSError as exc:
+        moved = f"could not be moved aside ({exc.strerror}); delete it to start the cell again"
+    return HarnessError(f"checkpoint {path} {what}; {moved}")
 
 
 class Checkpointer:

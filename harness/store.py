@@ -1,0 +1,110 @@
+"""Checks on the MLflow store before it is trusted: the URI names a file, its pages are whole,
+and the lock that serialises its creation cannot hang a run for ever.
+
+:class:`harness.tracking.Tracker` calls :func:`check_store` before opening a
+store and takes :func:`init_lock` while MLflow creates or migrates its tables.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from harness.errors import HarnessError, UsageError
+
+#: seconds a process waits for another one creating the same SQLite store
+LOCK_TIMEOUT_S = float(os.environ.get("HARNESS_STORE_LOCK_TIMEOUT", "120"))
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI, else ``None``."""
+    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+
+
+def check_store(uri: str) -> None:
+    """A ``sqlite:`` URI must name a database file, and an existing one must be whole."""
+    path = sqlite_path(uri)
+    if path is None:
+        return
+    if path.is_dir():
+        raise UsageError(f"the tracking URI {uri} names the folder {path}, not a database file; "
+                         f"use sqlite:///{path / 'mlflow.db'}")
+    if path.is_file() and path.stat().st_size:
+        problem = integrity_problem(path)
+        if problem:
+            raise HarnessError(f"the MLflow store {path} is damaged ({problem}); it was not used. Restore "
+                               "it from a backup, or recover what SQLite can read (`sqlite3 mlflow.db "
+                               "'.recover' | sqlite3 recovered.db`), or pass --tracking-uri to a new store")
+
+
+def integrity_problem(path: Path) -> str | None:
+    """``None`` when SQLite's ``quick_check`` finds every page whole, else its first findings."""
+    try:
+        with _readonly(path) as db:
+            rows = [r[0] for r in db.execute("PRAGMA quick_check(5)").fetchall()]
+    except sqlite3.DatabaseError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    if rows == ["ok"]:
+        return None
+    return "; ".join(str(r) for r in rows)[:500]
+
+
+@contextmanager
+def _readonly(path: Path) -> Iterator[sqlite3.Connection]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def lock_file(uri: str) -> Path:
+    import hashlib
+
+    key = hashlib.sha256(uri.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"harness-store-{key}.lock"
+
+
+@contextmanager
+def init_lock(uri: str, timeout: float | None = None) -> Iterator[None]:
+    """An exclusive ``flock`` while a SQLite store is created or migrated, waited for at most
+    ``timeout`` seconds (``$HARNESS_STORE_LOCK_TIMEOUT``, default 120); the holder writes who it
+    is into the lock file, so a timeout names the process to look at."""
+    if not uri.startswith("sqlite:///") or os.name == "nt":
+        yield
+        return
+    import fcntl
+
+    timeout = LOCK_TIMEOUT_S if timeout is None else timeout
+    path = lock_file(uri)
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "a process that did not say who it is"
+                    raise HarnessError(f"the MLflow store {uri} is being created or migrated by another "
+                                       f"process and its lock ({path}) was not released within {timeout:g} s; "
+                                       f"held by {holder}. If that process is gone or stuck, stop it and "
+                                       "run again") from None
+                time.sleep(0.1)
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)[:200]}), "
+                         f"since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
