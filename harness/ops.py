@@ -16,15 +16,17 @@ from torch import Tensor
 DEFAULT_BLOCK_BYTES = 256 * 2**20
 
 
-def common_centre(codes: Tensor) -> Tensor:
-    """The codebook mean ``(1, D)``, detached: the point tokens and codes are centred on.
+def common_centre(z: Tensor) -> Tensor:
+    """The tokens' mean ``(1, D)``, detached: the point tokens and codes are centred on.
 
     ``||c||^2 - 2 z.c`` in float32 cancels catastrophically when tokens and codes
     share a large offset (spread 0.1 at offset 100: over half the picks wrong);
-    distances do not change under a common shift, so subtracting the codebook
-    mean from both first keeps the products at the scale of the spread.
+    distances do not change under a common shift, so subtracting one point from
+    both first keeps the products at the scale of the spread. The tokens' mean,
+    not the codebook's: a few far-away codes (unused codes an EMA has pushed out)
+    would drag the codebook mean away from the tokens, where precision matters.
     """
-    return codes.detach().mean(0, keepdim=True)
+    return z.detach().mean(0, keepdim=True)
 
 
 def squared_distances(z: Tensor, codes: Tensor) -> Tensor:
@@ -34,7 +36,7 @@ def squared_distances(z: Tensor, codes: Tensor) -> Tensor:
     :func:`nearest_code` when only the winner matters.
     """
     z, codes = z.float(), codes.float()
-    centre = common_centre(codes)
+    centre = common_centre(z)
     z, codes = z - centre, codes - centre
     z_sq = z.pow(2).sum(1, keepdim=True)
     c_sq = codes.pow(2).sum(1)
@@ -51,7 +53,7 @@ def nearest_code(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Index of the nearest code (squared Euclidean) for each row of ``z``.
 
-    Tokens and codes are centred on the codebook mean (:func:`common_centre`)
+    Tokens and codes are centred on the tokens' mean (:func:`common_centre`)
     before ``||c||^2 - 2 z.c``, so a large shared offset costs no precision.
 
     Args:
@@ -67,7 +69,7 @@ def nearest_code(
         raise ValueError(f"nearest_code expects (N, D) and (K, D), got {tuple(z.shape)} and {tuple(codes.shape)}")
     z, codes = z.float(), codes.float()
     n, k = z.shape[0], codes.shape[0]
-    centre = common_centre(codes)
+    centre = common_centre(z)
     codes = codes - centre
     c_sq = codes.pow(2).sum(1)
     codes_t = codes.t().contiguous()

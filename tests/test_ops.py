@@ -65,3 +65,16 @@ def test_squared_distances_gradient_is_unchanged_by_centring() -> None:
     torch.testing.assert_close(z.grad.double(), 2 * (weights.double()[..., None] * diff).sum(1), rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(codes.grad.double(), -2 * (weights.double()[..., None] * diff).sum(0),
                                rtol=1e-4, atol=1e-3)
+
+
+def test_far_away_codes_do_not_cost_precision() -> None:
+    """Unused codes an EMA pushed out (|c| ~ 1e4, as vector-quantize-pytorch's zero-count codes go)
+    must not spoil the search among the codes near the tokens: a codebook-mean centre would."""
+    g = torch.Generator().manual_seed(5)
+    near = 0.3 * torch.randn(16, 8, generator=g)
+    far = 7000.0 * torch.randn(48, 8, generator=g)
+    codes = torch.cat([near, far])
+    z = 0.3 * torch.randn(2000, 8, generator=g)
+    exact = torch.cdist(z.double(), codes.double()).argmin(1)
+    assert int((nearest_code(z, codes) != exact).sum()) == 0
+    assert int((squared_distances(z, codes).argmin(1) != exact).sum()) == 0
