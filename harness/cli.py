@@ -1,4 +1,4 @@
-"""The ``harness`` command line: list, plugins, run, leaderboard, ui."""
+"""The ``harness`` command line: list, plugins, run, leaderboard, ui, server."""
 
 from __future__ import annotations
 
@@ -166,18 +166,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
-
+    from harness.server import serve, server_command, server_env
     from harness.tracking import resolve_uri
 
     uri = resolve_uri(args.tracking_uri)
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
-               "--host", args.host, "--port", str(args.port)]
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)")
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 0
+    command = server_command(uri, None, args.host, args.port, args.workers, subcommand="ui")
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    return serve(command, server_env())
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from harness.server import backend_uri, serve, server_command, server_env
+
+    backend = backend_uri(args.backend_store_uri)
+    artifacts = args.artifacts_destination or str(Path("mlartifacts").resolve())
+    command = server_command(backend, artifacts, args.host, args.port, args.workers)
+    print(f"MLflow tracking server for {backend} (artifacts in {artifacts}) at "
+          f"http://{args.host}:{args.port}\nclients: harness run SUITE --tracking-uri "
+          f"http://{args.host}:{args.port} (Ctrl-C stops the server and all its processes)", flush=True)
+    return serve(command, server_env())
 
 
 # -- doctor ----------------------------------------------------------------------------
@@ -277,7 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workers", type=_positive_int, default=2, help="web server processes (default 2)")
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("server", help="an MLflow tracking server (PostgreSQL or SQLite) for many writers")
+    p.add_argument("--backend-store-uri", default="sqlite:///mlflow.db",
+                   help="database URI, e.g. postgresql://user@127.0.0.1:5432/mlflow (default sqlite:///mlflow.db)")
+    p.add_argument("--artifacts-destination", help="where artifacts go (default ./mlartifacts)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workers", type=_positive_int, default=2, help="web server processes (default 2)")
+    p.set_defaults(func=cmd_server)
 
     p = sub.add_parser("doctor", help="which datasets and metric weights are on this machine, and where missing ones go")
     p.add_argument("--dataset", help="check only this dataset")

@@ -295,7 +295,14 @@ ALLOW_SQLITE = "allow_sqlite"
 
 
 def parse_option_value(executor: str, key: str, value: Any, kind: type) -> Any:
-    """``"4"`` -> 4 for an int option; booleans accept true/false/1/0/yes/no."""
+    """``"4"`` -> 4 for an int option; booleans accept true/false/1/0/yes/no; a list option takes a
+    TOML list of strings, or one string (one item) from ``--executor-option``."""
+    if kind is list:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise UsageError(f"executor {executor}: option {key} must be a list of strings, got {value!r}")
     if not isinstance(value, str) or kind is str:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)

@@ -7,6 +7,10 @@ from harness import hookimpl
 def harness_register_executors(register):
     from harness.plugins.executors.local import LocalExecutor
     from harness.plugins.executors.processes import ProcessesExecutor
+    from harness.plugins.executors.ray import RayExecutor
+    from harness.plugins.executors.slurm import SlurmExecutor
 
     register(LocalExecutor)
     register(ProcessesExecutor)
+    register(SlurmExecutor)
+    register(RayExecutor)
