@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from harness.plugins.quantizers.rotation import RotationTrickVQ, rotate_to
+from harness.testing import QuantizerConformance
 
 
-def quantizer() -> RotationTrickVQ:
-    q = RotationTrickVQ(dim=2, codebook_size=2)
+def quantizer(**params) -> RotationTrickVQ:
+    q = RotationTrickVQ(dim=2, codebook_size=2, **params)
     with torch.no_grad():
         q.embedding.copy_(torch.tensor([[0.0, 3.0], [-10.0, -10.0]]))
     return q
@@ -40,7 +41,7 @@ def test_gradient_is_the_rotation_applied_to_random_upstream_gradients() -> None
     z = torch.randn(20, 4, requires_grad=True)
     codes = torch.randn(20, 4)
     g = torch.randn(20, 4)
-    (rotate_to(z, codes) * g).sum().backward()
+    (rotate_to(z, codes, eps=0.0) * g).sum().backward()  # the formula itself, no eps
     zd = z.detach()
     u = zd / zd.norm(dim=1, keepdim=True)
     q_hat = codes / codes.norm(dim=1, keepdim=True)
@@ -57,26 +58,91 @@ def test_gradient_is_the_rotation_applied_to_random_upstream_gradients() -> None
     assert torch.allclose(z.grad.norm(dim=1, keepdim=True), lam * g.norm(dim=1, keepdim=True), rtol=1e-4)
 
 
-def test_codebook_learns_only_through_the_codebook_loss() -> None:
-    q = quantizer()
+def test_vqgan_path_codebook_learns_only_through_the_codebook_loss() -> None:
+    q = quantizer(path="vqgan")
     z = torch.tensor([[2.0, 0.0]], requires_grad=True)
     out = q(z)
     (grad,) = torch.autograd.grad(out.z_q.sum(), q.embedding, allow_unused=True)
     assert grad is None or torch.count_nonzero(grad) == 0
-    # loss = mse(e, sg z) + 0.25 mse(z, sg e), e = (0, 3): both means are (4 + 9) / 2 = 6.5
+    # taming's legacy weighting: loss = 1.0 mse(z, sg e) + 0.25 mse(e, sg z), e = (0, 3): both means 6.5
     assert out.loss.item() == pytest.approx(1.25 * 6.5)
     out.loss.backward()
-    # d/de mse(e, z) = 2 (e - z) / 2 = (-2, 3) for the chosen code only
-    assert torch.allclose(q.embedding.grad, torch.tensor([[-2.0, 3.0], [0.0, 0.0]]))
+    # d/de 0.25 mse(e, z) = 0.25 * 2 (e - z) / 2 = 0.25 (-2, 3), for the chosen code only
+    assert torch.allclose(q.embedding.grad, torch.tensor([[-0.5, 0.75], [0.0, 0.0]]))
 
 
-def test_degenerate_directions_stay_finite() -> None:
+def test_vqgan_path_loses_the_radial_gradient() -> None:
+    # rot_vqgan.py applies R to z/||z|| (not detached) times ||q||: gradient lam (I - u u^T) R^T g.
+    # z = (2, 0), q = (0, 3): R^T (1, 0) = (0, -1), R^T (0, 1) = (1, 0) (see the hand case above);
+    # (I - u u^T) with u = (1, 0) keeps (0, -1) and removes (1, 0): gradients (0, -1.5) and (0, 0)
+    for g, expected in (((1.0, 0.0), (0.0, -1.5)), ((0.0, 1.0), (0.0, 0.0))):
+        z = torch.tensor([[2.0, 0.0]], requires_grad=True)
+        out = quantizer(path="vqgan")(z)
+        assert torch.allclose(out.z_q, torch.tensor([[0.0, 3.0]]))
+        (out.z_q * torch.tensor([g])).sum().backward()
+        assert torch.allclose(z.grad, torch.tensor([expected]), atol=1e-5)
+
+
+def test_vqvae_path_ema_step_by_hand() -> None:
+    """The authors' vector-quantize-pytorch EMA: zero counts, running sums at the codes, Laplace eps 1e-5."""
     q = quantizer()
+    with torch.no_grad():
+        q.embedding.copy_(torch.tensor([[2.0, 0.0], [0.0, -1.0]]))
+        q.embed_sum.copy_(q.embedding)
+    z = torch.tensor([[1.0, 0.0], [3.0, 0.0]], requires_grad=True)
+    out = q(z)
+    assert out.indices.tolist() == [0, 0]
+    # commitment weight 1.0 on mse(z, sg e) = ((1-2)^2 + (3-2)^2) / 4; no codebook term
+    assert out.loss.item() == pytest.approx(0.5)
+    # counts 0.8*0 + 0.2*(2, 0) = (0.4, 0); sums 0.8 e + 0.2 ((4, 0), (0, 0))
+    assert torch.allclose(q.cluster_size, torch.tensor([0.4, 0.0]))
+    assert torch.allclose(q.embed_sum, torch.tensor([[2.4, 0.0], [0.0, -0.8]]))
+    # smoothed counts (N_k + 1e-5) / (0.4 + 2e-5) * 0.4; code = sum / count
+    n0, n1 = 0.40001 / 0.40002 * 0.4, 1e-5 / 0.40002 * 0.4
+    assert torch.allclose(q.embedding, torch.tensor([[2.4 / n0, 0.0], [0.0, -0.8 / n1]]), rtol=1e-5)
+    # the unused code is thrown to about -80,000: the authors' code does the same
+    assert q.embedding[1, 1].item() == pytest.approx(-80004.0, rel=1e-4)
+    # the output used the codes from before the update
+    assert torch.allclose(out.z_q, torch.tensor([[2.0, 0.0], [2.0, 0.0]]))
+
+
+def test_defaults_are_the_authors_vqvae_path() -> None:
+    q = RotationTrickVQ(dim=4, codebook_size=8)
+    assert (q.path, q.beta, q.decay) == ("vqvae", 1.0, 0.8)
+    assert not list(q.parameters()) and "embedding" in dict(q.named_buffers())
+    # kaiming-uniform on (1, K, D): bound sqrt(6 / (K D))
+    assert q.embedding.abs().max().item() <= (6 / 32) ** 0.5
+    g = RotationTrickVQ(dim=4, codebook_size=8, path="vqgan")
+    assert (g.beta, g.codebook_weight) == (1.0, 0.25)
+    assert g.embedding.abs().max().item() <= 1 / 8
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"codebook_weight": 0.5}, "codebook_weight belongs to path='vqgan'"),
+    ({"path": "vqgan", "decay": 0.9}, "decay belongs to path='vqvae'"),
+    ({"path": "ema"}, "path must be one of"),
+    ({"decay": 1.0}, r"decay must lie in \[0, 1\)"),
+])
+def test_settings_of_the_other_path_are_refused(params: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RotationTrickVQ(dim=2, codebook_size=4, **params)
+
+
+@pytest.mark.parametrize("path", ["vqvae", "vqgan"])
+def test_degenerate_directions_stay_finite(path: str) -> None:
+    q = quantizer(path=path)
     # z = 0, and z antiparallel to its code (u + q_hat = 0)
     for z in (torch.zeros(1, 2), torch.tensor([[0.0, -1.0]])):
         z.requires_grad_(True)
+        codes = q.embedding.detach().clone()  # the vqvae path's EMA moves them after the forward
         out = q(z)
         assert out.indices.tolist() == [0]  # the code (0, 3)
         out.z_q.sum().backward()
         assert torch.isfinite(out.z_q).all() and torch.isfinite(z.grad).all()
-        assert torch.allclose(out.z_q, q.embedding[out.indices].detach())
+        assert torch.allclose(out.z_q, codes[out.indices])
+
+
+class TestRotationVQGANPath(QuantizerConformance):
+    quantizer = "rotation"
+    params = {"path": "vqgan"}
+    large_n = 2000
