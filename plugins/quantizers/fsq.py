@@ -50,25 +50,47 @@ def round_ste(x: Tensor) -> Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-class FSQCodec(nn.Module):
-    """The parameter-free part of FSQ: bound, round, pack indices and unpack them."""
+def floor_ste(x: Tensor) -> Tensor:
+    """Floor in the forward pass, identity in the backward pass."""
+    return x + (torch.floor(x) - x).detach()
 
-    def __init__(self, levels: Sequence[int]) -> None:
+
+def symmetric_channels(levels: Sequence[int], symmetric_even: bool) -> tuple[bool, ...]:
+    """Which channels use the symmetric form: every ``L = 2`` channel, every even one if asked."""
+    return tuple(lv == 2 or (symmetric_even and lv % 2 == 0) for lv in levels)
+
+
+class FSQCodec(nn.Module):
+    """The parameter-free part of FSQ: bound, round, pack indices and unpack them.
+
+    Channel ``i`` uses the paper's form, or the symmetric form where
+    ``symmetric[i]`` (see :class:`FSQ`). Both give digits ``0 .. L-1`` and
+    normalized codes ``(digit - c) / c`` with ``c = floor(L/2)`` (paper) or
+    ``c = (L-1)/2`` (symmetric): the two agree for odd ``L``.
+    """
+
+    def __init__(self, levels: Sequence[int], symmetric: Sequence[bool] | None = None) -> None:
         super().__init__()
+        symmetric = tuple(symmetric) if symmetric is not None else symmetric_channels(levels, False)
+        if len(symmetric) != len(levels):
+            raise ValueError(f"fsq: {len(symmetric)} symmetry flags for {len(levels)} levels")
         lv = torch.tensor(levels, dtype=torch.float64)
+        sym = torch.tensor(symmetric, dtype=torch.bool)
         half_l = (lv - 1) * (1 - BOUND_EPS) / 2
         offset = torch.where(lv.remainder(2) == 0, 0.5, 0.0)
         basis = torch.cumprod(torch.tensor([1, *levels[:-1]], dtype=torch.long), 0)
         # constants, not state: rebuilt from ``levels`` so they stay out of the state dict
         self.register_buffer("levels", lv.long(), persistent=False)
+        self.register_buffer("symmetric", sym, persistent=False)
         self.register_buffer("half_l", half_l.float(), persistent=False)
         self.register_buffer("offset", offset.float(), persistent=False)
         self.register_buffer("shift", torch.tan(offset / half_l).float(), persistent=False)
         self.register_buffer("half_width", (lv // 2).float(), persistent=False)
+        self.register_buffer("centre", torch.where(sym, (lv - 1) / 2, lv // 2).float(), persistent=False)
         self.register_buffer("basis", basis, persistent=False)
 
     def bound(self, z: Tensor) -> Tensor:
-        """``tanh(z + shift) * h - offset``: ``L`` integers lie in its range, 0 maps to about 0.
+        """The paper's ``tanh(z + shift) * h - offset``: ``L`` integers lie in its range, 0 maps to about 0.
 
         ``shift = tan(offset / h)`` is the official notebook's; an exact centring
         would use ``atanh``, the difference (``f(0) = -1.4e-5`` for ``L = 8``) never
@@ -76,19 +98,27 @@ class FSQCodec(nn.Module):
         """
         return torch.tanh(z + self.shift) * self.half_l - self.offset
 
+    def symmetric_digits(self, z: Tensor) -> Tensor:
+        """The symmetric form's digits ``floor((L-1)(tanh(z) + 1)/2 + 1/2)`` (straight-through floor)."""
+        return floor_ste((self.levels - 1) * (torch.tanh(z) + 1) / 2 + 0.5)
+
     def quantize(self, z: Tensor) -> Tensor:
-        """Normalized codes ``round(bound(z)) / floor(L/2)`` (straight-through rounding)."""
-        return round_ste(self.bound(z)) / self.half_width
+        """Normalized codes: ``round(bound(z)) / floor(L/2)``, or ``digit / ((L-1)/2) - 1`` where symmetric."""
+        paper = round_ste(self.bound(z)) / self.half_width
+        if not bool(self.symmetric.any()):
+            return paper
+        symmetric = self.symmetric_digits(z) / self.centre - 1
+        return torch.where(self.symmetric, symmetric, paper)
 
     def codes_to_indices(self, z_hat: Tensor) -> Tensor:
-        """``sum_i (z_hat_i * floor(L_i/2) + floor(L_i/2)) * b_i`` with ``b = [1, L1, L1 L2, ...]``."""
-        digits = torch.round(z_hat.detach() * self.half_width + self.half_width).long()
+        """``sum_i (z_hat_i c_i + c_i) * b_i`` with ``b = [1, L1, L1 L2, ...]`` (``c_i`` as in the class doc)."""
+        digits = torch.round(z_hat.detach() * self.centre + self.centre).long()
         return (digits * self.basis).sum(-1)
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:
         """Inverse of :meth:`codes_to_indices`: digit ``i`` is ``(index // b_i) mod L_i``."""
         digits = torch.div(indices[..., None], self.basis, rounding_mode="floor") % self.levels
-        return (digits.float() - self.half_width) / self.half_width
+        return (digits.float() - self.centre) / self.centre
 
 
 class FSQ(Quantizer):
@@ -110,6 +140,19 @@ class FSQ(Quantizer):
     Any other size is an error naming the supported ones: inventing levels the
     paper never tested would make a sweep's FSQ rows quietly non-comparable.
 
+    Even levels: the paper's form puts no level at 0 for even ``L`` and its
+    ``shift`` makes it asymmetric (``L = 8``: levels ``-4 .. 3`` over 4). At ``L = 2``
+    that breaks down: the formula gives levels ``{-1, 0}`` with the boundary at
+    ``z = -1.56``, not 0 (``h = 0.4995``, ``shift = tan(0.5 / h) = 1.56``); the paper
+    never uses ``L = 2``. So every ``L = 2`` channel uses the symmetric form of
+    arXiv 2411.19842, section 3.2 (vector-quantize-pytorch's ``preserve_symmetry``,
+    which refuses ``L = 2`` without it): digit ``floor((L - 1)(tanh(z) + 1)/2 + 1/2)``, code
+    ``digit / ((L-1)/2) - 1``, i.e. levels ``{-1, +1}`` split at ``z = 0`` for ``L = 2``.
+    ``symmetric_even = True`` uses that form on every even channel (``L = 4``:
+    ``{-1, -1/3, 1/3, 1}``); odd channels keep the paper's form, which the
+    symmetric one equals up to the ``1e-3`` bound margin. The default keeps the
+    paper's form for every ``L >= 3``, so the table's levels are the paper's.
+
     Projection: when ``dim != len(levels)`` a ``Linear(dim, len(levels))`` maps
     tokens into the grid and a ``Linear(len(levels), dim)`` maps codes back (both
     with bias), as the reference implementations do; the paper's own models set
@@ -119,12 +162,14 @@ class FSQ(Quantizer):
     name = "fsq"
     paper = "Mentzer et al. 2023, Finite Scalar Quantization: VQ-VAE Made Simple"
 
-    def __init__(self, dim: int, codebook_size: int, levels: Sequence[int] | None = None) -> None:
+    def __init__(self, dim: int, codebook_size: int, levels: Sequence[int] | None = None,
+                 symmetric_even: bool = False) -> None:
         chosen = choose_levels(codebook_size, levels)
         super().__init__(dim, math.prod(chosen))
         self.requested_codebook_size = int(codebook_size)
         self.levels = chosen
-        self.codec = FSQCodec(chosen)
+        self.symmetric_even = bool(symmetric_even)
+        self.codec = FSQCodec(chosen, symmetric_channels(chosen, self.symmetric_even))
         width = len(chosen)
         self.project_in: nn.Module = nn.Linear(dim, width) if dim != width else nn.Identity()
         self.project_out: nn.Module = nn.Linear(width, dim) if dim != width else nn.Identity()

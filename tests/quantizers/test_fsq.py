@@ -112,3 +112,52 @@ def test_straight_through_gradient_is_the_bounds_derivative() -> None:
     t8, t5 = math.tanh(0.3 + SHIFT8), math.tanh(-0.7)
     expected = torch.tensor([[1.5 * H8 * (1 - t8**2) / 4, -2.0 * H5 * (1 - t5**2) / 2]])
     assert torch.allclose(z.grad, expected, atol=1e-6)
+
+
+def test_paper_formula_at_two_levels_is_why_l2_is_symmetric() -> None:
+    # the paper's form at L = 2: h = 0.4995, shift = tan(0.5 / h) = 1.5608, f = tanh(z + shift) h - 0.5:
+    # its range is (-1, 0), so it rounds to {-1, 0}, and f = -0.5 (the boundary) at z = -shift
+    h = 0.999 / 2
+    shift = math.tan(0.5 / h)
+    assert shift == pytest.approx(1.5608, abs=1e-4)
+    paper = FSQCodec((2,), symmetric=(False,))
+    assert paper.quantize(torch.tensor([[-shift - 1e-3], [-shift + 1e-3], [0.0]])).flatten().tolist() == [-1.0, 0.0, 0.0]
+    # the plugin's L = 2 channel: the symmetric form floor((tanh z + 1)/2 + 1/2) * 2 - 1: {-1, +1} split at 0
+    codec = FSQ(dim=2, codebook_size=10, levels=[2, 5]).codec
+    assert codec.symmetric.tolist() == [True, False]
+    z = torch.tensor([[-1e-3, 0.0], [1e-3, 0.0], [-5.0, 0.0], [5.0, 0.0]])
+    assert codec.quantize(z)[:, 0].tolist() == [-1.0, 1.0, -1.0, 1.0]
+    # odd symmetry: q(-z) = -q(z) away from the boundary
+    grid = torch.linspace(-4, 4, 801)[:, None].expand(-1, 2)
+    grid = grid[grid[:, 0].abs() > 1e-6]
+    assert torch.equal(codec.quantize(-grid)[:, 0], -codec.quantize(grid)[:, 0])
+
+
+def test_two_level_channel_indices_and_gradient() -> None:
+    q = FSQ(dim=2, codebook_size=10, levels=[2, 5])
+    # digits: L=2 -> (z_hat + 1) / 2 in {0, 1}; L=5 -> z_hat * 2 + 2; index = d0 + 2 d1
+    codes = q.codec.indices_to_codes(torch.arange(10))
+    assert codes[:, 0].unique().tolist() == [-1.0, 1.0] and codes[:, 1].unique().tolist() == [-1, -0.5, 0, 0.5, 1]
+    assert torch.equal(q.codec.codes_to_indices(codes), torch.arange(10))
+    assert q.codec.codes_to_indices(torch.tensor([[1.0, -0.5]])).tolist() == [1 + 2 * 1]
+    # straight-through floor: d/dz [(tanh z + 1)/2 + 1/2] / (1/2) = 1 - tanh^2 z
+    z = torch.tensor([[0.3, -0.7]], requires_grad=True)
+    (q(z).z_q * torch.tensor([[2.0, 1.0]])).sum().backward()
+    t5 = math.tanh(-0.7)
+    assert torch.allclose(z.grad, torch.tensor([[2.0 * (1 - math.tanh(0.3) ** 2), H5 * (1 - t5**2) / 2]]), atol=1e-6)
+
+
+def test_symmetric_even_levels_by_hand() -> None:
+    # L = 4, symmetric: digit = floor(3 (tanh z + 1)/2 + 1/2), code = digit / 1.5 - 1 in {-1, -1/3, 1/3, 1}
+    codec = FSQ(dim=2, codebook_size=16, levels=[4, 3], symmetric_even=True).codec
+    assert codec.symmetric.tolist() == [True, False]
+    # 3 (t + 1)/2 + 1/2 = k  <=>  t = (2k - 1)/3 - 1: boundaries at tanh z = -2/3, 0, 2/3
+    b = math.atanh(2 / 3)
+    z = torch.tensor([[-b - 1e-3], [-b + 1e-3], [-1e-3], [1e-3], [b - 1e-3], [b + 1e-3]]).expand(-1, 2)
+    assert torch.allclose(codec.quantize(z)[:, 0], torch.tensor([-1, -1 / 3, -1 / 3, 1 / 3, 1 / 3, 1.0]))
+    levels = codec.indices_to_codes(torch.arange(12))
+    assert torch.allclose(levels[:, 0].unique(), torch.tensor([-1, -1 / 3, 1 / 3, 1.0]))
+    assert torch.equal(codec.codes_to_indices(levels), torch.arange(12))
+    # the default keeps the paper's L = 4 levels -2..1 over 2
+    paper = FSQ(dim=2, codebook_size=16, levels=[4, 4]).codec
+    assert paper.indices_to_codes(torch.arange(4))[:, 0].tolist() == [-1.0, -0.5, 0.0, 0.5]
