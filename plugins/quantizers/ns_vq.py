@@ -97,6 +97,20 @@ class NonStationaryVQ(Quantizer):
     ``tau`` shrinks the weights vanish and NS-VQ becomes vanilla VQ.
     ``tau_t`` advances in :meth:`on_epoch_end`; the epoch is a buffer (resumable).
 
+    Temperature floor: the public code floors ``tau`` at ``1e-8`` (``get_decay_p``
+    returns ``max(p, 1e-8)``), so from epoch 27 on (``0.5^27 = 7.5e-9``) its
+    ``tau`` stays at ``1e-8``. It computes ``softmax(-d / tau)`` on raw
+    distances: at ``tau = 1e-8`` the logits are about ``-1e8``, where float32's
+    spacing is 8, so two codes whose distances differ by less than about ``1e-7``
+    relative get equal logits and a near-tie can turn into a second weight-1 code
+    (and with no floor, ``-d / tau`` overflows to ``-inf`` in every entry of a row,
+    giving NaN). :func:`kernel_weights` subtracts each row's minimum first: the
+    winner's logit is exactly 0 and the others keep the precision of the
+    distance gap, so no floor is needed for accuracy or finiteness (``tau`` is
+    only kept above ``1e-30`` against ``0.5^epoch`` underflowing to 0). Past
+    epoch 27 the two differ only for codes within about ``1e-6`` of the winner's
+    distance, whose weight ``exp(-gap / tau)`` is then negligible either way.
+
     ``variant = "vq_new"`` (appendix 10, the code's ``VQ_new``): the kernel
     acts through the straight-through instead of the loss: ``L_emb`` is the
     plain codebook term and ``z_hat`` also gets ``A - sg(A)``,
