@@ -37,3 +37,9 @@ def harness_register_quantizers(register):
 
     for cls in (IBQ, BSQ, GSQ, OptVQ):
         register(cls)
+
+    from harness.plugins.quantizers.cvq import CVQ
+    from harness.plugins.quantizers.sqvae import SQVAE
+
+    for cls in (CVQ, SQVAE):
+        register(cls)

@@ -1,0 +1,104 @@
+"""SQ-VAE (Takida et al. 2022): a Gaussian stochastic quantizer whose learned variance anneals itself."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.contracts import QuantizeOutput, Quantizer
+from harness.ops import squared_distances
+
+#: the authors' Gumbel noise: -log(-log(U + eps) + eps)
+GUMBEL_EPS = 1e-10
+
+
+def gumbel_noise(shape: torch.Size, device: torch.device) -> Tensor:
+    u = torch.rand(shape, device=device)
+    return -torch.log(-torch.log(u + GUMBEL_EPS) + GUMBEL_EPS)
+
+
+class SQVAE(Quantizer):
+    """SQ-VAE, Gaussian quantizer: Gumbel-softmax over ``-||z - b_k||^2 / (2 s^2)`` in training, argmax in eval.
+
+    Paper: Takida et al. 2022, "SQ-VAE: Variational Bayes on Discrete Representation
+    with Self-annealed Stochastic Quantization" (ICML 2022). Public code:
+    sony/sqvae ``vision/quantizer.py`` (``GaussianVectorQuantizer``, ``gaussian_1``:
+    one learned scalar variance) and ``vision/model.py``.
+
+    * Logits ``l_nk = -||z_n - b_k||^2 / (2 s^2)`` with the variance
+      ``s^2 = 1 + exp(v)`` (their ``param_q = exp(log_var_q) + exp(log_param_q_scalar)``
+      with ``log_var_q = 0`` for ``gaussian_1``), ``v`` a learned scalar.
+    * Training: ``y = softmax((l + G) / t)`` with Gumbel noise ``G`` (a soft
+      relaxed sample, no straight-through), ``z_q = y B``; the index is ``argmax y``.
+      Eval: ``z_q = b_k`` for ``k = argmax l`` (their ``flg_quant_det``).
+    * Loss (their ``kld_discrete + kld_continuous``, per token here):
+      ``mean_n sum_k p_nk log p_nk + mean_n ||z_n - z_q,n||^2 / (2 s^2)``,
+      ``p = softmax(l)``. As ``s^2`` is learned, the second term pulls it down as
+      tokens and codes agree: the self-annealing of the title.
+    * Temperature ``t = max(t0 exp(-r step), t_min)`` with the step counted from
+      1 at the first training forward (their trainer), ``t0 = 1``, ``r = 1e-5``,
+      ``t_min = 0`` (their defaults); the step is a buffer, so a resumed run continues it.
+    * Codebook ``N(0, 1)``, ``v = log 10`` (their MNIST config; CIFAR-10's is
+      ``log 20``, and their note says larger values suit larger code dimensions).
+
+    Choices: the authors divide both terms by the number of images, i.e. sum
+    over an image's tokens; the harness sees tokens only, so the loss is their
+    value divided by the tokens per image. Their reconstruction term is a
+    Gaussian log-likelihood (``dim_x/2 log mse``) that weighs itself; the
+    harness's is its own (the suite's ``train.loss``), so the balance of the two
+    terms differs from the paper's and is set by the suite's loss weights. Only
+    ``gaussian_1`` is offered (``gaussian_2..4`` need a variance from the encoder).
+    The ``(N, K)`` logits are held at once, as in their code.
+    """
+
+    name = "sqvae"
+    paper = "Takida et al. 2022, SQ-VAE (ICML 2022)"
+
+    def __init__(self, dim: int, codebook_size: int, log_var_init: float = math.log(10.0),
+                 temperature: float = 1.0, temperature_decay: float = 1e-5,
+                 temperature_min: float = 0.0) -> None:
+        super().__init__(dim, codebook_size)
+        if temperature <= 0 or temperature_decay < 0 or temperature_min < 0:
+            raise ValueError("sqvae: temperature must be positive and temperature_decay, temperature_min "
+                             f"non-negative, got {temperature}, {temperature_decay}, {temperature_min}")
+        self.temperature0, self.temperature_decay = float(temperature), float(temperature_decay)
+        self.temperature_min = float(temperature_min)
+        self.embedding = nn.Parameter(torch.randn(codebook_size, dim))
+        self.log_param_q = nn.Parameter(torch.tensor(float(log_var_init)))
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def codebook(self) -> Tensor:
+        return self.embedding
+
+    def variance(self) -> Tensor:
+        """``s^2 = 1 + exp(v)`` (``gaussian_1``), clamped at ``1e-10`` like theirs."""
+        return (1.0 + self.log_param_q.exp()).clamp_min(1e-10)
+
+    def temperature(self) -> float:
+        """The Gumbel-softmax temperature of the next training step."""
+        step = int(self.step) + 1
+        return max(self.temperature0 * math.exp(-self.temperature_decay * step), self.temperature_min)
+
+    def quantize(self, z: Tensor) -> QuantizeOutput:
+        """The method on float32 tokens, autocast off (the base class's ``forward``)."""
+        precision = 1.0 / self.variance()
+        logits = -0.5 * precision * squared_distances(z, self.embedding)
+        log_p = F.log_softmax(logits, dim=1)
+        logs: dict[str, Tensor | float] = {"variance": self.variance().detach()}
+        if self.training:
+            t = self.temperature()
+            y = F.softmax((logits + gumbel_noise(logits.shape, logits.device)) / t, dim=1)
+            z_q = y @ self.embedding
+            indices = y.detach().argmax(1)
+            self.step += 1
+            logs["temperature"] = t
+        else:
+            indices = logits.detach().argmax(1)
+            z_q = F.embedding(indices, self.embedding)
+        kld_discrete = (log_p.exp() * log_p).sum(1).mean()
+        kld_continuous = 0.5 * precision * (z - z_q).pow(2).sum(1).mean()
+        logs.update(kld_discrete=kld_discrete.detach(), kld_continuous=kld_continuous.detach())
+        return QuantizeOutput(z_q=z_q, indices=indices, loss=kld_discrete + kld_continuous, logs=logs)
