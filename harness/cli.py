@@ -206,10 +206,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def cmd_new(args: argparse.Namespace) -> int:
     from harness.scaffold import PluginNames, scaffold_quantizer
 
-    folder = scaffold_quantizer(args.name, args.dir)
+    folder = scaffold_quantizer(args.name, args.dir, harness_source=args.harness_source)
     names = PluginNames.from_name(args.name)
     print(f"wrote the {names.distribution} plugin package to {folder}\n"
-          f"next: cd {folder} && pip install -e . && harness run toy2d -q {args.name} --profile smoke")
+          f"next: cd {folder} && pip install -e \".[test]\" && harness run toy2d -q {args.name} --profile smoke")
     return 0
 
 
@@ -307,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     q = new_sub.add_parser("quantizer", help="a quantizer plugin: package, entry point, tests, README")
     q.add_argument("name", help="the quantizer's registry name, e.g. my-vq")
     q.add_argument("--dir", type=Path, help="the package folder to create (default ./harness-NAME)")
+    q.add_argument("--harness-source", metavar="SOURCE", help="where the package gets the harness: a git URL, "
+                   "a wheel, or a requirement (default $HARNESS_SOURCE, else the harness's git repository)")
     q.set_defaults(func=cmd_new)
     return parser
 

@@ -5,11 +5,18 @@ nearest-code quantizer (the author replaces its insides), the ``harness``
 entry point that registers it, tests that run the conformance kit on it, and a
 README with the three commands that matter (install, run, leaderboard).
 
+The package depends on the harness by a requirement it can resolve anywhere:
+no package index serves ``vq-harness``, so the default is the harness's git
+repository (``--harness-source`` or ``$HARNESS_SOURCE`` choose another: a git
+URL, a wheel, or ``vq-harness>=X`` once an index serves it). docs/ci.md installs
+the package the same way.
+
 Layout (for ``NAME = my-vq``)::
 
     harness-my-vq/
         pyproject.toml            distribution harness-my-vq, entry point harness_my_vq
         README.md
+        .gitignore                what running the harness and the tests writes
         src/harness_my_vq/__init__.py   the hookimpl that registers the quantizer
         src/harness_my_vq/quantizer.py  the quantizer: edit this
         tests/test_conformance.py       the conformance kit run on it
@@ -17,7 +24,9 @@ Layout (for ``NAME = my-vq``)::
 
 from __future__ import annotations
 
+import json
 import keyword
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +37,12 @@ from harness.errors import UsageError
 #: lower-case words joined by single hyphens or underscores, like every registry name
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
 MAX_NAME = 40
+
+#: the environment variable that sets the scaffold's harness requirement (as --harness-source)
+HARNESS_SOURCE_ENV = "HARNESS_SOURCE"
+#: the harness's git repository: the default source of the scaffold's dependency (docs/ci.md)
+HARNESS_GIT_URL = "https://github.com/vq-harness/vq-harness.git"
+HARNESS_DISTRIBUTION = "vq-harness"
 
 
 @dataclass(frozen=True)
@@ -75,13 +90,52 @@ def check_not_registered(name: str) -> None:
                          "pick another name")
 
 
-def render(names: PluginNames) -> dict[str, str]:
-    """The package's files: relative path -> text."""
+def default_harness_source() -> str:
+    """The harness's git repository: its ``Repository`` project URL when the installed
+    metadata has one, else :data:`HARNESS_GIT_URL`."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        urls = metadata(HARNESS_DISTRIBUTION).get_all("Project-URL") or []
+    except PackageNotFoundError:
+        urls = []
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() == "repository" and url.strip():
+            return f"git+{url.strip()}"
+    return f"git+{HARNESS_GIT_URL}"
+
+
+def harness_requirement(source: str | None = None) -> str:
+    """The PEP 508 line the package depends on the harness by.
+
+    ``source`` (else ``$HARNESS_SOURCE``, else the harness's git repository) is a
+    requirement (``vq-harness>=0.2``, from an index), a URL pip installs
+    (``git+https://...``, ``git+file:///...``, ``https://.../vq_harness-0.1.0-py3-none-any.whl``)
+    or a local wheel or checkout (written as a ``file://`` URL: fine for one
+    machine, not for CI).
+    """
+    source = (source or os.environ.get(HARNESS_SOURCE_ENV) or default_harness_source()).strip()
+    if re.match(rf"^{HARNESS_DISTRIBUTION}\b", source, re.IGNORECASE):
+        return source
+    if "://" in source:
+        return f"{HARNESS_DISTRIBUTION} @ {source}"
+    path = Path(source).expanduser()
+    if path.exists():
+        return f"{HARNESS_DISTRIBUTION} @ {path.resolve().as_uri()}"
+    raise UsageError(f"--harness-source {source!r} is neither a requirement ({HARNESS_DISTRIBUTION}>=X), "
+                     "a URL (git+https://..., a wheel's https:// or file:// URL) nor an existing path")
+
+
+def render(names: PluginNames, harness: str | None = None) -> dict[str, str]:
+    """The package's files: relative path -> text; ``harness`` as :func:`harness_requirement`."""
     values = {"name": names.quantizer, "distribution": names.distribution,
-              "package": names.package, "cls": names.cls}
+              "package": names.package, "cls": names.cls,
+              "harness_requirement": json.dumps(harness_requirement(harness))}
     files = {
         "pyproject.toml": PYPROJECT,
         "README.md": README,
+        ".gitignore": GITIGNORE,
         f"src/{names.package}/__init__.py": INIT,
         f"src/{names.package}/quantizer.py": QUANTIZER,
         "tests/test_conformance.py": TESTS,
@@ -89,26 +143,29 @@ def render(names: PluginNames) -> dict[str, str]:
     return {path: Template(text).substitute(values) for path, text in files.items()}
 
 
-def scaffold_quantizer(name: str, folder: Path | None = None, *, check_registry: bool = True) -> Path:
+def scaffold_quantizer(name: str, folder: Path | None = None, *, check_registry: bool = True,
+                       harness_source: str | None = None) -> Path:
     """Write the plugin package for quantizer ``name`` into ``folder`` (default ``./harness-NAME``).
 
     Refuses an existing non-empty folder: a scaffold never overwrites work.
+    ``harness_source`` sets the dependency on the harness (see :func:`harness_requirement`).
     """
     names = PluginNames.from_name(name)
+    files = render(names, harness_source)  # a bad source fails before anything is written
     if check_registry:
         check_not_registered(name)
     folder = Path(folder) if folder is not None else Path.cwd() / names.distribution
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise UsageError(f"{folder} already exists and is not empty; the scaffold never "
                          "overwrites files (choose another --dir)")
-    for relative, text in render(names).items():
+    for relative, text in files.items():
         path = folder / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     return folder
 
 
-# -- templates (string.Template: $name, $distribution, $package, $cls) ---------------
+# -- templates (string.Template: $name, $distribution, $package, $cls, $harness_requirement) --
 
 PYPROJECT = '''\
 [build-system]
@@ -121,7 +178,9 @@ version = "0.1.0"
 description = "The $name quantizer, a vq-harness plugin"
 readme = "README.md"
 requires-python = ">=3.10"
-dependencies = ["vq-harness", "torch"]
+# The harness from its git repository (no package index serves vq-harness); once one
+# does, write "vq-harness>=0.1" (indexes refuse packages with URL dependencies).
+dependencies = [$harness_requirement, "torch"]
 
 [project.optional-dependencies]
 test = ["pytest>=8", "pytest-xdist>=3.5"]
@@ -194,10 +253,11 @@ class $cls(Quantizer):
         """The (K, D) codes in latent space: the latent plots draw them."""
         return self.embedding
 
-    def forward(self, z: Tensor) -> QuantizeOutput:
+    def quantize(self, z: Tensor) -> QuantizeOutput:
         """Quantize tokens ``z`` of shape (N, D); the runner flattens feature maps for you."""
-        # Quantization runs in float32 even when the nets run in bf16.
-        z = z.float()
+        # The base class's forward() calls this with float32 tokens and autocast off, so
+        # every op here runs in float32 even when the nets train in bf16. Implement
+        # quantize(), not forward().
         # The host's chunked search: bounded memory for 65,536 codes and 100k+ tokens.
         indices = nearest_code(z.detach(), self.embedding.detach())
         e = F.embedding(indices, self.embedding)
@@ -215,6 +275,26 @@ class $cls(Quantizer):
         )
 '''
 
+GITIGNORE = '''\
+# What running the harness and the tests writes into this folder
+mlflow.db
+mlflow.db-*
+mlruns/
+mlartifacts/
+.harness/
+*.pt
+*.ckpt
+# Python and tool caches, builds
+__pycache__/
+*.egg-info/
+.pytest_cache/
+.ruff_cache/
+.hypothesis/
+build/
+dist/
+.venv/
+'''
+
 TESTS = '''\
 """The harness conformance kit on the $name quantizer: the contract every quantizer keeps."""
 
@@ -228,14 +308,17 @@ class Test$cls(QuantizerConformance):
 README = '''\
 # $distribution
 
-The `$name` quantizer as a [vq-harness](https://pypi.org/project/vq-harness/) plugin.
-Edit `src/$package/quantizer.py`; the rest is wiring.
+The `$name` quantizer as a vq-harness plugin. Edit `src/$package/quantizer.py`
+(its `quantize` method); the rest is wiring.
 
 ```bash
-pip install -e .                                   # install: the harness now finds `$name`
+pip install -e ".[test]"                           # install (with pytest): the harness now finds `$name`
 harness run toy2d -q $name --profile smoke         # run it on the toy suite, recorded in MLflow
-harness leaderboard toy2d                          # rank it against every other method
+harness leaderboard toy2d --profile smoke          # rank it against the other methods of that profile
 ```
+
+`pyproject.toml` takes the harness from its git repository (no package index serves
+it); edit that line to pin a commit (`...git@<commit>`) or to use a wheel.
 
 Check it keeps the quantizer contract (shapes, dtypes, gradients, index range):
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.scaffold import PluginNames, render, scaffold_quantizer
+from harness.errors import UsageError
+from harness.scaffold import HARNESS_GIT_URL, PluginNames, render, scaffold_quantizer
 
 try:
     import tomllib
@@ -70,11 +71,36 @@ def test_generated_files_are_valid_and_wired(tmp_path):
         compile(path.read_text(), str(path), "exec")  # every generated module parses
     quantizer = (folder / "src/harness_my_vq/quantizer.py").read_text()
     assert 'name = "my-vq"' in quantizer and "nearest_code" in quantizer
+    # the base class's float32 template calls quantize(); overriding forward() would bypass it
+    assert "def quantize(self, z: Tensor)" in quantizer and "def forward(" not in quantizer
     assert 'quantizer = "my-vq"' in (folder / "tests/test_conformance.py").read_text()
     readme = (folder / "README.md").read_text()
-    for command in ("pip install -e .", "harness run toy2d -q my-vq --profile smoke",
-                    "harness leaderboard toy2d"):
+    for command in ('pip install -e ".[test]"', "harness run toy2d -q my-vq --profile smoke",
+                    "harness leaderboard toy2d --profile smoke"):
         assert command in readme
+    ignored = (folder / ".gitignore").read_text().splitlines()
+    assert {"mlflow.db", "mlartifacts/", "mlruns/", ".harness/", "__pycache__/", "*.pt"} <= set(ignored)
+
+
+def test_the_harness_dependency_resolves_somewhere(tmp_path, monkeypatch):
+    """No index serves vq-harness: the default is its git repository; the option and env var choose."""
+    monkeypatch.delenv("HARNESS_SOURCE", raising=False)
+
+    def dependency(folder, **kwargs):
+        scaffold_quantizer("my-vq", tmp_path / folder, check_registry=False, **kwargs)
+        return tomllib.loads((tmp_path / folder / "pyproject.toml").read_text())["project"]["dependencies"][0]
+
+    assert dependency("a") == f"vq-harness @ git+{HARNESS_GIT_URL}"
+    assert dependency("b", harness_source="git+https://example.org/me/vq-harness.git@v0.2") == (
+        "vq-harness @ git+https://example.org/me/vq-harness.git@v0.2")
+    wheel = tmp_path / "vq_harness-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    assert dependency("c", harness_source=str(wheel)) == f"vq-harness @ {wheel.resolve().as_uri()}"
+    monkeypatch.setenv("HARNESS_SOURCE", "vq-harness>=0.2")
+    assert dependency("d") == "vq-harness>=0.2"
+    with pytest.raises(UsageError, match="neither a requirement"):
+        scaffold_quantizer("my-vq", tmp_path / "e", check_registry=False, harness_source="no/such/thing")
+    assert not (tmp_path / "e").exists()  # a bad source writes nothing
 
 
 # -- the whole road, for real ------------------------------------------------------------
