@@ -23,6 +23,7 @@ HOST_ARGS = {
     "models": {"latent_dim"},
     "schedules": set(),
     "metrics": {"context"},
+    "losses": set(),
 }
 
 
@@ -70,12 +71,9 @@ def check_suite(host: Host, suite: Suite, cells: list[Cell]) -> None:
             check_params(entry.obj, kind, entry.name, data[table].get("params", {}))
         except UsageError as exc:
             raise at((table, "name"), exc) from None
-    from harness.losses import LOSSES
-
-    loss = data["train"].get("loss", "mse")
-    if loss not in LOSSES:
-        raise at(("train", "loss"), UnknownNameError("train.loss", loss, LOSSES))
-    from harness.evaluate import metric_specs  # evaluation pulls in torch's loop; only when checking
+    check_train(host, suite)
+    # evaluation pulls in torch's loop; only when checking
+    from harness.evaluate import metric_specs
 
     try:
         for name, params in metric_specs(data.get("eval", {}).get("metrics", [])):
@@ -96,6 +94,61 @@ def check_suite(host: Host, suite: Suite, cells: list[Cell]) -> None:
             raise at(path, exc) from None
 
 
+def check_train(host: Host, suite: Suite) -> None:
+    """``train.loss`` (names, parameters, one loss per term), ``optimizer`` and ``lr_decay``."""
+    from harness.pipeline.losses import deprecation, warn_deprecated
+    from harness.pipeline.optim import check_optimizer
+
+    train = suite.data["train"]
+    try:
+        message = deprecation(train)
+        check_losses(host, train)
+    except UsageError as exc:
+        raise suite.error(str(exc), ("train", "loss")) from None
+    if message:
+        line = suite.locator.line(("train", "loss"))
+        warn_deprecated(message, f"{suite.path}:{line}: " if line else f"{suite.path}: ")
+    optimizer = train.get("optimizer", "adam")
+    try:
+        check_optimizer(optimizer)
+    except UsageError as exc:
+        raise suite.error(str(exc), ("train", "optimizer")) from None
+    if "momentum" in train and optimizer != "sgd":
+        raise suite.error(f"train.momentum is read by optimizer 'sgd' only, not {optimizer!r}", ("train", "momentum"))
+    if "betas" in train and optimizer == "sgd":
+        raise suite.error("train.betas is read by adam and adamw, not by sgd", ("train", "betas"))
+    if not 0 < train.get("lr_decay", 1.0) <= 1:
+        raise suite.error(f"train.lr_decay must be in (0, 1], got {train['lr_decay']!r}", ("train", "lr_decay"))
+
+
+def check_losses(host: Host, train: dict[str, Any]) -> None:
+    """Every ``train.loss`` entry names a registered loss with parameters it takes; no term twice."""
+    from harness.pipeline.losses import loss_specs
+
+    filled: dict[str, str] = {}
+    for spec in loss_specs(train):
+        if spec["name"] not in host.losses.names():
+            raise UnknownNameError("loss in train.loss", spec["name"], host.losses.names())
+        entry = host.losses.get(spec["name"])
+        check_params(entry.obj, "losses", entry.name, {k: v for k, v in spec.items() if k != "name"})
+        key = getattr(entry.obj, "term", "") or entry.name
+        if key in filled:
+            raise UsageError(f"train.loss lists {filled[key]!r} and {entry.name!r}, which both fill the "
+                             f"term {key!r}; keep one")
+        filled[key] = entry.name
+
+
+def loss_config(host: Host, train: dict[str, Any]) -> list[dict[str, Any]]:
+    """``train.loss`` as the list of ``{name, weight, **params}`` with every default filled in."""
+    from harness.pipeline.losses import loss_specs
+
+    specs = []
+    for spec in loss_specs(train):
+        params = resolve_params(host, "losses", spec["name"], {k: v for k, v in spec.items() if k != "name"})
+        specs.append({"name": spec["name"], **params})
+    return specs
+
+
 def complete_config(host: Host, cell: Cell) -> dict[str, Any]:
     """The cell's config with every plugin default filled in (what MLflow records)."""
     config = {**cell.config}
@@ -107,6 +160,7 @@ def complete_config(host: Host, cell: Cell) -> dict[str, Any]:
         {"name": s["name"], "params": resolve_params(host, "schedules", s["name"], s["params"])}
         for s in config["schedules"]
     ]
+    config["train"] = {**config["train"], "loss": loss_config(host, config["train"])}
     return config
 
 

@@ -170,6 +170,52 @@ class Schedule:
         """After each pass over the training split (``state.epoch`` just finished)."""
 
 
+
+class Loss:
+    """A training loss term: ``L(weight=1.0, **params)``; a suite lists several in ``train.loss``.
+
+    The host calls :meth:`setup` once with the cell's ``TrainState`` (device,
+    model, config), then each step :meth:`terms`, which returns *unweighted*
+    terms ``{name: scalar tensor}``; the host multiplies each by
+    ``state.loss_weights[name]`` (which starts at ``weight`` for the loss's
+    :attr:`term` and which schedules may change) and sums them. Terms are
+    logged as ``train/<name>``. A loss with its own optimiser (a discriminator)
+    implements :meth:`step`, run after the model's optimiser step; its returned
+    values are logged too. While :meth:`active` is false neither runs.
+    ``state_dict``/``load_state_dict`` carry its state through checkpoints.
+    Tensors only: a loss never calls ``.item()`` (the loop does not sync the
+    device between log steps).
+    """
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    #: the key of this loss's weight in ``state.loss_weights`` (and of its main term)
+    term: ClassVar[str] = ""
+
+    def __init__(self, weight: float = 1.0) -> None:
+        self.weight = float(weight)
+
+    @property
+    def key(self) -> str:
+        return self.term or self.name
+
+    def setup(self, state: Any) -> None:
+        """Once per cell, before the first step: move to ``state.device``, read the model."""
+
+    def active(self, state: Any) -> bool:
+        """Whether the term runs this step: by default while its weight is not zero."""
+        return state.loss_weights.get(self.key, self.weight) != 0
+
+    def terms(self, state: Any, x: Tensor, x_hat: Tensor, out: QuantizeOutput) -> dict[str, Tensor]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Nothing to restore by default."""
+
+
 @dataclass
 class EvalBatch:
     """One eval batch as metrics see it.
@@ -213,6 +259,19 @@ class Metric:
 
     def __init__(self, context: MetricContext, **params: Any) -> None:
         self.context = context
+
+    @property
+    def stack(self) -> str:
+        """What produced the number: implementation, library versions, weights digest, resizing.
+
+        Recorded with every value (tag ``harness.metric_stack.<name>``) and shown
+        in the leaderboard header, so numbers from different stacks are never
+        mixed silently. Override it where a library or weights file decides the value.
+        """
+        from harness import __version__
+
+        cls = type(self)
+        return f"{cls.__module__}.{cls.__qualname__} (vq-harness {__version__}, torch {torch.__version__})"
 
     def update(self, batch: EvalBatch) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -31,18 +31,19 @@ from __future__ import annotations
 import datetime
 import inspect
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
 
-from harness.errors import UsageError
 from harness.ops import distributed as is_distributed
-from harness.train import channels_last, reconstruct
+from harness.pipeline.forward import (  # noqa: F401 - the batch sources' old home
+    channels_last,
+    distributed_batches,
+    per_rank_batch,
+    reconstruct,
+)
 
 
 def init_from_env() -> bool:
@@ -113,29 +114,6 @@ def wrap(state: Any) -> None:
                else {"broadcast_buffers": False})
     state.wrapped = ddp(net, device_ids=[device.index] if device.type == "cuda" else None,
                         find_unused_parameters=True, **no_sync)
-
-
-def per_rank_batch(batch_size: int) -> int:
-    n = world_size()
-    if batch_size % n:
-        raise UsageError(f"train.batch_size {batch_size} is the global batch and must divide by the "
-                         f"{n} processes torchrun started")
-    return batch_size // n
-
-
-def distributed_batches(dataset: Dataset, batch_size: int, seed: int, num_workers: int = 0,
-                        pin_memory: bool = False) -> Iterator[Any]:
-    """Endless batches of this rank's share of ``dataset``, reshuffled each epoch."""
-    local = per_rank_batch(batch_size)
-    sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=len(dataset) >= batch_size)
-    loader = DataLoader(dataset, batch_size=min(local, max(1, len(sampler))), sampler=sampler,
-                        num_workers=num_workers, pin_memory=pin_memory, drop_last=len(sampler) >= local,
-                        persistent_workers=num_workers > 0)
-    epoch = 0
-    while True:
-        sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
 
 
 class NullTracker:

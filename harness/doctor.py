@@ -66,12 +66,12 @@ def weights_rows(host: Host, weights_dir: Path | None = None) -> list[dict[str, 
 def loss_weights_rows() -> list[dict[str, Any]]:
     """The LPIPS backbones the training loss (``train.loss = "...+lpips"``) reads from the hub cache."""
     try:
-        from harness.losses import BACKBONE_FILES, hub_checkpoints
-    except ImportError:  # a host without the losses module has nothing to report here
+        from harness.plugins.metrics.weights import LPIPS_BACKBONES
+    except ImportError:  # a host without the built-in plugins has nothing to report here
         return []
     rows = []
-    for net, (filename, _url) in sorted(BACKBONE_FILES.items()):
-        path = hub_checkpoints() / filename
+    for net, weights in sorted(LPIPS_BACKBONES.items()):
+        filename, path = weights.filename, weights.path()
         rows.append({"file": filename, "purpose": f"LPIPS loss backbone ({net})", "path": str(path),
                      "present": path.is_file(), "used_by": f"train.loss lpips (lpips_net = {net!r})"})
     return rows

@@ -2,27 +2,37 @@
 ``harness run``, a nested run per cell (DESIGN.md, "Tracking").
 
 Everything goes through :class:`Tracker`, which talks to ``MlflowClient`` with
-explicit run ids (no global "active run"), batches metrics, and retries the
-brief "database is locked" errors SQLite gives concurrent writers.
+explicit run ids (no global "active run") and retries the brief "database is
+locked" errors SQLite gives concurrent writers. Metrics never block the
+training loop: :class:`MetricWriter` sends them from a background thread in
+``log_batch`` calls; :meth:`Tracker.flush` waits for them (before a checkpoint,
+at the end of a cell, on interrupt), so nothing logged is lost.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import io
 import json
 import os
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.errors import HarnessError
+from harness.store import check_store
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-FLUSH_EVERY_S = 5.0  # buffered metrics reach the store at least this often (live curves in the UI)
+FLUSH_EVERY_S = 2.0  # buffered metrics reach the store at least this often (live curves in the UI)
+BATCH = 1000  # metrics per log_batch call (MLflow's limit)
 T = TypeVar("T")
 
 # Fail fast on an unreachable tracking server instead of retrying for minutes.
@@ -113,19 +123,107 @@ def store_init_lock(uri: str) -> Iterator[None]:
     exists"). An ``flock`` on a file in the temp folder, keyed by the database path,
     makes the second process wait and then find the tables.
     """
-    if not uri.startswith("sqlite:///") or os.name == "nt":
-        yield
-        return
-    import fcntl
-    import hashlib
+    from harness.store import init_lock
 
-    key = hashlib.sha256(uri.encode()).hexdigest()[:16]
-    with open(Path(tempfile.gettempdir()) / f"harness-store-{key}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with init_lock(uri):  # waits at most $HARNESS_STORE_LOCK_TIMEOUT s, then names the holder
+        yield
+
+
+def as_floats(values: dict[str, Any]) -> dict[str, float]:
+    """Numbers and scalar tensors as floats, with one device transfer for all the tensors."""
+    import torch
+
+    tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
+    out = {k: float(v) for k, v in values.items() if k not in tensors}
+    if tensors:
+        stacked = torch.stack([t.detach().reshape(()).float() for t in tensors.values()]).cpu()
+        out.update(zip(tensors, stacked.tolist(), strict=True))
+    return out
+
+
+class MetricWriter:
+    """Writes metrics from a background thread in batches; :meth:`flush` waits for them.
+
+    ``put`` only appends to a list under a lock, so logging costs the training
+    loop nothing; the thread wakes every ``FLUSH_EVERY_S`` seconds, when
+    ``BATCH`` metrics are pending, or when a flush is asked for. A write error is
+    raised by the next ``put`` or ``flush``.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._pending: list[tuple[str, Any]] = []
+        self._queued = self._written = 0
+        self._error: BaseException | None = None
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def put(self, run_id: str, metrics: list[Any]) -> None:
+        self._raise()
+        with self._wake:
+            self._pending.extend((run_id, m) for m in metrics)
+            self._queued += len(metrics)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="harness-metrics", daemon=True)
+                self._thread.start()
+            if len(self._pending) >= BATCH:
+                self._wake.notify_all()
+
+    def flush(self) -> None:
+        """Block until everything put so far is in the store."""
+        with self._wake:
+            target = self._queued
+            self._wake.notify_all()
+            while self._written < target and self._error is None and self._thread is not None:
+                self._wake.wait(0.5)
+        self._raise()
+
+    def close(self) -> None:
+        self.flush()
+        with self._wake:
+            self._closed = True
+            self._wake.notify_all()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise HarnessError(f"writing metrics to the tracking store failed: {error}") from error
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                if not self._pending and not self._closed:
+                    self._wake.wait(FLUSH_EVERY_S)
+                if self._closed and not self._pending:
+                    return
+                batch, self._pending = self._pending, []
+            try:
+                self._write(batch)
+            except BaseException as exc:  # raised in the training thread by the next put/flush
+                self._error = exc
+            with self._wake:
+                self._written += len(batch)
+                self._wake.notify_all()
+
+    def _write(self, batch: list[tuple[str, Any]]) -> None:
+        by_run: dict[str, list[Any]] = {}
+        for run_id, metric in batch:
+            by_run.setdefault(run_id, []).append(metric)
+        for run_id, items in by_run.items():
+            for i in range(0, len(items), BATCH):
+                _retry(lambda run=run_id, chunk=items[i:i + BATCH]: self.client.log_batch(run, metrics=chunk))
+
+
+_WRITERS: weakref.WeakSet[MetricWriter] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    """A process that exits normally (or on an uncaught exception) writes what it logged."""
+    for writer in list(_WRITERS):
+        with contextlib.suppress(Exception):  # nothing left to report to at exit
+            writer.close()
 
 
 class Tracker:
@@ -136,14 +234,17 @@ class Tracker:
 
         self.uri = resolve_uri(uri)
         check_sqlite_folder(self.uri)
+        check_store(self.uri)  # a folder, or damaged pages: reported, never used (harness.store)
         try:
             with store_init_lock(self.uri):  # MLflow migrates a new SQLite store unlocked
                 self.client = _retry(lambda: MlflowClient(tracking_uri=self.uri))
+        except HarnessError:
+            raise
         except Exception as exc:
             raise HarnessError(f"cannot open the MLflow tracking store {self.uri}: "
                                f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
-        self._buffer: dict[str, list[Any]] = {}
-        self._flushed: dict[str, float] = {}
+        self.writer = MetricWriter(self.client)
+        _WRITERS.add(self.writer)
 
     # -- experiments and runs ---------------------------------------------------
     def check(self) -> None:
@@ -205,24 +306,15 @@ class Tracker:
 
     # -- metrics ---------------------------------------------------------------
     def log_metrics(self, run_id: str, values: dict[str, Any], step: int = 0) -> None:
-        """Buffer metrics (tensors allowed); written in batches by :meth:`flush`."""
-        self._buffer.setdefault(run_id, []).append((values, step, int(time.time() * 1000)))
-        stale = time.monotonic() - self._flushed.setdefault(run_id, time.monotonic()) >= FLUSH_EVERY_S
-        if stale or sum(len(v[0]) for v in self._buffer[run_id]) >= 500:
-            self.flush(run_id)
-
-    def flush(self, run_id: str) -> None:
+        """Queue metrics (scalar tensors allowed) for the background writer; never blocks."""
         from mlflow.entities import Metric
 
-        pending = self._buffer.pop(run_id, [])
-        self._flushed[run_id] = time.monotonic()
-        items = []
-        for values, step, stamp in pending:
-            for key, value in values.items():
-                number = float(value.item() if hasattr(value, "item") else value)
-                items.append(Metric(key, number, stamp, step))
-        for i in range(0, len(items), 1000):
-            _retry(lambda chunk=items[i:i + 1000]: self.client.log_batch(run_id, metrics=chunk))
+        stamp = int(time.time() * 1000)
+        self.writer.put(run_id, [Metric(k, v, stamp, step) for k, v in as_floats(values).items()])
+
+    def flush(self, run_id: str | None = None) -> None:
+        """Wait until every metric logged so far (any run) is in the store."""
+        self.writer.flush()
 
     # -- artifacts -------------------------------------------------------------
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
@@ -268,3 +360,28 @@ class Tracker:
 
 def tags_for(items: Iterable[tuple[str, Any]]) -> dict[str, str]:
     return {f"harness.{k}": str(v) for k, v in items}
+
+
+def guarded(what: str, write: Callable[[], Any]) -> str | None:
+    """One write on a failure path: if it fails too, warn on stderr and return why; never raise.
+
+    The handler that records a failed cell must not abort the suite itself: a
+    read-only artifact folder or a full disk fails the ``traceback.txt`` upload
+    just as it failed the cell.
+    """
+    try:
+        write()
+    except Exception as exc:
+        why = f"{what} failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+        print(f"harness: warning: {why}", file=sys.stderr)
+        return why
+    return None
+
+
+def close_guarded(tracker: Any, run_id: str, status: str) -> str | None:
+    """End a run with ``status`` even if its pending metrics cannot be written (then without them)."""
+    why = guarded(f"closing run {run_id} {status}", lambda: tracker.end_run(run_id, status))
+    if why is not None:
+        guarded(f"closing run {run_id} {status} without its pending metrics",
+                lambda: _retry(lambda: tracker.client.set_terminated(run_id, status=status)))
+    return why

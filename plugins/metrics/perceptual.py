@@ -8,34 +8,43 @@ import torch
 from torch import Tensor
 
 from harness.contracts import EvalBatch, Metric, MetricContext
-from harness.errors import MetricUnavailable
-from harness.plugins.metrics.weights import ALEXNET_FILE, WeightsFile
+from harness.errors import MetricUnavailable, UnknownNameError
+from harness.plugins.metrics.weights import ALEXNET_FILE, LPIPS_BACKBONES, WeightsFile, file_digest
 
 
-def build_lpips(weights_dir=None, metric: str = "lpips", device: torch.device | str = "cpu") -> torch.nn.Module:
-    """``lpips.LPIPS(net="alex")`` without any download.
+def build_lpips(weights_dir=None, metric: str = "lpips", device: torch.device | str = "cpu",
+                net: str = "alex") -> torch.nn.Module:
+    """``lpips.LPIPS(net=net)`` (``alex`` or ``vgg``) without any download, frozen, in eval mode.
 
-    The package's linear heads (v0.1) ship inside it; the AlexNet backbone is
-    torchvision's ``alexnet-owt-7be5be79.pth``. We build LPIPS with a random
-    backbone (``pnet_rand=True``: no download attempt), then load the local
-    torchvision file into a torchvision AlexNet (strict: a wrong file fails
-    loudly) and copy its conv layers into LPIPS's five slices.
+    The one loader of the ``lpips`` metric and the ``lpips`` training loss. The
+    package's linear heads (v0.1) ship inside it; the backbone is torchvision's
+    ImageNet file (:data:`LPIPS_BACKBONES`). LPIPS is built with a random
+    backbone (``pnet_rand=True``: no download attempt), then each of its slices
+    gets the file's ``features.<index>.<param>`` (slice layers are named by their
+    index in torchvision's ``features``); a file lacking one, or with another
+    shape, fails loudly.
     """
     import lpips
-    import torchvision
 
-    path = ALEXNET_FILE.require(metric, weights_dir)
-    alexnet = torchvision.models.alexnet(weights=None)
+    if net not in LPIPS_BACKBONES:
+        raise UnknownNameError("LPIPS backbone", net, LPIPS_BACKBONES)
+    path = LPIPS_BACKBONES[net].require(metric, weights_dir)
     try:
-        alexnet.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        source = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, OSError, ValueError) as exc:
-        raise MetricUnavailable(f"{metric}: {path} is not a torchvision AlexNet state dict: {exc}") from exc
+        raise MetricUnavailable(f"{metric}: {path} cannot be read as a state dict: {exc}") from exc
     with warnings.catch_warnings():  # lpips calls torchvision's deprecated ``pretrained=False``
         warnings.simplefilter("ignore", UserWarning)
-        model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
-    for i in range(1, model.net.N_slices + 1):
-        for index, layer in getattr(model.net, f"slice{i}").named_children():
-            layer.load_state_dict(alexnet.features[int(index)].state_dict())  # slice names = feature indices
+        model = lpips.LPIPS(net=net, version="0.1", pretrained=True, pnet_rand=True, verbose=False)
+    mapped = {}
+    for key, target in model.net.state_dict().items():
+        _, index, param = key.split(".")
+        name = f"features.{index}.{param}"
+        if name not in source or source[name].shape != target.shape:
+            raise MetricUnavailable(f"{metric}: {path} is not torchvision's {net} state dict "
+                                    f"({name} missing or of another shape)")
+        mapped[key] = source[name]
+    model.net.load_state_dict(mapped)
     return model.eval().requires_grad_(False).to(device)
 
 
@@ -61,12 +70,20 @@ class LPIPS(Metric):
         if context.modality != "images":
             raise MetricUnavailable(f"lpips is an image metric; this dataset's modality is {context.modality!r}")
         self.net = build_lpips(context.weights_dir, self.name, context.device)
+        self.weights_path = ALEXNET_FILE.path(context.weights_dir)
         self.total = 0.0
         self.count = 0
 
     @classmethod
     def weights_status(cls, weights_dir=None) -> list[dict[str, object]]:
         return [w.status(weights_dir) for w in cls.weights]
+
+    @property
+    def stack(self) -> str:
+        from importlib.metadata import version
+
+        return (f"lpips {version('lpips')} net=alex v0.1 linear heads, backbone {ALEXNET_FILE.filename} "
+                f"{file_digest(self.weights_path)}, float inputs in [-1, 1], no resize")
 
     def update(self, batch: EvalBatch) -> None:
         x = batch.x.float().to(self.context.device)

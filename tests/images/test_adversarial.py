@@ -1,4 +1,4 @@
-"""Adversarial refinement: taming's PatchGAN, hinge losses, the adaptive weight, and when it runs."""
+"""The ``patchgan`` loss: taming's PatchGAN, hinge losses, the adaptive weight, and when it runs."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from harness.adversarial import (
+from harness.contracts import Model, QuantizeOutput, Quantizer
+from harness.pipeline.losses import build_losses
+from harness.plugins.losses.patchgan import (
     PatchDiscriminator,
+    PatchGAN,
     adaptive_weight,
     generator_loss,
     hinge_d_loss,
-    install,
 )
-from harness.contracts import Model, QuantizeOutput, Quantizer
 from harness.train import TrainState, train
 
 
@@ -70,7 +71,7 @@ class Identity(Quantizer):
     def __init__(self, dim: int = 2, codebook_size: int = 1) -> None:
         super().__init__(dim, codebook_size)
 
-    def forward(self, z: torch.Tensor) -> QuantizeOutput:
+    def quantize(self, z: torch.Tensor) -> QuantizeOutput:
         return QuantizeOutput(z, torch.zeros(len(z), dtype=torch.long), z.new_zeros(()))
 
 
@@ -80,15 +81,9 @@ class StartAdversarial:
     def __init__(self, at: int) -> None:
         self.at = at
 
-    def on_train_start(self, state):
-        state.loss_weights["adv"] = 0.0
-
     def on_step(self, state):
         if state.step == self.at:
             state.loss_weights["adv"] = 1.0
-
-    def on_epoch_end(self, state):
-        pass
 
 
 def make_state(steps: int) -> TrainState:
@@ -96,33 +91,38 @@ def make_state(steps: int) -> TrainState:
     model, quantizer = TinyModel(), Identity()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     config = {"seed": 0, "model": {"name": "tiny-image"},
-              "train": {"batch_size": 2, "lr": 1e-3, "log_every": 1, "disc_weight": 0.8}}
+              "train": {"batch_size": 2, "lr": 1e-3, "log_every": 1,
+                        "loss": ["mse", {"name": "patchgan", "weight": 0.0, "disc_weight": 0.8}]}}
     return TrainState(model, quantizer, optimizer, config, torch.device("cpu"), steps, steps)
+
+
+def patchgan_of(state: TrainState):
+    from harness.host import get_host
+
+    losses = build_losses(get_host(), state.config["train"]["loss"])
+    losses.setup(state)
+    return losses, losses.losses[-1]
 
 
 def snapshot(module: nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in module.parameters()]
 
 
-def test_inactive_until_adv_weight_then_steps():
+def test_inactive_while_weight_is_zero_then_steps():
     state = make_state(steps=4)
-    adv = install(state)
+    losses, adv = patchgan_of(state)
+    assert state.loss_weights["adv"] == 0.0 and not adv.active(state)
     before = snapshot(adv.discriminator)
     data = torch.utils.data.TensorDataset(torch.rand(16, 3, 32, 32) * 2 - 1)
     logs: dict[int, dict] = {}
     seen: dict[int, list[torch.Tensor]] = {}
 
     class Watch:
-        def on_train_start(self, s):
-            pass
-
         def on_step(self, s):
             seen[s.step] = snapshot(adv.discriminator)
 
-        def on_epoch_end(self, s):
-            pass
-
-    train(state, data, [StartAdversarial(at=2), Watch()], log=lambda v, step: logs.__setitem__(step, v))
+    train(state, data, [StartAdversarial(at=2), Watch()], log=lambda v, step: logs.__setitem__(step, v),
+          losses=losses)
     # steps 1 and 2 ran with adv = 0: no term, no discriminator step
     assert all(torch.equal(a, b) for a, b in zip(before, seen[2], strict=True))
     assert "train/adv" not in logs[1] and "train/disc_loss" not in logs[2]
@@ -135,32 +135,51 @@ def test_inactive_until_adv_weight_then_steps():
     assert float(logs[4]["train/loss"]) == pytest.approx(total, rel=1e-5)
 
 
-def test_generator_term_leaves_discriminator_gradients_alone():
+def test_adaptive_weight_reads_the_earlier_terms():
+    """lambda balances the gradient of the losses listed before patchgan against the generator's."""
     state = make_state(steps=1)
-    adv = install(state)
+    losses, adv = patchgan_of(state)
     state.loss_weights["adv"] = 1.0
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     x_hat = state.model.decode(state.model.encode(x))
-    state.extras["terms"] = {"rec": ((x_hat - x) ** 2).mean()}
-    term = adv.generator_term(state, x, x_hat, None)["adv"]
+    out = QuantizeOutput(x_hat, torch.zeros(2, dtype=torch.long), torch.zeros(()))
+    _, terms = losses(state, x, x_hat, out)
+    rec = ((x_hat - x) ** 2).mean()
+    g = generator_loss(adv._logits(x_hat))
+    expected = adaptive_weight(rec, g, state.model.last_layer, 0.8)
+    assert adv.last_weight.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert terms["adv"].item() == pytest.approx((expected * g).item(), rel=1e-5)
+
+
+def test_generator_term_leaves_discriminator_gradients_alone():
+    state = make_state(steps=1)
+    _, adv = patchgan_of(state)
+    state.loss_weights["adv"] = 1.0
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    x_hat = state.model.decode(state.model.encode(x))
+    state.terms = {"rec": ((x_hat - x) ** 2).mean()}
+    term = adv.terms(state, x, x_hat, None)["adv"]
     term.backward()
     assert all(p.grad is None for p in adv.discriminator.parameters())
     assert all(p.requires_grad for p in adv.discriminator.parameters())
     assert state.model.last_layer.grad is not None
 
 
-def test_discriminator_state_round_trips():
+def test_discriminator_state_round_trips_through_a_checkpoint():
+    from harness import checkpoint
+
     state = make_state(steps=1)
-    adv = install(state)
-    saved = adv.state_dict()
-    other = install(make_state(steps=1))
+    _, adv = patchgan_of(state)
+    assert state.extras["discriminator"] is adv  # checkpointed with the state
+    payload = checkpoint.capture(state, [], "h")
+    other_state = make_state(steps=1)
+    _, other = patchgan_of(other_state)
     with torch.no_grad():
         for p in other.discriminator.parameters():
             p.add_(1.0)
-    other.load_state_dict(saved)
+    checkpoint.restore(other_state, [], payload)
     assert all(torch.equal(a, b) for a, b in zip(snapshot(adv.discriminator), snapshot(other.discriminator),
                                                   strict=True))
-    assert state.extras["discriminator"] is adv and "adv" in state.loss_terms
 
 
 def test_model_without_last_layer_is_refused():
@@ -169,4 +188,9 @@ def test_model_without_last_layer_is_refused():
     state = make_state(steps=1)
     state.model = nn.Conv2d(3, 3, 1)
     with pytest.raises(UsageError, match="last_layer"):
-        install(state)
+        PatchGAN().setup(state)
+
+
+def test_negative_weight_is_refused():
+    with pytest.raises(ValueError, match="weight"):
+        PatchGAN(weight=-1.0)

@@ -1,21 +1,24 @@
-"""Adversarial refinement (taming's VQGAN recipe, used by paper 004's third stage).
+"""Adversarial refinement as a loss: taming's PatchGAN, hinge loss and adaptive weight (paper 004's stage 3).
 
 A PatchGAN discriminator trained with the hinge loss; the generator term
-``-mean D(x_hat)`` enters the model's loss scaled by taming's adaptive weight
+``-mean D(x_hat)`` enters the model's loss as ``adv``, scaled by taming's
+adaptive weight
 
     lambda = clamp(||grad L_rec|| / (||grad L_G|| + 1e-4), 0, 1e4) * disc_weight,
 
 both gradients taken at the decoder's last weight (``model.last_layer``), where
-``L_rec`` is the weighted sum of the reconstruction terms (``rec`` + ``lpips``).
-The term is active only while ``state.loss_weights["adv"] > 0`` (a schedule,
-e.g. ``nsvq-stages``, switches it on: it plays taming's ``disc_factor`` /
-``disc_start``); while inactive neither the term nor the discriminator runs.
+``L_rec`` is the weighted sum of the terms of the losses listed before it in
+``train.loss`` (``rec`` and ``lpips`` in taming's recipe). The host then
+multiplies the term by ``state.loss_weights["adv"]``, which starts at the
+suite's ``weight`` (0 in the shipped suites): the loss is active only while
+that weight is above zero, so a schedule (``nsvq-stages``) switches it on,
+playing taming's ``disc_factor`` / ``disc_start``. While inactive neither the
+term nor the discriminator runs.
 
-Configured by ``[train]``: ``discriminator = true`` installs it; ``disc_lr``
-(default: ``train.lr``, as taming uses one learning rate for both),
-``disc_weight`` (0.8, taming's ImageNet configs; METHODS.md gives 0.75-0.8),
-``disc_layers`` (3). The discriminator has its own Adam with betas (0.5, 0.9).
-Under torchrun its gradients are averaged over ranks before each step.
+Parameters: ``disc_weight`` (0.8, taming's ImageNet configs; METHODS.md gives
+0.75-0.8), ``lr`` (default: ``train.lr``, as taming uses one learning rate for
+both), ``layers`` (3). The discriminator has its own Adam with betas
+(0.5, 0.9); under torchrun its gradients are averaged over ranks.
 """
 
 from __future__ import annotations
@@ -27,10 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import ops
+from harness.contracts import Loss, QuantizeOutput
 from harness.errors import UsageError
-from harness.train import TrainState, autocast_for, channels_last, set_requires_grad
-
-RECONSTRUCTION_TERMS = ("rec", "lpips")
+from harness.pipeline.forward import autocast_for, channels_last
 
 
 class PatchDiscriminator(nn.Module):
@@ -82,61 +84,77 @@ def adaptive_weight(rec_loss: Tensor, g_loss: Tensor, last_layer: Tensor, disc_w
     return torch.clamp(weight, 0.0, 1e4).detach() * disc_weight
 
 
-class Adversarial:
-    """The discriminator, its optimiser, and the two hooks it puts on a :class:`TrainState`."""
+class PatchGAN(Loss):
+    """taming's PatchGAN discriminator, hinge loss and adaptive weight: term ``adv``, active while weight > 0."""
 
-    def __init__(self, state: TrainState, lr: float, disc_weight: float = 0.8, n_layers: int = 3) -> None:
-        self.disc_weight = float(disc_weight)
-        self.discriminator = PatchDiscriminator(n_layers=n_layers).to(state.device)
-        if _channels_last(state):
-            self.discriminator.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.9))
-        self.precision = state.config["train"].get("precision", "auto")
+    name = "patchgan"
+    term = "adv"
+    paper = "Esser et al. 2021 (taming-transformers VQGAN); paper 004's adversarial refinement"
+    state_key = "discriminator"  # its place in state.extras (checkpoints)
+
+    def __init__(self, weight: float = 1.0, disc_weight: float = 0.8, lr: float | None = None,
+                 layers: int = 3) -> None:
+        super().__init__(weight)
+        if weight < 0 or disc_weight < 0:
+            raise ValueError(f"patchgan: weight and disc_weight must be >= 0, got {weight} and {disc_weight}")
+        self.disc_weight, self.lr, self.layers = float(disc_weight), lr, int(layers)
+        self.discriminator: PatchDiscriminator | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.precision = "auto"
         self.last_weight: Tensor | None = None
 
+    def setup(self, state: Any) -> None:
+        if getattr(state.model, "last_layer", None) is None:
+            raise UsageError(f"train.loss patchgan needs a model with a last_layer (the adaptive weight's "
+                             f"gradients); model {state.config.get('model', {}).get('name')!r} has none")
+        cfg = state.config["train"]
+        self.discriminator = PatchDiscriminator(n_layers=self.layers).to(state.device)
+        if channels_last(state.config, state.device, state.model):
+            self.discriminator.to(memory_format=torch.channels_last)
+        lr = float(self.lr if self.lr is not None else cfg["lr"])
+        self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.9))
+        self.precision = cfg.get("precision", "auto")
+
+    def active(self, state: Any) -> bool:
+        return state.loss_weights.get(self.term, self.weight) > 0
+
     def state_dict(self) -> dict[str, Any]:
-        """Discriminator and optimiser state, for checkpoints (``state.extras``)."""
+        if self.discriminator is None or self.optimizer is None:
+            return {}
         return {"discriminator": self.discriminator.state_dict(), "optimizer": self.optimizer.state_dict()}
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:
         self.discriminator.load_state_dict(saved["discriminator"])
         self.optimizer.load_state_dict(saved["optimizer"])
 
-    @staticmethod
-    def active(state: TrainState) -> bool:
-        return state.loss_weights.get("adv", 0.0) > 0
-
     def _logits(self, x: Tensor) -> Tensor:
         with autocast_for(x.device, self.precision):
             return self.discriminator(x).float()
 
-    def generator_term(self, state: TrainState, x: Tensor, x_hat: Tensor, out: Any) -> dict[str, Tensor]:
-        """The ``adv`` loss term: ``lambda * -mean D(x_hat)`` (nothing while inactive)."""
-        if not self.active(state):
-            return {}
-        set_requires_grad(self.discriminator, False)  # gradients reach x_hat, never D
+    def terms(self, state: Any, x: Tensor, x_hat: Tensor, out: QuantizeOutput) -> dict[str, Tensor]:
+        """``{"adv": lambda * -mean D(x_hat)}``; gradients reach ``x_hat``, never D."""
+        self.discriminator.requires_grad_(False)
         try:
             g_loss = generator_loss(self._logits(x_hat))
         finally:
-            set_requires_grad(self.discriminator, True)
-        last = getattr(state.model, "last_layer", None)
-        terms = state.extras.get("terms", {})
-        rec = sum(state.loss_weights.get(k, 1.0) * terms[k] for k in RECONSTRUCTION_TERMS if k in terms)
-        if last is None or not last.requires_grad or not isinstance(rec, Tensor) or not rec.requires_grad:
+            self.discriminator.requires_grad_(True)
+        last = state.model.last_layer
+        weights = state.loss_weights
+        earlier = getattr(state, "terms", {})
+        rec = sum(weights.get(k, 1.0) * v for k, v in earlier.items() if k not in ("quantizer", self.term))
+        if not last.requires_grad or not isinstance(rec, Tensor) or not rec.requires_grad:
             weight = torch.zeros((), device=x.device)  # taming's fallback when the gradient is unavailable
         else:
             weight = adaptive_weight(rec, g_loss, last, self.disc_weight)
         self.last_weight = weight
-        return {"adv": weight * g_loss}
+        return {self.term: weight * g_loss}
 
-    def discriminator_step(self, state: TrainState, x: Tensor, x_hat: Tensor) -> dict[str, Tensor]:
+    def step(self, state: Any, x: Tensor, x_hat: Tensor) -> dict[str, Tensor]:
         """One hinge-loss step of the discriminator on this batch (after the model's step)."""
-        if not self.active(state):
-            return {}
         self.discriminator.train()
         logits_real = self._logits(x.detach())
         logits_fake = self._logits(x_hat.detach())
-        d_loss = state.loss_weights["adv"] * hinge_d_loss(logits_real, logits_fake)
+        d_loss = state.loss_weights[self.term] * hinge_d_loss(logits_real, logits_fake)
         self.optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
         if ops.distributed():
@@ -150,21 +168,3 @@ class Adversarial:
         if self.last_weight is not None:
             logs["adv_weight"] = self.last_weight
         return logs
-
-
-def _channels_last(state: TrainState) -> bool:
-    return channels_last(state.config, state.device, state.model)
-
-
-def install(state: TrainState) -> Adversarial:
-    """Put adversarial refinement on ``state`` (``[train] discriminator = true``)."""
-    cfg = state.config["train"]
-    if getattr(state.model, "last_layer", None) is None:
-        raise UsageError(f"train.discriminator needs a model with a last_layer (the adaptive weight's "
-                         f"gradients); model {state.config['model']['name']!r} has none")
-    adv = Adversarial(state, lr=float(cfg.get("disc_lr", cfg["lr"])),
-                      disc_weight=float(cfg.get("disc_weight", 0.8)), n_layers=int(cfg.get("disc_layers", 3)))
-    state.loss_terms["adv"] = adv.generator_term
-    state.step_hooks["discriminator"] = adv.discriminator_step
-    state.extras["discriminator"] = adv
-    return adv

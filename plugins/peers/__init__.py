@@ -1,0 +1,46 @@
+"""Peer libraries ``harness bench --peer`` compares against, configured like our plugins of the same name.
+
+Kept out of the host: which peer module matches which of our methods, and
+with which settings, is a choice about methods, not about the harness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def peer_builders() -> dict[str, Callable[[int, int], torch.nn.Module]]:
+    """vector-quantize-pytorch modules configured like our plugins of the same name."""
+    import vector_quantize_pytorch as vqp
+
+    def fsq_levels(k: int) -> list[int]:
+        table = {256: [8, 6, 5], 1024: [8, 5, 5, 5], 4096: [7, 5, 5, 5, 5], 16384: [8, 8, 8, 6, 5],
+                 65536: [8, 8, 8, 5, 5, 5]}
+        return table[k]
+
+    return {
+        "vq": lambda d, k: vqp.VectorQuantize(dim=d, codebook_size=k, learnable_codebook=True, rotation_trick=False,
+                                              ema_update=False, commitment_weight=0.25),
+        "ema": lambda d, k: vqp.VectorQuantize(dim=d, codebook_size=k, decay=0.99, commitment_weight=0.25,
+                                               rotation_trick=False),
+        "simvq": lambda d, k: vqp.SimVQ(dim=d, codebook_size=k, rotation_trick=False),
+        "fsq": lambda d, k: vqp.FSQ(levels=fsq_levels(k), dim=d),
+        "lfq": lambda d, k: vqp.LFQ(dim=d, codebook_size=k, entropy_loss_weight=0.1, commitment_loss_weight=0.25),
+        "residual-vq": lambda d, k: vqp.ResidualVQ(dim=d, codebook_size=k, num_quantizers=4,
+                                                   learnable_codebook=True, ema_update=False, rotation_trick=False),
+    }
+
+
+def peer_forward(module: torch.nn.Module, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    out = module(z[None])  # the peer takes (B, N, D) and returns (quantized, indices[, losses])
+    z_q = out[0][0]
+    aux = out[2] if len(out) > 2 else None
+    if isinstance(aux, torch.Tensor) and aux.is_floating_point():
+        return z_q, aux.sum()
+    if isinstance(aux, (tuple, list)):
+        return z_q, sum((a.sum() for a in aux if isinstance(a, torch.Tensor)), torch.zeros((), device=z.device))
+    return z_q, torch.zeros((), device=z.device)
+
+
