@@ -1,0 +1,80 @@
+"""SQ-VAE (gaussian_1): a hand-computed case of the authors' quantizer.py path, temperature schedule."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import harness.plugins.quantizers.sqvae as sqvae_module
+from harness.plugins.quantizers.sqvae import SQVAE
+
+
+def quantizer(**params) -> SQVAE:
+    # codes 0 and 2 in one dimension; v = 0 gives the variance s^2 = 1 + e^0 = 2
+    q = SQVAE(dim=1, codebook_size=2, log_var_init=0.0, **params)
+    with torch.no_grad():
+        q.embedding.copy_(torch.tensor([[0.0], [2.0]]))
+    return q
+
+
+# z = 0.5: squared distances (0.25, 2.25); logits -d / (2 s^2) = (-0.0625, -0.5625), a gap of 0.5
+P1 = 1 / (1 + math.exp(0.5))
+P0 = 1 - P1
+KLD_DISCRETE = P0 * math.log(P0) + P1 * math.log(P1)
+
+
+def test_eval_takes_the_argmax_and_the_loss_by_hand() -> None:
+    q = quantizer().eval()
+    out = q(torch.tensor([[0.5]]))
+    assert out.indices.tolist() == [0] and out.z_q.item() == 0.0
+    # sum_k p log p + ||z - z_q||^2 / (2 s^2) = -0.6628 + 0.25 / 4
+    assert out.logs["kld_discrete"].item() == pytest.approx(KLD_DISCRETE, abs=1e-6)
+    assert out.loss.item() == pytest.approx(KLD_DISCRETE + 0.25 / 4, abs=1e-6)
+    assert out.logs["variance"].item() == pytest.approx(2.0)
+
+
+def test_training_sample_is_the_relaxed_gumbel_softmax(monkeypatch) -> None:
+    # Gumbel noise G: y = softmax((l + G) / t), z_q = y . codes; t = exp(-1e-5 * 1) at the first step
+    noise = torch.tensor([[0.3, -0.2]])
+    monkeypatch.setattr(sqvae_module, "gumbel_noise", lambda shape, device: noise)
+    q = quantizer().train()
+    z = torch.tensor([[0.5]], requires_grad=True)
+    out = q(z)
+    t = math.exp(-1e-5)
+    l0, l1 = -0.0625 + 0.3, -0.5625 - 0.2
+    y1 = 1 / (1 + math.exp((l0 - l1) / t))
+    assert out.z_q.item() == pytest.approx(2 * y1, abs=1e-6)
+    assert out.indices.tolist() == [0]  # the sample's mode
+    assert out.loss.item() == pytest.approx(KLD_DISCRETE + (0.5 - 2 * y1) ** 2 / 4, abs=1e-6)
+    assert out.logs["temperature"] == pytest.approx(t)
+    # no straight-through: z_q = y0 b0 + y1 b1 with y a function of the codes through the logits:
+    # d z_q / d b1 = y1 + (b1 - b0) y0 y1 / t * d l1 / d b1, with d l1 / d b1 = (z - b1) / s^2 = -0.75
+    out.z_q.sum().backward()
+    y0 = 1 - y1
+    assert q.embedding.grad[1].item() == pytest.approx(y1 + 2 * y0 * y1 / t * -0.75, abs=1e-6)
+    # d z_q / d z = (b1 - b0) y0 y1 / t * (d l1/dz - d l0/dz) = 2 y0 y1 / t * (-(z - 2) + z) / 2
+    assert z.grad.item() == pytest.approx(2 * y0 * y1 / t * (2.0 / 2), abs=1e-6)
+
+
+def test_temperature_schedule_and_step_counter() -> None:
+    q = SQVAE(dim=2, codebook_size=4, temperature=2.0, temperature_decay=0.1, temperature_min=0.5)
+    assert q.temperature() == pytest.approx(2.0 * math.exp(-0.1))
+    z = torch.randn(8, 2)
+    for _ in range(3):
+        q.train()(z)
+    q.eval()(z)  # eval does not advance the schedule
+    assert int(q.step) == 3
+    assert q.temperature() == pytest.approx(2.0 * math.exp(-0.4))
+    q.step.fill_(100)
+    assert q.temperature() == 0.5  # the floor
+
+
+def test_defaults_are_the_authors() -> None:
+    q = SQVAE(dim=4, codebook_size=8)
+    assert q.log_param_q.item() == pytest.approx(math.log(10.0))  # their MNIST config
+    assert q.variance().item() == pytest.approx(11.0)
+    assert (q.temperature0, q.temperature_decay, q.temperature_min) == (1.0, 1e-5, 0.0)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        SQVAE(dim=4, codebook_size=8, temperature=0.0)
