@@ -129,27 +129,22 @@ def cmd_run(args: argparse.Namespace) -> int:
 # -- leaderboard / ui ------------------------------------------------------------------
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    """Build the page from the store; reading writes nothing (``--log`` publishes it as a run)."""
     from harness.leaderboard.page import build_page, log_page
     from harness.leaderboard.render import RENDERERS
-    from harness.suite import load_suite
-    from harness.tracking import Tracker
+    from harness.leaderboard.source import check_known, open_store, page_source
 
-    references, primary, description, claims = [], None, "", []
-    try:
-        suite = load_suite(args.suite, args.profile or "full")
-        references, primary, claims = suite.references, suite.primary_metric, suite.claims
-        description = suite.data.get("suite", {}).get("description", "")
-        name = suite.name
-    except UnknownNameError:
-        name = args.suite  # a suite recorded by a plugin package or an old file: still rankable
-    tracker = Tracker(args.tracking_uri)
-    board = build_page(name, tracker=tracker, profile=args.profile, host=_host(), references=references,
-                       primary=primary, description=description, claims=claims,
-                       plots=not args.no_log or args.format == "html")
+    source = page_source(args.suite, args.profile)
+    tracker = open_store(args.tracking_uri, write=args.log)
+    check_known(source, tracker, args.tracking_uri)
+    board = build_page(source.name, tracker=tracker, profile=args.profile, host=_host(),
+                       references=source.references, primary=source.primary,
+                       default_primary=source.default_primary, description=source.description,
+                       claims=source.claims, plots=args.log or args.format == "html")
     texts = {fmt: render(board) for fmt, render in RENDERERS.items()}
-    if not args.no_log:
+    if args.log and tracker is not None:
         run_id = log_page(tracker, board, texts)
-        print(f"logged the page as run {run_id} (harness.kind = leaderboard) in experiment {name!r}",
+        print(f"logged the page as run {run_id} (harness.kind = leaderboard) in experiment {source.name!r}",
               file=sys.stderr)
     if args.output:
         Path(args.output).write_text(texts[args.format], encoding="utf-8")
@@ -257,14 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run N cells at once in separate processes (default 1)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("leaderboard", help="rank a suite's recorded runs")
-    p.add_argument("suite")
+    p = sub.add_parser("leaderboard", help="rank a suite's recorded runs (reads only; --log publishes the page)")
+    p.add_argument("suite", help="a registered suite, a suite file (ranked by its own primary metric), "
+                   "or a suite name recorded in the store")
     p.add_argument("--format", choices=("md", "html", "csv"), default="md")
     p.add_argument("--output", type=Path)
     p.add_argument("--profile", help="full or smoke (default: full if recorded, else smoke)")
     p.add_argument("--tracking-uri")
-    p.add_argument("--no-log", action="store_true",
-                   help="do not record the page as a `leaderboard` run in the suite's experiment")
+    p.add_argument("--log", action="store_true",
+                   help="also record the page as a `leaderboard` run in the suite's experiment (reading alone writes nothing)")
+    p.add_argument("--no-log", action="store_true", help=argparse.SUPPRESS)  # the old default's opt-out; now the default
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("bench", help="time forward+backward and peak memory of quantizers")

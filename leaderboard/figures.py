@@ -52,7 +52,7 @@ def compact_png(data: bytes) -> bytes:
 
 
 def _label(row: Row, dims: set[int]) -> str:
-    return row.method if len(dims) == 1 else f"{row.method} d={row.dim}"
+    return row.label if len(dims) == 1 else f"{row.label} d={row.dim}"
 
 
 def mean_curve(histories: list[list[tuple[int, float]]]) -> tuple[list[int], list[float], list[float]]:
@@ -145,6 +145,78 @@ def metric_vs_codebook_size(board: Leaderboard, metrics: list[str]) -> Figure | 
                   "hollow diamonds are numbers the papers report.", _png(fig))
 
 
+def pareto_front(points: list[tuple[float, float]], higher_is_better: bool) -> list[tuple[float, float]]:
+    """The points no other point beats at an equal or lower rate: sorted by rate, each better than all before."""
+    front: list[tuple[float, float]] = []
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1] if higher_is_better else p[1])):
+        if not front or (y > front[-1][1] if higher_is_better else y < front[-1][1]):
+            front.append((x, y))
+    return front
+
+
+def rate_metrics(board: Leaderboard) -> list[str]:
+    """The reconstruction metrics a rate-distortion figure plots: rFID and PSNR where measured, else MSE."""
+    measured = {c for r in board.measured for c in r.metrics}
+    chosen = [m for m in ("rfid", "psnr") if m in measured]
+    return chosen or [m for m in ("mse",) if m in measured]
+
+
+def _rate(board: Leaderboard, row: Row, pixels: bool) -> float | None:
+    from harness.leaderboard.text import reference_bits_per_pixel
+
+    if not pixels:
+        return row.bits_per_token
+    if row.reported:
+        return reference_bits_per_pixel(board, row)
+    return row.bits_per_pixel
+
+
+def _rd_panel(ax: Any, board: Leaderboard, metric: str, pixels: bool, colors: Any) -> None:
+    lines: dict[str, list[tuple[float, float, float]]] = {}
+    for row in board.measured:
+        x = _rate(board, row, pixels)
+        if x is not None and metric in row.metrics and not row.nan.get(metric):
+            lines.setdefault(row.label, []).append((x, row.metrics[metric].mean, row.metrics[metric].std))
+    higher = board.higher_is_better.get(metric, True)
+    for i, (label, points) in enumerate(sorted(lines.items())):
+        points.sort()
+        ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
+                    capsize=3, color=colors[i % len(colors)], label=label, linewidth=1.2, markersize=4)
+    front = pareto_front([(x, y) for pts in lines.values() for x, y, _ in pts], higher)
+    ax.plot([p[0] for p in front], [p[1] for p in front], color="black", linestyle="--", linewidth=1.6,
+            alpha=0.7, label="Pareto front (measured)", zorder=0)
+    for row in board.reported:
+        x = _rate(board, row, pixels)
+        if x is not None and metric in row.metrics:
+            ax.scatter([x], [row.metrics[metric].mean], marker="D", s=46, facecolors="none",
+                       edgecolors="black", label=f"{row.method} (reported)", zorder=3)
+    ax.set_xlabel("bits per pixel" if pixels else "bits per token")
+    ax.set_ylabel(f"{metric} {'↑' if higher else '↓'}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+
+
+def rate_distortion(board: Leaderboard) -> Figure | None:
+    """Each method as a curve of its reconstruction metric against its rate, with the Pareto front."""
+    from harness.leaderboard.text import has_pixels
+
+    pixels = has_pixels(board)
+    metrics = [m for m in rate_metrics(board)
+               if sum(_rate(board, r, pixels) is not None and m in r.metrics for r in board.measured) > 1]
+    if not metrics:
+        return None
+    fig, axes = plt.subplots(1, len(metrics), figsize=(7.2 * len(metrics), 4.0), squeeze=False)
+    colors = plt.get_cmap("tab20").colors
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        _rd_panel(ax, board, metric, pixels, colors)
+    fig.tight_layout()
+    unit = "bits per pixel (bits per token x tokens per image / pixels)" if pixels else "bits per token"
+    return Figure("rate-distortion", "Rate-distortion",
+                  f"Each method's reconstruction metric against its rate in {unit}, one point per codebook "
+                  "size it ran at (mean ± std over seeds); the dashed line is the Pareto front of the "
+                  "measured points; hollow diamonds are the papers' reported numbers at their rate.", _png(fig))
+
+
 def latent_snapshots(board: Leaderboard, tracker: Tracker) -> list[Figure]:
     """The toy suites' latent-space snapshots, one per method and K, from the lowest finished seed."""
     figures = []
@@ -167,5 +239,6 @@ def latent_snapshots(board: Leaderboard, tracker: Tracker) -> list[Figure]:
 def page_figures(board: Leaderboard, tracker: Tracker) -> list[Figure]:
     """Every figure the suite's records allow, in reading order."""
     metrics = [board.primary] + [m for m in ("rfid", "utilization", "mse") if m != board.primary]
-    figures = [utilization_curves(board, tracker), metric_vs_codebook_size(board, metrics)]
+    figures = [rate_distortion(board), utilization_curves(board, tracker),
+               metric_vs_codebook_size(board, metrics)]
     return [f for f in figures if f is not None] + latent_snapshots(board, tracker)

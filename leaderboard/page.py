@@ -2,9 +2,10 @@
 
 :func:`build_page` is what ``harness leaderboard`` and ``regenerate.py`` call;
 :func:`log_page` records the rendered page as artifacts of a run tagged
-``harness.kind = leaderboard`` in the suite's experiment, so the MLflow UI
-shows it beside the cells (the builder reads only ``harness.kind = cell``
-runs, so such a run is never counted as a cell).
+``harness.kind = leaderboard`` in the suite's experiment (only when asked:
+``harness leaderboard --log``; reading never writes), so the MLflow UI shows it
+beside the cells (the builder reads only ``harness.kind = cell`` runs, so such
+a run is never counted as a cell).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ ARTIFACTS = {"html": "leaderboard.html", "md": "leaderboard.md", "csv": "leaderb
 def build_page(
     suite: str,
     *,
-    tracker: Tracker,
+    tracker: Tracker | None,
     profile: str | None = None,
     host: Host | None = None,
     references: list[dict[str, Any]] | None = None,
     primary: str | None = None,
+    default_primary: str | None = None,
     description: str = "",
     claims: list[Any] | None = None,
     plots: bool = True,
@@ -40,12 +42,15 @@ def build_page(
     """The leaderboard with its claims and (unless ``plots=False``) its figures attached.
 
     ``claims`` (the suite's :class:`harness.suite.Claim` list) are re-checked over all
-    recorded cells when the newest suite run was one shard of several.
+    recorded cells when the newest suite run was one shard of several. ``tracker`` may be
+    ``None`` (no store exists yet): the page then shows the reference rows alone.
     """
-    board = build_leaderboard(suite, tracker=tracker, profile=profile, host=host,
-                              references=references, primary=primary)
+    board = build_leaderboard(suite, tracker=tracker, profile=profile, host=host, references=references,
+                              primary=primary, default_primary=default_primary)
     if description:
         board.meta["description"] = description
+    if tracker is None or not board.measured:
+        return board
     board.claims = latest_claims(tracker, suite, board.profile, board.version)
     if claims and (board.claims is None or board.claims.shard not in ("1/1", "")):
         board.claims = recheck(board, claims, board.claims)

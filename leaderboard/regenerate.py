@@ -6,7 +6,7 @@
 
 Each suite runs as ``harness run SUITE --device cpu`` (``--jobs`` splits it into
 ``--shard i/N`` processes writing to one store; the page then re-checks the
-claims over all cells), then ``harness leaderboard`` writes ``<suite>.html``
+claims over all cells), then ``harness leaderboard --log`` writes ``<suite>.html``
 (also logged as a ``leaderboard`` run in the store) and ``<suite>.md`` next to
 this file. A suite that is not registered is skipped with a message.
 """
@@ -34,14 +34,26 @@ def run_suite(suite: str, uri: str, jobs: int, profile: str) -> int:
     return max(p.wait() for p in processes)
 
 
+def recorded(suite: str, uri: str, profile: str) -> bool:
+    """Whether the store holds cells of this suite and profile (a page of none is not regenerated)."""
+    from harness.leaderboard.source import open_store
+
+    tracker = open_store(uri)
+    return tracker is not None and any(
+        r.data.tags.get("harness.profile") == profile for r in tracker.runs(suite, "tags.`harness.kind` = 'cell'"))
+
+
 def render(suite: str, uri: str, out: Path, profile: str) -> bool:
     """Write ``<suite>.html`` (logging it) and ``<suite>.md``; False when the store has no such runs."""
     from harness.cli import main
 
-    common = [suite, "--tracking-uri", uri, "--profile", profile]
-    if main(["leaderboard", *common, "--format", "html", "--output", str(out / f"{suite}.html")]) != 0:
+    if not recorded(suite, uri, profile):
+        print(f"regenerate: no {profile!r} cells of {suite!r} in {uri}")
         return False
-    return main(["leaderboard", *common, "--format", "md", "--no-log", "--output", str(out / f"{suite}.md")]) == 0
+    common = [suite, "--tracking-uri", uri, "--profile", profile]
+    if main(["leaderboard", *common, "--format", "html", "--log", "--output", str(out / f"{suite}.html")]) != 0:
+        return False
+    return main(["leaderboard", *common, "--format", "md", "--output", str(out / f"{suite}.md")]) == 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -52,7 +52,7 @@ def test_claims_fall_back_to_tags_and_skip_other_profiles(recorded):
 
 def test_plots_are_inline_pngs_and_nothing_is_fetched(page):
     ids = {f.id for f in page.figures}
-    assert ids == {"utilization", "metric-vs-k", *(f"latent-{m}-K{k}-d2" for m, k in MEASURED)}
+    assert ids == {"rate-distortion", "utilization", "metric-vs-k", *(f"latent-{m}-K{k}-d2" for m, k in MEASURED)}
     page_html = to_html(page)
     sources = re.findall(r'(?:src|href)="([^"]*)"', page_html)
     assert len(sources) == len(page.figures)
@@ -94,7 +94,9 @@ def test_the_command_logs_a_leaderboard_run_that_is_not_a_cell(recorded, tmp_pat
     count = len(tracker.runs("lbpage", kind))
     output = tmp_path / "page.html"
     args = ["leaderboard", str(recorded.suite_path), "--tracking-uri", recorded.uri]
-    assert main([*args, "--format", "html", "--output", str(output)]) == 0
+    assert main([*args, "--format", "html", "--output", str(output)]) == 0  # reading logs nothing
+    assert len(tracker.runs("lbpage", kind)) == count
+    assert main([*args, "--format", "html", "--output", str(output), "--log"]) == 0
     assert "harness.kind = leaderboard" in capsys.readouterr().err
 
     runs = tracker.runs("lbpage", kind)
@@ -111,7 +113,7 @@ def test_the_command_logs_a_leaderboard_run_that_is_not_a_cell(recorded, tmp_pat
            [(r.method, r.codebook_size, r.n, r.failed) for r in before.rows]
     assert after.meta["cells"] == before.meta["cells"] == "12"
 
-    assert main([*args, "--no-log"]) == 0
+    assert main(args) == 0
     assert "| drifting" in capsys.readouterr().out
     assert len(tracker.runs("lbpage", kind)) == count + 1
 
@@ -126,3 +128,38 @@ def test_claims_are_rechecked_over_all_cells_after_a_sharded_run(page, recorded)
     # the same cells checked again give what the unsharded run recorded
     assert [(c.id, c.status, c.observed, c.n) for c in again.claims] == \
            [(c.id, c.status, c.observed, c.n) for c in page.claims.claims]
+
+
+def test_cells_record_their_code_and_rate_and_the_run_its_ranking_rules(recorded, page):
+    import json
+    import math
+
+    tracker = Tracker(recorded.uri)
+    cells = tracker.runs("lbpage", "tags.`harness.kind` = 'cell'")
+    finished = [r for r in cells if r.info.status == "FINISHED"]
+    for quantizer in ("vq", "drifting"):  # one process: one digest per plugin (hashed once, when first used)
+        digests = {r.data.tags["harness.plugin_digest"] for r in finished
+                   if r.data.tags["harness.quantizer"] == quantizer}
+        assert len(digests) == 1 and re.fullmatch(r"[0-9a-f]{64}", digests.pop())
+    for run in finished:
+        k = int(run.data.tags["harness.codebook_size"])
+        assert float(run.data.tags["harness.bits_per_token"]) == pytest.approx(math.log2(k), abs=1e-5)
+        assert run.data.tags["harness.tokens_per_item"] == "1" and "harness.pixels_per_item" not in run.data.tags
+    [parent] = tracker.runs("lbpage", "tags.`harness.kind` = 'suite'")
+    assert parent.data.tags["harness.primary_metric"] == "utilization"
+    directions = json.loads(parent.data.tags["harness.metric_directions"])
+    assert directions["mse"] is False and directions["utilization"] is True
+    # the broken method fails while its quantizer is built, before it has a rate
+    assert [(label, {r.method for r in rows}) for label, rows in page.groups()] == [
+        ("1 bits/token", {"vq", "drifting"}), ("2 bits/token", {"vq", "drifting"}),
+        ("rate not recorded", {"broken"})]
+
+
+def test_rate_distortion_figure_has_a_curve_per_method_and_the_front(page):
+    from harness.leaderboard.figures import rate_distortion, rate_metrics
+
+    assert rate_metrics(page) == ["mse"]  # points: no PSNR or rFID
+    figure = rate_distortion(page)
+    assert figure is not None and figure.png[:8] == PNG and "Pareto front" in figure.caption
+    one = dataclasses.replace(page, rows=[r for r in page.rows if r.method == "vq" and r.codebook_size == 2])
+    assert rate_distortion(one) is None  # one point is not a curve
