@@ -77,7 +77,9 @@ class CVQ(Quantizer):
     anchors are found in ``(chunk, K)`` blocks (``probrandom`` by the Gumbel-max
     trick, the same distribution as their ``multinomial``), so large codebooks
     stay memory-bounded. The loss is computed before the codes move, as in
-    their code, so the gradient step lands on the re-anchored codes.
+    their code, so the gradient step lands on the re-anchored codes. Two codes
+    anchored to the same feature are equal until gradients separate them; an
+    exact tie goes to the lower index (their ``sort`` leaves the order unspecified).
     """
 
     name = "cvq"

@@ -51,6 +51,9 @@ class SQVAE(Quantizer):
     harness's is its own (the suite's ``train.loss``), so the balance of the two
     terms differs from the paper's and is set by the suite's loss weights. Only
     ``gaussian_1`` is offered (``gaussian_2..4`` need a variance from the encoder).
+    The index reported in training is the relaxed sample's argmax (their code
+    reports none there); eval is deterministic (their ``flg_quant_det``, the
+    model's default), not a draw from ``p``.
     The ``(N, K)`` logits are held at once, as in their code.
     """
 
