@@ -38,9 +38,10 @@ SCHEMA: dict[str, dict[str, tuple[type, ...] | str]] = {
               "precision": (str,), "log_every": (int,), "snapshot_steps": (list,),
               "num_workers": (int,), "lr_decay": Number, "channels_last": (bool,),
               "checkpoint_every": (int,), "threads": (int,), "lpips_net": (str,), "discriminator": (bool,),
-              "disc_lr": Number, "disc_weight": Number, "disc_layers": (int,)},
+              "disc_lr": Number, "disc_weight": Number, "disc_layers": (int,), "timeout": Number},
     "eval": {"metrics": (list,), "plots": (list,), "batch_size": (int,), "max_items": (int,)},
     "matrix": {"method": (list,), "codebook_size": (list,), "dim": (list,), "seeds": (int,)},
+    "executor": {"name": (str,), "options": "table"},  # where cells run (harness.options)
 }
 METHOD_KEYS: dict[str, tuple[type, ...] | str] = {
     "quantizer": (str,), "params": "table", "schedules": (list,), "description": (str,),
@@ -314,6 +315,9 @@ def load_suite(
     if profile not in profiles and profile not in PROFILES:
         raise UnknownNameError("profile", profile, [*profiles, *PROFILES], f" in {path}")
     data = deep_merge({k: v for k, v in raw.items() if k != "profiles"}, profiles.get(profile, {}))
+    if overrides or seeds is not None:  # claims name cells of the file's matrix, not of a narrowed one
+        validate(data, path, locator, where=f" (profile {profile!r})")
+        check_claims(Suite(data["suite"]["name"], path, profile, data, locator))
     for assignment in overrides:
         data = apply_set(data, assignment, path)
     if seeds is not None:
@@ -321,21 +325,26 @@ def load_suite(
     validate(data, path, locator, where=f" (profile {profile!r})")
     name = data["suite"]["name"]
     suite = Suite(name, path, profile, data, locator)
-    check_claims(suite)
+    check_claims(suite, claims=not (overrides or seeds is not None))
     return suite
 
 
-def check_claims(suite: Suite) -> None:
-    """The matrix is not absurdly large, and every claim names cells and a metric the suite has."""
+def check_claims(suite: Suite, claims: bool = True) -> None:
+    """The matrix is not absurdly large, and every claim names cells and a metric the suite has.
+
+    Claims are checked against the suite as its file and profile write it: ``--set`` and
+    ``-q`` may narrow the matrix to cells some claims do not use (those report no data).
+    """
     keys = suite.cell_keys()
 
     def fail(message: str, key_path: Sequence[Any]) -> SuiteError:
         return suite.error(message + f" (profile {suite.profile!r})" * ("profile" not in message), key_path)
 
     suitevalues.check_size(len(keys), fail)
-    metrics = [m if isinstance(m, str) else str(m.get("name")) for m in
-               suite.data.get("eval", {}).get("metrics", DEFAULT_EVAL["metrics"])]
-    suitevalues.check_claims_match(suite.data.get("claims", []), keys, metrics, suite.profile, fail)
+    if claims:
+        metrics = [m if isinstance(m, str) else str(m.get("name")) for m in
+                   suite.data.get("eval", {}).get("metrics", DEFAULT_EVAL["metrics"])]
+        suitevalues.check_claims_match(suite.data.get("claims", []), keys, metrics, suite.profile, fail)
 
 
 def validate(data: dict[str, Any], path: Path, locator: KeyLocator, where: str = "") -> None:
