@@ -40,6 +40,8 @@ from typing import Any
 
 import pytest
 
+from harness.testing.fixtures import harness_sandbox  # noqa: F401 - fixtures shipped with the plugin
+
 WORKER_KEY = "harness_suites"
 CLAIM_POLL_SECONDS = 1.0
 
