@@ -1,21 +1,34 @@
-"""Figures logged with each cell: latent space (toy suites), code usage, reconstructions."""
+"""Figures logged with each cell: latent space (toy suites), code usage, reconstructions.
+
+Built once per cell, after training, as plain ``matplotlib.figure.Figure``
+objects (no pyplot state, no GUI backend). Layouts use fixed margins rather
+than ``tight_layout``, whose text measurements cost more than drawing a toy
+cell's figures.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
+from torch import Tensor
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from torch import Tensor  # noqa: E402
+
+def panels(ncols: int, width: float, height: float, nrows: int = 1) -> tuple[Figure, Any]:
+    """A figure of ``nrows x ncols`` axes with margins fixed in inches (title on top, labels below)."""
+    fig = Figure(figsize=(width * ncols, height * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    w, h = width * ncols, height * nrows
+    fig.subplots_adjust(left=0.55 / w, right=1 - 0.15 / w, bottom=0.5 / h, top=1 - 0.55 / h,
+                        wspace=0.35, hspace=0.3)
+    return fig, axes
 
 
 def latent_snapshots(snapshots: list[dict[str, Any]], title: str) -> Any:
     """Paper 000's figure: hidden states as points (coloured by cluster), codes as stars."""
     n = len(snapshots)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False)
+    fig, axes = panels(n, 3.2, 3.2)
     for ax, snap in zip(axes[0], snapshots, strict=True):
         z, labels, codes = snap["z"], snap["labels"], snap["codes"]
         colors = labels.numpy() if labels is not None else "tab:blue"
@@ -32,48 +45,47 @@ def latent_snapshots(snapshots: list[dict[str, Any]], title: str) -> Any:
         ax.set_aspect("equal", adjustable="datalim")
         ax.tick_params(labelsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
 def usage_histogram(counts: list[Tensor], title: str) -> Any:
     """Codes sorted by use, one panel per stage: a flat curve is healthy, a cliff is collapse."""
-    fig, axes = plt.subplots(1, len(counts), figsize=(4.5 * len(counts), 3), squeeze=False)
+    fig, axes = panels(len(counts), 4.5, 3.0)
     for stage, (ax, c) in enumerate(zip(axes[0], counts, strict=True)):
         ordered = torch.sort(c.float(), descending=True).values.numpy()
-        ax.bar(range(len(ordered)), ordered, width=1.0, color="tab:blue")
+        # one filled step polygon: a bar per code would be 65,536 rectangles at K = 65,536
+        ax.fill_between(range(len(ordered)), ordered, step="post", color="tab:blue", linewidth=0)
+        ax.set_xlim(0, max(1, len(ordered)))
         used = int((c > 0).sum())
         ax.set_title(f"stage {stage}: {used}/{len(ordered)} codes used" if len(counts) > 1
                      else f"{used}/{len(ordered)} codes used", fontsize=9)
         ax.set_xlabel("code (sorted by use)")
         ax.set_ylabel("tokens")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
 def training_curves(history: dict[str, list[tuple[int, float]]], title: str) -> Any:
     keys = [k for k in sorted(history) if history[k]]
-    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(3.5 * max(1, len(keys)), 2.8), squeeze=False)
+    fig, axes = panels(max(1, len(keys)), 3.5, 2.8)
     for ax, key in zip(axes[0], keys, strict=False):
         steps, values = zip(*history[key], strict=True)
         ax.plot(steps, values)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("step")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig
 
 
 def reconstruction_grid(originals: Tensor, reconstructions: Tensor, title: str) -> Any:
     """Originals on top, reconstructions below, images in [-1, 1]."""
     n = originals.shape[0]
-    fig, axes = plt.subplots(2, n, figsize=(1.2 * n, 2.6), squeeze=False)
+    fig, axes = panels(n, 1.2, 1.3, nrows=2)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=1 - 0.4 / 2.6, wspace=0.05, hspace=0.05)
     for row, images in enumerate((originals, reconstructions)):
         for i in range(n):
             img = ((images[i].float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).numpy()
             axes[row][i].imshow(img, interpolation="nearest")
             axes[row][i].axis("off")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return fig

@@ -324,11 +324,11 @@ class Tracker:
         self.log_text(run_id, json.dumps(data, indent=2, sort_keys=True, default=str), artifact_file)
 
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
-        import matplotlib.pyplot as plt
-
+        """A matplotlib figure as a PNG artifact (its own margins: no tight bounding box pass)."""
         buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-        plt.close(figure)
+        figure.savefig(buffer, format="png", dpi=110)
+        if "matplotlib.pyplot" in sys.modules:  # a figure made with pyplot is held by it until closed
+            sys.modules["matplotlib.pyplot"].close(figure)
         self.log_bytes(run_id, buffer.getvalue(), artifact_file)
 
     def log_bytes(self, run_id: str, data: bytes, artifact_file: str) -> None:

@@ -32,6 +32,7 @@ from harness.pipeline.contract import check_quantizer_output
 from harness.pipeline.forward import (  # noqa: F401 - re-exported: the forward pass's old home
     autocast_for,
     cell_batches,
+    cell_inputs,
     channels_last,
     make_loader,
     reconstruct,
@@ -108,7 +109,10 @@ class Divergence:
 
 
 def run(state: TrainState, batches: Any, losses: LossSet, callbacks: list[Any]) -> TrainState:
-    """Run ``state.steps_total - state.step`` optimisation steps (``losses`` already set up)."""
+    """Run ``state.steps_total - state.step`` optimisation steps (``losses`` already set up).
+
+    ``batches`` yields input tensors on the cell's device (:func:`cell_inputs`).
+    """
     hooks, guard = Callbacks(callbacks), Divergence()
     cfg = state.config["train"]
     log_every, precision = max(1, cfg.get("log_every", 10)), cfg.get("precision", "auto")
@@ -121,7 +125,7 @@ def run(state: TrainState, batches: Any, losses: LossSet, callbacks: list[Any]) 
     check = True
     while state.step < state.steps_total and not state.stop:
         hooks("on_step", state)
-        x, _ = next(batches)
+        x = next(batches)
         x_hat, out, loss, terms = step_fn(x, check)
         check = False
         extra = {**losses.step(state, x, x_hat), **hooks.after_step(state, x, x_hat, out)}
@@ -206,7 +210,7 @@ def train(state: TrainState, train_set: Dataset, schedules: list[Any], *, log: A
         losses = build_losses(get_host(), loss_specs(state.config["train"]))
         losses.setup(state)
     callbacks = standard_callbacks(state, schedules, log, on_snapshot=on_snapshot, progress=progress)
-    return run(state, cell_batches(state, train_set), losses, callbacks)
+    return run(state, cell_inputs(state, train_set), losses, callbacks)
 
 
 def total_steps(config: dict[str, Any], train_size: int) -> tuple[int, int]:

@@ -201,7 +201,7 @@ def test_no_device_sync_between_log_steps():
     losses = build_losses(get_host(), ["mse"])
     losses.setup(state)
     data = [torch.randn(8, 2, device="cuda") for _ in range(12)]
-    batches = iter([(x, None) for x in data])
+    batches = iter(data)
     synced: list[int] = []
 
     class Strict:

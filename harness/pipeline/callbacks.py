@@ -55,12 +55,15 @@ class UsageWindow:
         return cls(tuple(sizes), state.device)
 
     def after_step(self, state: Any, x: Tensor, x_hat: Tensor, out: Any) -> None:
-        self.update(out.indices.detach())
+        self.update(out.indices)
 
     def update(self, indices: Tensor) -> None:
-        idx = indices.reshape(indices.shape[0], -1) if indices.dim() > 1 else indices[:, None]
+        if indices.dim() == 1:  # one stage: one op
+            self.used[0].index_fill_(0, indices, True)  # no host value copied to the device
+            return
+        idx = indices.reshape(indices.shape[0], -1)
         for stage, used in enumerate(self.used):
-            used.index_fill_(0, idx[:, stage], True)  # no host value copied to the device
+            used.index_fill_(0, idx[:, stage], True)
 
     def on_log(self, state: Any, logs: dict[str, Any]) -> None:
         logs.update(self.flush())

@@ -48,6 +48,12 @@ def autocast_for(device: torch.device, precision: str):
 def reconstruct(model: nn.Module, quantizer: nn.Module, x: Tensor, precision: str = "fp32"
                 ) -> tuple[Tensor, QuantizeOutput, Tensor]:
     """Encode, quantize in float32 (autocast off), decode. Returns ``x_hat``, the output, ``z``."""
+    plain = precision == "fp32" or (precision == "auto" and x.device.type != "cuda")
+    if plain and not torch.is_autocast_enabled(x.device.type):  # no autocast anywhere: no contexts
+        z = model.encode(x)
+        tokens, unflatten = to_tokens(z)
+        out = quantizer(tokens.float())
+        return model.decode(unflatten(out.z_q)).float(), out, z
     with autocast_for(x.device, precision):
         z = model.encode(x)
     tokens, unflatten = to_tokens(z)
@@ -157,3 +163,21 @@ def cell_batches(state: Any, train_set: Dataset) -> Iterator[tuple[Tensor, Tenso
         if fmt is not None and x.dim() == 4:
             x = x.contiguous(memory_format=fmt)
         yield x, labels
+
+
+def cell_inputs(state: Any, train_set: Dataset) -> Iterator[Tensor]:
+    """The training loop's inputs: :func:`cell_batches` without the labels it never reads.
+
+    An in-memory ``TensorDataset`` is indexed for its first tensor only, one
+    indexing op per step, as a hand-written loop would do.
+    """
+    cfg = state.config["train"]
+    plain = (isinstance(train_set, TensorDataset) and cfg.get("num_workers", 0) == 0 and world_size() == 1
+             and not channels_last(state.config, state.device, state.model))
+    if not plain:
+        yield from (x for x, _ in cell_batches(state, train_set))
+        return
+    inputs = TensorDataset(train_set.tensors[0])
+    seed = state.config["seed"] + 1_000_003 * state.step
+    for (x,) in tensor_batches(inputs, cfg["batch_size"], seed, len(inputs) >= cfg["batch_size"]):
+        yield x.to(state.device, non_blocking=True)

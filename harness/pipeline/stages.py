@@ -28,7 +28,7 @@ from harness.pipeline.optim import build_optimizer
 from harness.provenance import rate_tags
 from harness.suite import Cell
 from harness.tracking import as_floats, flatten
-from harness.train import TrainState, cell_batches, run, standard_callbacks, total_steps
+from harness.train import TrainState, cell_inputs, run, standard_callbacks, total_steps
 
 CURVES = ("train/loss", "train/rec", "train/utilization")
 
@@ -127,7 +127,7 @@ def train(runner: Any, built: Built) -> None:
                                    on_snapshot=snapshot_taker(built), progress=progress)
     runner.guard.watch(state)  # a signal now stops the loop between steps
     try:
-        run(state, cell_batches(state, built.train_set), built.losses, callbacks)
+        run(state, cell_inputs(state, built.train_set), built.losses, callbacks)
     finally:
         runner.guard.unwatch()
         if progress is not None:

@@ -11,3 +11,7 @@ def harness_register_losses(register):
 
     for loss in (MSE, L1, LPIPSLoss, PatchGAN):
         register(loss)
+
+    from harness.plugins.losses.gaussian_mle import GaussianMLE
+
+    register(GaussianMLE)

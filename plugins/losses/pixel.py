@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch.nn.functional as F
 from torch import Tensor
 
 from harness.contracts import Loss, QuantizeOutput
@@ -16,7 +17,7 @@ class MSE(Loss):
     term = "rec"
 
     def terms(self, state: Any, x: Tensor, x_hat: Tensor, out: QuantizeOutput) -> dict[str, Tensor]:
-        return {"rec": ((x_hat - x) ** 2).mean()}
+        return {"rec": F.mse_loss(x_hat, x)}  # one fused op: the loop's cost on a toy step
 
 
 class L1(Loss):
@@ -26,4 +27,4 @@ class L1(Loss):
     term = "rec"
 
     def terms(self, state: Any, x: Tensor, x_hat: Tensor, out: QuantizeOutput) -> dict[str, Tensor]:
-        return {"rec": (x_hat - x).abs().mean()}
+        return {"rec": F.l1_loss(x_hat, x)}
