@@ -78,3 +78,20 @@ def test_defaults_are_the_authors() -> None:
     assert (q.temperature0, q.temperature_decay, q.temperature_min) == (1.0, 1e-5, 0.0)
     with pytest.raises(ValueError, match="temperature must be positive"):
         SQVAE(dim=4, codebook_size=8, temperature=0.0)
+
+
+def test_gaussian_mle_reconstruction_term_by_hand() -> None:
+    """SQ-VAE's rec term: D_x/2 log(per-item summed squared error), divided by tokens per item."""
+    from harness.contracts import QuantizeOutput
+    from harness.plugins.losses.gaussian_mle import GaussianMLE
+
+    x = torch.zeros(2, 3)
+    x_hat = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 1.0]], requires_grad=True)
+    # 2 items x 4 tokens each: the quantizer's indices have 8 rows
+    out = QuantizeOutput(z_q=torch.zeros(8, 1), indices=torch.zeros(8, dtype=torch.long), loss=torch.zeros(()))
+    rec = GaussianMLE().terms(None, x, x_hat, out)["rec"]
+    mse = (1 + 4 + 1) / 2  # summed over an item's elements, averaged over items
+    assert rec.item() == pytest.approx(3 / (2 * 4) * math.log(mse), rel=1e-6)
+    rec.backward()
+    # gradient: the squared-error gradient 2 (x_hat - x) / items, divided by mse and scaled by D_x / 2T
+    assert torch.allclose(x_hat.grad, 3 / 8 * 2 * x_hat.detach() / 2 / mse)
