@@ -26,7 +26,8 @@ WAIT_S = 180.0  # bound for every wait on a child process: a hang fails the test
 
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of a ``harness`` child: one thread (2-core CI), no user store."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HARNESS_CHECKPOINT_DIR")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "HARNESS_CHECKPOINT_DIR", "HARNESS_STORE_VERIFIED")}
     env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MPLBACKEND": "Agg",
                 "GIT_PYTHON_REFRESH": "quiet", "PYTHONUNBUFFERED": "1"})
     env.update(extra)
