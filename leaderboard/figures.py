@@ -182,9 +182,14 @@ def _rd_panel(ax: Any, board: Leaderboard, metric: str, pixels: bool, colors: An
         points.sort()
         ax.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], marker="o",
                     capsize=3, color=colors[i % len(colors)], label=label, linewidth=1.2, markersize=4)
-    front = pareto_front([(x, y) for pts in lines.values() for x, y, _ in pts], higher)
-    ax.plot([p[0] for p in front], [p[1] for p in front], color="black", linestyle="--", linewidth=1.6,
-            alpha=0.7, label="Pareto front (measured)", zorder=0)
+    points = [(x, y) for pts in lines.values() for x, y, _ in pts]
+    front = pareto_front(points, higher)
+    if front:  # the best value reachable at or below each rate: a step up to the highest rate measured
+        xs = [p[0] for p in front] + [max(p[0] for p in points)]
+        ys = [p[1] for p in front] + [front[-1][1]]
+        ax.step(xs, ys, where="post", color="black", linestyle="--", linewidth=1.4, alpha=0.75,
+                label="Pareto front (measured)", zorder=0)
+        ax.scatter(xs[:-1], ys[:-1], s=110, facecolors="none", edgecolors="black", linewidths=1.2, zorder=4)
     for row in board.reported:
         x = _rate(board, row, pixels)
         if x is not None and metric in row.metrics:
@@ -206,7 +211,8 @@ def rate_distortion(board: Leaderboard) -> Figure | None:
     if not metrics:
         return None
     fig, axes = plt.subplots(1, len(metrics), figsize=(7.2 * len(metrics), 4.0), squeeze=False)
-    colors = plt.get_cmap("tab20").colors
+    labels = {r.label for r in board.measured}
+    colors = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20").colors
     for ax, metric in zip(axes[0], metrics, strict=True):
         _rd_panel(ax, board, metric, pixels, colors)
     fig.tight_layout()
@@ -214,7 +220,8 @@ def rate_distortion(board: Leaderboard) -> Figure | None:
     return Figure("rate-distortion", "Rate-distortion",
                   f"Each method's reconstruction metric against its rate in {unit}, one point per codebook "
                   "size it ran at (mean ± std over seeds); the dashed line is the Pareto front of the "
-                  "measured points; hollow diamonds are the papers' reported numbers at their rate.", _png(fig))
+                  "measured points (circled: the points on it); hollow diamonds are the papers' reported numbers at "
+                  "their rate.", _png(fig))
 
 
 def latent_snapshots(board: Leaderboard, tracker: Tracker) -> list[Figure]:

@@ -192,7 +192,7 @@ def to_html(board: Leaderboard) -> str:
 Rows are grouped by rate (bits per token, equal within a group); ★ marks the best measured value of each
 column <i>within its rate group</i>, never across groups. Sorted by <code>{_e(board.primary)}</code> within a
 group. Failed, killed or interrupted cells say so, never a number; a metric that came back NaN reads NaN.
-<b>plugin code</b> is the digest of the plugin's source, the harness version and commit: cells of older
+<b>plugin code</b> is the digest of the plugin's source files and the harness version: cells of older
 code are never averaged in. Rows under "Reported by the papers" are numbers from the papers, marked with
 their source.</p>
 {_tables_html(board)}

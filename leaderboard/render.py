@@ -78,7 +78,7 @@ def _md_foot(board: Leaderboard) -> str:
     foot = ("\n\nmean ± std over seeds (n = finished seeds); ↑ higher is better, ↓ lower is better; "
             "rows are grouped by rate (bits per token) and the best value of each group is in bold, "
             f"never across groups; sorted by `{board.primary}` within a group; `plugin code` is the "
-            "digest of the plugin's source, harness version and commit (cells of older code are never "
+            "digest of the plugin's source files and the harness version (cells of older code are never "
             "averaged in); rows marked `reported` are the papers' numbers, not measured here, and "
             "never marked best.")
     notes = [f"- `{c}` unavailable: {reason}" for r in board.rows for c, reason in r.unavailable.items()]
