@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 from functools import cache
@@ -108,12 +109,28 @@ def tokens_and_pixels(model: torch.nn.Module, item: Any, device: torch.device) -
     return int(tokens.shape[0]), pixels
 
 
+def bits_per_token(quantizer: Any) -> float:
+    """The quantizer's ``bits_per_token``; a duck-typed plugin without one: ``log2`` of its stage sizes."""
+    bits = getattr(quantizer, "bits_per_token", None)
+    if bits is not None:
+        return float(bits)
+    sizes = getattr(quantizer, "stage_sizes", None) or (quantizer.codebook_size,)
+    return float(sum(math.log2(k) for k in sizes))
+
+
 def rate_tags(model: torch.nn.Module, quantizer: torch.nn.Module, dataset: Any,
               device: torch.device) -> dict[str, str]:
-    """``harness.bits_per_token`` (the quantizer's own ``bits_per_token``), tokens and pixels per item."""
-    bits = float(getattr(quantizer, "bits_per_token", 0.0) or 0.0)
-    tokens, pixels = tokens_and_pixels(model, dataset[0], device)
-    tags = {RATE_TAGS[0]: f"{bits:.6g}", RATE_TAGS[1]: str(tokens)}
+    """``harness.bits_per_token`` (the quantizer's own ``bits_per_token``), tokens and pixels per item.
+
+    A model whose single-item forward fails still gets its cell run: the tokens are
+    then left unrecorded with the reason (``harness.rate_error``), never guessed.
+    """
+    tags = {RATE_TAGS[0]: f"{bits_per_token(quantizer):.6g}"}
+    try:
+        tokens, pixels = tokens_and_pixels(model, dataset[0], device)
+    except Exception as exc:  # the cell's own forward pass will report a real model error
+        return {**tags, "harness.rate_error": f"{type(exc).__name__}: {exc}"[:500]}
+    tags[RATE_TAGS[1]] = str(tokens)
     if pixels:
         tags[RATE_TAGS[2]] = str(pixels)
     return tags

@@ -92,3 +92,17 @@ def test_suite_tags_record_the_primary_metric_and_directions():
     assert tags["harness.primary_metric"] == "psnr"
     directions = json.loads(tags["harness.metric_directions"])
     assert directions["psnr"] is True and directions["mse"] is False
+
+
+def test_a_duck_typed_quantizer_and_a_failing_model_still_get_a_rate():
+    class Plain(torch.nn.Module):  # no Quantizer base: no bits_per_token property
+        codebook_size = 1024
+
+    class Broken(torch.nn.Module):
+        def encode(self, x):
+            raise RuntimeError("needs a batch of two")
+
+    data = get_host().datasets.get("two-clusters").obj().build("val")
+    tags = rate_tags(Broken(), Plain(), data, torch.device("cpu"))
+    assert tags["harness.bits_per_token"] == "10"
+    assert "harness.tokens_per_item" not in tags and "needs a batch of two" in tags["harness.rate_error"]
