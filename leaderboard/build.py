@@ -115,8 +115,15 @@ def build_leaderboard(
     """
     host = host or get_host()
     runs = tracker.runs(suite, CELLS) if tracker is not None else []
+    recorded_profiles = sorted({r.data.tags.get("harness.profile") or "" for r in runs} - {""})
+    if profile and profile not in recorded_profiles:
+        runs = []
     if not runs:
-        return empty_board(suite, tracker, profile, host, references, primary or default_primary)
+        board = empty_board(suite, tracker, profile, host, references, primary or default_primary)
+        if recorded_profiles:
+            board.meta["no_runs"] = (f"no {board.profile!r} run of suite {suite!r} is recorded in "
+                                     f"{board.meta['store']} (profiles recorded: {', '.join(recorded_profiles)})")
+        return board
     profile, version, runs, hidden = select_runs(suite, runs, profile)
     suite_runs = parent_runs(tracker, suite, profile, version)
     recorded_primary, recorded_directions = recorded_rules(suite_runs)
@@ -155,13 +162,9 @@ def empty_board(suite: str, tracker: Tracker | None, profile: str | None, host: 
 
 def select_runs(suite: str, runs: list[Any], profile: str | None) -> tuple[str, int, list[Any], list[str]]:
     """One profile (full if recorded) and its newest suite version; what else exists, to say so."""
-    from harness.errors import HarnessError
-
     profiles = {r.data.tags.get("harness.profile") for r in runs}
     profile = profile or ("full" if "full" in profiles else sorted(p for p in profiles if p)[0])
     runs = [r for r in runs if r.data.tags.get("harness.profile") == profile]
-    if not runs:
-        raise HarnessError(f"no {profile!r} runs of suite {suite!r}; profiles recorded: {sorted(p for p in profiles if p)}")
     version = max(_int(r.data.tags.get("harness.suite_version")) for r in runs)
     older = sorted({_int(r.data.tags.get("harness.suite_version")) for r in runs} - {version})
     runs = [r for r in runs if _int(r.data.tags.get("harness.suite_version")) == version]

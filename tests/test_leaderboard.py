@@ -86,6 +86,9 @@ def test_profiles_and_versions_are_never_mixed(tracker):
     assert "profile smoke; full suite version 1" in to_markdown(full)
     smoke = build_leaderboard("board", tracker=tracker, profile="smoke")
     assert (smoke.profile, smoke.rows[0].metrics["mse"].mean) == ("smoke", 1.0)
+    other = build_leaderboard("board", tracker=tracker, profile="big")
+    assert not other.rows and "no 'big' run of suite 'board'" in other.meta["no_runs"]
+    assert "(profiles recorded: full, smoke)" in other.meta["no_runs"]
 
 
 def test_a_rerun_replaces_instead_of_doubling(tracker):
