@@ -95,3 +95,11 @@ def test_gaussian_mle_reconstruction_term_by_hand() -> None:
     rec.backward()
     # gradient: the squared-error gradient 2 (x_hat - x) / items, divided by mse and scaled by D_x / 2T
     assert torch.allclose(x_hat.grad, 3 / 8 * 2 * x_hat.detach() / 2 / mse)
+
+
+def test_variance_offset_zero_is_a_plain_learned_scalar() -> None:
+    q = SQVAE(dim=2, codebook_size=4, log_var_init=math.log(0.25), variance_offset=0.0)
+    assert q.variance().item() == pytest.approx(0.25)
+    assert SQVAE(dim=2, codebook_size=4, log_var_init=math.log(0.25)).variance().item() == pytest.approx(1.25)
+    with pytest.raises(ValueError, match="variance_offset non-negative"):
+        SQVAE(dim=2, codebook_size=4, variance_offset=-1.0)
