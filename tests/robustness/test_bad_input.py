@@ -76,10 +76,11 @@ def test_bad_jobs(tiny_suite, jobs, capsys):
     assert "--jobs: expected a positive integer" in capsys.readouterr().err
 
 
-def test_codebook_larger_than_the_data_is_a_recorded_warning(tiny_suite, tracking_uri, capsys):
-    """Not an error: smoke profiles keep the full codebook on tiny data. The run says so."""
+def test_codebook_larger_than_the_data_is_a_recorded_warning(tiny_suite, tracking_uri, capfd):
+    """Not an error: smoke profiles keep the full codebook on tiny data. The run says so (from the
+    cell's worker process: captured at the file descriptor)."""
     rc, _, err = run_cli(["run", str(tiny_suite), "-q", "vq", "--seeds", "1", "--set", "matrix.codebook_size=[512]",
-                          "--set", "train.steps=2", "--no-progress"], capsys)
+                          "--set", "train.steps=2", "--no-progress"], capfd)
     assert rc == 0
     message = "codebook_size 512 is larger than the 256 training tokens"  # n_train = 256 points, 1 token each
     assert message in err
