@@ -66,10 +66,11 @@ def build_state(t: TinyTraining) -> Any:
     return TrainState(model, quantizer, optimizer, config, torch.device("cpu"), t.steps, t.steps_per_epoch)
 
 
-def batches(t: TinyTraining, start: int) -> Iterator[tuple[Tensor, None]]:
+def batches(t: TinyTraining, start: int) -> Iterator[Tensor]:
+    """Input tensors, as :func:`harness.train.run` takes them; step ``i``'s batch depends on ``i`` only."""
     for step in itertools.count(start):
         x = torch.randn(t.batch, *t.input_shape, generator=torch.Generator().manual_seed(1000 * t.seed + step))
-        yield (x.clamp(-1, 1) if len(t.input_shape) == 3 else x), None
+        yield x.clamp(-1, 1) if len(t.input_shape) == 3 else x
 
 
 def prepare(t: TinyTraining, schedules: list[Any], losses: list[Any]) -> tuple[Any, Any]:

@@ -93,7 +93,7 @@ def one_forward(case: LossCase) -> tuple[Any, Any, Tensor, Tensor, Any]:
 
     _, losses = case.make()
     state, loss_set = prepare(case, [], losses)
-    x, _ = next(batches(case, 0))
+    x = next(batches(case, 0))
     x_hat, out, _ = reconstruct(state.model, state.quantizer, x, "fp32")
     for earlier in losses[:-1]:  # what the losses before it put in state.terms
         state.terms.update(earlier.terms(state, x, x_hat, out))

@@ -65,8 +65,14 @@ def check_schedule_declares(case: ScheduleCase) -> None:
 
 @SCHEDULE_CHECKS("trains")
 def check_trains(case: ScheduleCase) -> None:
-    """A whole run with the schedule leaves finite weights, loss weights and learning rates."""
-    state, _ = case.run()
+    """A whole run with the schedule does not diverge and leaves finite weights, loss weights and
+    learning rates."""
+    from harness.errors import Diverged
+
+    try:
+        state, _ = case.run()
+    except Diverged as exc:
+        raise AssertionError(f"{case.label}: training with the schedule {exc}") from exc
     expect(state.step == case.steps, f"{case.label}: the run stopped at step {state.step} of {case.steps}")
     for name, module in (("model", state.model), ("quantizer", state.quantizer)):
         bad = [k for k, v in module.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
