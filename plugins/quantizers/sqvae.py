@@ -7,10 +7,13 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from harness.contracts import QuantizeOutput, Quantizer
-from harness.ops import squared_distances
+from harness.ops import DEFAULT_BLOCK_BYTES, squared_distances
 
+#: bytes of one block's ``(block, K)`` logits (a few such tensors are alive per block)
+BLOCK_BYTES = DEFAULT_BLOCK_BYTES // 4
 #: the authors' Gumbel noise: -log(-log(U + eps) + eps)
 GUMBEL_EPS = 1e-10
 
@@ -65,7 +68,8 @@ class SQVAE(Quantizer):
     The index reported in training is the relaxed sample's argmax (their code
     reports none there); eval is deterministic (their ``flg_quant_det``, the
     model's default), not a draw from ``p``.
-    The ``(N, K)`` logits are held at once, as in their code.
+    Tokens are processed in blocks of bounded ``(block, K)`` logits, recomputed in
+    the backward pass when there are several (their code holds all ``(N, K)`` at once).
     """
 
     name = "sqvae"
@@ -98,23 +102,50 @@ class SQVAE(Quantizer):
         step = int(self.step) + 1
         return max(self.temperature0 * math.exp(-self.temperature_decay * step), self.temperature_min)
 
-    def quantize(self, z: Tensor) -> QuantizeOutput:
-        """The method on float32 tokens, autocast off (the base class's ``forward``)."""
-        precision = 1.0 / self.variance()
-        logits = -0.5 * precision * squared_distances(z, self.embedding)
+    def token_block(self, z: Tensor, codes: Tensor, log_param_q: Tensor,
+                    temperature: float | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One block of tokens: ``z_q``, indices and the two loss terms summed over the block.
+
+        ``temperature`` is ``None`` in eval (argmax), the Gumbel-softmax temperature in training.
+        """
+        precision = 1.0 / (self.variance_offset + log_param_q.exp()).clamp_min(1e-10)
+        logits = -0.5 * precision * squared_distances(z, codes)
         log_p = F.log_softmax(logits, dim=1)
-        logs: dict[str, Tensor | float] = {"variance": self.variance().detach()}
-        if self.training:
-            t = self.temperature()
-            y = F.softmax((logits + gumbel_noise(logits.shape, logits.device)) / t, dim=1)
-            z_q = y @ self.embedding
-            indices = y.detach().argmax(1)
-            self.step += 1
-            logs["temperature"] = t
+        if temperature is not None:
+            y = F.softmax((logits + gumbel_noise(logits.shape, logits.device)) / temperature, dim=1)
+            z_q, indices = y @ codes, y.detach().argmax(1)
         else:
             indices = logits.detach().argmax(1)
-            z_q = F.embedding(indices, self.embedding)
-        kld_discrete = (log_p.exp() * log_p).sum(1).mean()
-        kld_continuous = 0.5 * precision * (z - z_q).pow(2).sum(1).mean()
-        logs.update(kld_discrete=kld_discrete.detach(), kld_continuous=kld_continuous.detach())
+            z_q = F.embedding(indices, codes)
+        kld_discrete = (log_p.exp() * log_p).sum()
+        kld_continuous = 0.5 * precision * (z - z_q).pow(2).sum()
+        return z_q, indices, kld_discrete, kld_continuous
+
+    def quantize(self, z: Tensor) -> QuantizeOutput:
+        """The method on float32 tokens, autocast off (the base class's ``forward``).
+
+        Tokens go in blocks whose ``(block, K)`` logits stay under ``BLOCK_BYTES``;
+        with several blocks each is recomputed in the backward pass (checkpointing,
+        which replays the same Gumbel noise), so memory stays bounded for large ``K``.
+        """
+        n = z.shape[0]
+        chunk = max(1, min(n, BLOCK_BYTES // (4 * self.codebook_size)))
+        temperature = self.temperature() if self.training else None
+        blocks = []
+        for start in range(0, n, chunk):
+            args = (z[start : start + chunk], self.embedding, self.log_param_q, temperature)
+            if chunk < n and torch.is_grad_enabled():
+                blocks.append(checkpoint(self.token_block, *args, use_reentrant=False))
+            else:
+                blocks.append(self.token_block(*args))
+        z_q = torch.cat([b[0] for b in blocks])
+        indices = torch.cat([b[1] for b in blocks])
+        kld_discrete = sum(b[2] for b in blocks) / n
+        kld_continuous = sum(b[3] for b in blocks) / n
+        logs: dict[str, Tensor | float] = {"variance": self.variance().detach(),
+                                           "kld_discrete": kld_discrete.detach(),
+                                           "kld_continuous": kld_continuous.detach()}
+        if self.training:
+            self.step += 1
+            logs["temperature"] = temperature
         return QuantizeOutput(z_q=z_q, indices=indices, loss=kld_discrete + kld_continuous, logs=logs)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch import Tensor
 
 import harness.plugins.quantizers.sqvae as sqvae_module
 from harness.plugins.quantizers.sqvae import SQVAE
@@ -103,3 +104,44 @@ def test_variance_offset_zero_is_a_plain_learned_scalar() -> None:
     assert SQVAE(dim=2, codebook_size=4, log_var_init=math.log(0.25)).variance().item() == pytest.approx(1.25)
     with pytest.raises(ValueError, match="variance_offset non-negative"):
         SQVAE(dim=2, codebook_size=4, variance_offset=-1.0)
+
+
+def _run(q: SQVAE, z: Tensor, train: bool) -> tuple:
+    z = z.clone().requires_grad_(True)
+    q.zero_grad()
+    out = q.train(train)(z)
+    (out.z_q.pow(2).sum() + out.loss).backward()
+    return out.z_q.detach(), out.indices, out.loss.detach(), z.grad, q.embedding.grad.clone(), q.log_param_q.grad.clone()
+
+
+def _same(a: tuple, b: tuple) -> None:
+    for x, y in zip(a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_token_blocks_give_the_same_result(monkeypatch) -> None:
+    """Blocks of at most 3 tokens (5 blocks, checkpointed) equal one block, in eval and in training."""
+    torch.manual_seed(0)
+    q = SQVAE(dim=3, codebook_size=4, log_var_init=-1.0)
+    z = torch.randn(13, 3)
+    monkeypatch.setattr(sqvae_module, "gumbel_noise", lambda shape, device: torch.zeros(shape))
+    whole = [_run(q, z, train) for train in (False, True)]
+    monkeypatch.setattr(sqvae_module, "BLOCK_BYTES", 4 * 4 * 3)
+    q.step.zero_()
+    for train, expected in zip((False, True), whole, strict=True):
+        _same(_run(q, z, train), expected)
+
+
+def test_checkpointed_blocks_replay_the_same_gumbel_noise(monkeypatch) -> None:
+    """With real noise, the checkpointed backward equals a backward that kept every block's graph."""
+    monkeypatch.setattr(sqvae_module, "BLOCK_BYTES", 4 * 4 * 3)
+    z = torch.randn(13, 3, generator=torch.Generator().manual_seed(1))
+    results = []
+    for keep_graph in (False, True):
+        if keep_graph:
+            monkeypatch.setattr(sqvae_module, "checkpoint", lambda fn, *args, **kw: fn(*args))
+        torch.manual_seed(0)
+        q = SQVAE(dim=3, codebook_size=4, log_var_init=-1.0)
+        torch.manual_seed(5)
+        results.append(_run(q, z, True))
+    _same(results[0], results[1])
