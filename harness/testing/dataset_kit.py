@@ -48,7 +48,7 @@ class DatasetCase:
             return cls(**self.params)
         from harness.build import dataset_root
 
-        root = self.root if self.root is not None else dataset_root(getattr(cls, "name", ""), None)
+        root = Path(self.root) if self.root is not None else dataset_root(getattr(cls, "name", ""), None)
         plugin = cls(root=root, **self.params)
         missing = plugin.check()
         if missing:
