@@ -27,8 +27,9 @@ def rotate_to(z: Tensor, q: Tensor, eps: float = 1e-6, detach_norm: bool = True)
       which keeps its gradient, times ``||q||`` detached: the gradient is
       ``lam (I - u u^T) R^T g``, the rotated gradient without its radial part.
 
-    The eps placement is the authors' VQ-VAE code's; ``||u + q_hat||`` (no eps
-    there, so ``u = -q_hat`` gives NaN) is clamped at ``eps`` instead.
+    The eps placement is the authors' VQ-VAE code's (their VQGAN code has none);
+    ``||u + q_hat||`` (no eps there, so ``u = -q_hat`` gives NaN) is clamped at
+    ``eps`` instead.
     """
     with torch.no_grad():
         z_norm = z.norm(dim=1, keepdim=True) + eps
