@@ -206,8 +206,9 @@ def rate_distortion(board: Leaderboard) -> Figure | None:
     from harness.leaderboard.text import has_pixels
 
     pixels = has_pixels(board)
-    metrics = [m for m in rate_metrics(board)
-               if sum(_rate(board, r, pixels) is not None and m in r.metrics for r in board.measured) > 1]
+    rates = {m: {_rate(board, r, pixels) for r in board.measured if m in r.metrics} - {None}
+             for m in rate_metrics(board)}
+    metrics = [m for m, seen in rates.items() if len(seen) > 1]  # one rate is a column of dots, not a curve
     if not metrics:
         return None
     fig, axes = plt.subplots(1, len(metrics), figsize=(7.2 * len(metrics), 4.0), squeeze=False)
