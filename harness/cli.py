@@ -112,14 +112,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite, args.profile, overrides=args.set or (), seeds=args.seeds)
     host = _host()
     methods = select_methods(suite, args.quantizer or (), host)
+    from harness.options import parse_executor_options
+
     options = RunOptions(device=args.device, data_root=args.data_root, tracking_uri=args.tracking_uri,
                          shard=parse_shard(args.shard) if args.shard else None,
-                         progress=not args.no_progress, resume=args.resume, jobs=args.jobs)
+                         progress=not args.no_progress, resume=args.resume, jobs=args.jobs,
+                         executor=args.executor, executor_options=parse_executor_options(args.executor_option))
     try:
         result = run_suite(suite, methods, options, host)
     except KeyboardInterrupt as exc:
-        print(f"\nharness: {exc or 'interrupted'}: the running cell saved a checkpoint and is recorded "
-              f"KILLED; `harness run {args.suite} --resume` (same options) continues", file=sys.stderr)
+        print(f"\nharness: {exc or 'interrupted'}: the interrupted cells are recorded KILLED (what each "
+              f"saved is listed above); `harness run {args.suite} --resume` (same options) continues",
+              file=sys.stderr)
         raise
     from harness.summary import report
 
@@ -249,7 +253,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="skip cells already finished, continue interrupted ones from their checkpoint")
     p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
-                   help="run N cells at once in separate processes (default 1)")
+                   help="run N cells at once in worker processes (shorthand for --executor processes "
+                        "--executor-option jobs=N; default 1)")
+    p.add_argument("--executor", metavar="NAME",
+                   help="where cells run: processes (default: each cell isolated in a worker process), "
+                        "local (in this process, for debugging), or a plugin's (`harness list executors`); "
+                        "a suite's [executor] table or ./harness.toml may set it")
+    p.add_argument("--executor-option", action="append", metavar="KEY=VALUE",
+                   help="an option of the executor, e.g. jobs=4 or watchdog=600 (repeatable)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("leaderboard", help="rank a suite's recorded runs (reads only; --log publishes the page)")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from harness.errors import UnknownNameError, UsageError
-from harness.signals import DeferredClient, identity
+from harness.signals import DeferredClient, guarded, identity
 from harness.tracking import Tracker
 
 __all__ = ["CellOutcome", "CellSpec", "CellTimeout", "Executor", "ProcessTracker", "build_executor",
@@ -85,10 +85,9 @@ class ProcessTracker(Tracker):
 
     def __init__(self, uri: str | None = None) -> None:
         super().__init__(uri)
-        self.client = DeferredClient(self.client)
+        self.client = DeferredClient(self.client, on_call=_beat)
 
     def start_run(self, experiment: str, name: str, tags: dict[str, str], parent: str | None = None) -> str:
-        _beat()
         return super().start_run(experiment, name, {**tags, **identity()}, parent)
 
     def log_metrics(self, run_id: str, values: dict[str, Any], step: int = 0) -> None:
@@ -149,13 +148,29 @@ def alarm(seconds: float) -> Iterator[None]:
     def expire(signum: int, frame: Any) -> None:
         raise CellTimeout(f"no result within train.timeout = {seconds:g} s")
 
-    previous = signal.signal(signal.SIGALRM, expire)
+    previous = signal.signal(signal.SIGALRM, guarded(expire))
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def _prepare(spec: CellSpec) -> tuple[Any, Any, Any]:
+    """The cell, its tracker (a stand-in on torchrun ranks other than 0) and its runner."""
+    from harness import distributed
+    from harness.cell import CellRunner
+    from harness.host import get_host
+
+    if spec.options.get("threads"):  # this worker's share of the cores (train.threads still wins)
+        import torch
+
+        torch.set_num_threads(int(spec.options["threads"]))
+    suite, cell = load_cell(spec)
+    main = distributed.is_main()  # under torchrun only rank 0 records
+    tracker: Any = ProcessTracker(spec.tracking_uri) if main else distributed.NullTracker(spec.tracking_uri)
+    return cell, tracker, CellRunner(get_host(), suite, tracker, run_options(spec))
 
 
 def run_cell(spec: CellSpec) -> CellOutcome:
@@ -165,52 +180,65 @@ def run_cell(spec: CellSpec) -> CellOutcome:
     ``.outcome`` set (what was saved); ``sys.exit`` and ``train.timeout`` inside the
     cell end it FAILED with the reason.
     """
-    from harness.cell import CellRunner
-    from harness.host import get_host
+    from harness import distributed
     from harness.interrupt import Interrupted
 
     start = time.perf_counter()
-    suite, cell = load_cell(spec)
-    tracker = ProcessTracker(spec.tracking_uri)
-    runner = CellRunner(get_host(), suite, tracker, run_options(spec))
-    resume = resume_from(tracker, spec.resume)
+    cell, tracker, runner = _prepare(spec)
+    main = distributed.is_main()
     try:
         with runner.guard, alarm(float(cell.config["train"].get("timeout") or 0)):
             if spec.options.get("ignore_sigint"):  # a worker: the control process decides
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-            result = runner.run(cell, parent=spec.parent_run_id, resume=resume)
+            result = runner.run(cell, parent=spec.parent_run_id, resume=resume_from(tracker, spec.resume))
     except KeyboardInterrupt as exc:
-        exc.outcome = interrupted_outcome(spec, tracker, runner, time.perf_counter() - start)  # type: ignore[attr-defined]
+        if main:
+            exc.outcome = interrupted_outcome(spec, tracker, time.perf_counter() - start)  # type: ignore[attr-defined]
         raise
     except (SystemExit, CellTimeout) as exc:
-        reason = (f"the cell called sys.exit({exc.code})" if isinstance(exc, SystemExit)
-                  else f"CellTimeout: {exc}")
-        run_id = _close_lost(tracker, spec, "FAILED", reason, None)
-        return CellOutcome(spec.cell_hash, "FAILED", run_id, error=reason, seconds=time.perf_counter() - start)
+        return _ended(tracker, spec, exc, time.perf_counter() - start)
     outcome = CellOutcome(spec.cell_hash, result.status, result.run_id, dict(result.metrics), result.error,
                           result.seconds)
     if runner.guard.requested:  # the signal came while the cell failed on its own: still honour it
+        if main and outcome.status != "FINISHED":
+            outcome.error = f"{outcome.error}; interrupted; {saved_note(spec)}"
         interrupted = Interrupted(runner.guard.signum or signal.SIGINT)
         interrupted.outcome = outcome  # type: ignore[attr-defined]
         raise interrupted
     return outcome
 
 
-def interrupted_outcome(spec: CellSpec, tracker: Tracker, runner: Any, seconds: float) -> CellOutcome:
-    """A KILLED outcome whose ``error`` says exactly what was saved (read back, not assumed)."""
-    from harness.checkpoint import checkpoint_path
+def _ended(tracker: Tracker, spec: CellSpec, exc: BaseException, seconds: float) -> CellOutcome:
+    """``sys.exit`` in the cell, or its timeout outside the cell's own handling: FAILED, with why."""
+    reason = (f"the cell called sys.exit({exc.code})" if isinstance(exc, SystemExit)
+              else f"CellTimeout: {exc}")
+    run_id = _close_lost(tracker, spec, "FAILED", reason, None)
+    return CellOutcome(spec.cell_hash, "FAILED", run_id, error=reason, seconds=seconds)
 
+
+def interrupted_outcome(spec: CellSpec, tracker: Tracker, seconds: float) -> CellOutcome:
+    """A KILLED outcome whose ``error`` says exactly what was saved (read back, not assumed)."""
     run = _newest_cell_run(tracker, spec)
-    tags = run.data.tags if run is not None else {}
-    path = checkpoint_path(runner.checkpoint_root, runner.suite.name, spec.cell_hash)
-    if "harness.checkpoint_step" in tags and path.is_file():
-        saved = f"checkpoint saved at step {tags['harness.checkpoint_step']} ({path})"
-    elif path.is_file():
-        saved = f"no new checkpoint; an earlier periodic checkpoint remains ({path})"
-    else:
-        saved = "no checkpoint saved: --resume runs this cell from the start"
+    step = run.data.tags.get("harness.checkpoint_step") if run is not None else None
     return CellOutcome(spec.cell_hash, "KILLED", run.info.run_id if run is not None else None,
-                       error=f"interrupted; {saved}", seconds=seconds)
+                       error=f"interrupted; {saved_note(spec, step)}", seconds=seconds)
+
+
+def saved_note(spec: CellSpec, step: str | None = None) -> str:
+    """What a stopped cell left on disk to continue from, checked on the disk."""
+    from harness.checkpoint import checkpoint_path, checkpoint_root
+    from harness.suite import load_suite
+
+    try:
+        name = load_suite(spec.suite, spec.profile, overrides=spec.overrides).name
+    except Exception:  # noqa: BLE001 - a note must not fail the closing
+        return "checkpoint state unknown (the suite file no longer loads)"
+    path = checkpoint_path(checkpoint_root(spec.tracking_uri), name, spec.cell_hash)
+    if path.is_file() and step:
+        return f"checkpoint saved at step {step} ({path})"
+    if path.is_file():
+        return f"no new checkpoint; an earlier one remains ({path}), --resume continues from it"
+    return "no checkpoint saved: --resume runs this cell from the start"
 
 
 # -- a cell whose worker died --------------------------------------------------------------------

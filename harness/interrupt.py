@@ -15,6 +15,8 @@ import threading
 from types import FrameType
 from typing import Any
 
+from harness.signals import guarded
+
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -38,8 +40,8 @@ class InterruptGuard:
 
     def __enter__(self) -> InterruptGuard:
         if threading.current_thread() is threading.main_thread():
-            for sig in SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
+            for sig in SIGNALS:  # held while a store call runs (harness.signals.deferred)
+                self._previous[sig] = signal.signal(sig, guarded(self._handle))
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -37,6 +37,20 @@ class Resume:
     def previous_run_id(self) -> str | None:
         return self.run.info.run_id if self.run is not None else None
 
+    def plain(self) -> dict[str, Any]:
+        """The decision as plain data, for a :class:`harness.executors.CellSpec`."""
+        return {"action": self.action, "previous_run_id": self.previous_run_id,
+                "checkpoint": str(self.checkpoint) if self.checkpoint else None}
+
+
+def close_dead_runs(tracker: Tracker, experiment: str) -> list[Any]:
+    """End KILLED every RUNNING run of ``experiment`` whose process is gone (SIGKILL, OOM, power cut),
+    with or without a checkpoint: what ``harness runs repair`` does (:mod:`harness.repair`), for
+    one suite. Returns the closed runs (``.name``, ``.run_id``)."""
+    from harness.repair import repair
+
+    return [r for r in repair(tracker, [experiment]) if r.action == "closed KILLED"]
+
 
 def plan(tracker: Tracker, suite_name: str, cells: list[Cell], root: Path) -> dict[str, Resume]:
     """The resume decision for each cell, keyed by config hash."""

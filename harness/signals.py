@@ -1,9 +1,10 @@
 """Signals and process identity for the suite lifecycle and its workers.
 
-* :func:`deferred` blocks SIGINT, SIGTERM and SIGALRM for the duration of one
-  store call, so a Ctrl-C never lands inside an SQLite transaction (an abandoned
-  transaction holds the write lock: every later write of that process then
-  loops on "database is locked"). The signal is delivered when the call returns.
+* :func:`deferred` holds the harness's signal handlers (:func:`guarded`: the
+  interrupt guard, the cell timeout) for the duration of one store call, so a
+  Ctrl-C never lands inside an SQLite transaction (an abandoned transaction holds
+  the write lock: every later write of that process then loops on "database is
+  locked"). The handler runs when the call returns.
 * :func:`identity` and :func:`process_alive` let ``--resume`` tell a RUNNING run
   whose process died (SIGKILL, OOM, power cut) from one that is still running.
 """
@@ -13,28 +14,57 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
-DEFERRED = {signal.SIGINT, signal.SIGTERM, signal.SIGALRM}
+_depth = 0  # open deferred() blocks in the main thread (where Python runs signal handlers)
+_pending: list[Callable[[], None]] = []
 
 
 @contextmanager
-def deferred(signals: set[int] = DEFERRED) -> Iterator[None]:  # type: ignore[assignment]
-    """Hold ``signals`` pending inside the block; they arrive (once) when it ends."""
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+def deferred() -> Iterator[None]:
+    """Signal handlers installed through :func:`guarded` wait for the end of this block.
+
+    Done in Python, not with ``pthread_sigmask``: a signal the main thread blocks is
+    delivered to another thread (the metric writer), and Python then runs the handler
+    in the main thread at once anyway. Other threads pass straight through.
+    """
+    global _depth
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _depth += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        _depth -= 1
+        if _depth == 0 and _pending:
+            waiting = list(_pending)
+            _pending.clear()
+            for fire in waiting:  # in arrival order; one that raises ends the block here
+                fire()
+
+
+def guarded(handler: Callable[[int, FrameType | None], Any]) -> Callable[[int, FrameType | None], Any]:
+    """``handler``, postponed while a :func:`deferred` block is open."""
+
+    def handle(signum: int, frame: FrameType | None) -> Any:
+        if _depth:
+            _pending.append(lambda: handler(signum, frame))
+            return None
+        return handler(signum, frame)
+
+    return handle
 
 
 class DeferredClient:
-    """Wraps an ``MlflowClient``: every method call runs with signals deferred."""
+    """Wraps an ``MlflowClient``: every method call runs deferred, after ``on_call``."""
 
-    def __init__(self, client: Any) -> None:
-        self._client = client
+    def __init__(self, client: Any, on_call: Callable[[], None] | None = None) -> None:
+        self._client, self._on_call = client, on_call
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._client, name)
@@ -42,6 +72,8 @@ class DeferredClient:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            if self._on_call is not None:
+                self._on_call()
             with deferred():
                 return attr(*args, **kwargs)
 

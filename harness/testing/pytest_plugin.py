@@ -9,9 +9,11 @@ spreads over pytest-xdist workers. docs/ci.md explains the route; in short:
   ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<rootdir>/mlflow.db``) and creates the
   suite's parent run before any worker starts, which also creates the SQLite schema
   and the experiment, so workers never race on them. Both go to the workers
-  through ``workerinput``. Every cell is a nested run of that parent, written by
-  :class:`harness.cell.CellRunner` with the same tags as ``harness run``, so
-  the leaderboard afterwards is the one ``harness run`` would build. Concurrent
+  through ``workerinput``. Every cell is a nested run of that parent, planned,
+  parented, run (a :class:`harness.executors.CellSpec` on ``--harness-executor``:
+  ``local`` by default, ``processes`` to isolate each cell) and closed by the same
+  functions as ``harness run`` (:mod:`harness.runner`), so the leaderboard
+  afterwards is the one ``harness run`` would build. Concurrent
   SQLite writers go through :class:`harness.tracking.Tracker`, which retries
   "database is locked".
 * Claims run after the cells. Claim items are collected after every cell item
@@ -62,6 +64,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-device", default="auto", help="auto, cpu or cuda")
     group.addoption("--harness-claim-timeout", type=float, default=3600.0, metavar="SECONDS",
                     help="how long a claim waits for cells still running on other workers")
+    group.addoption("--harness-executor", default="local", metavar="NAME",
+                    help="where each cell item runs: local (default: in the pytest process or xdist "
+                         "worker), processes (a worker process per item: isolated), or a plugin's")
+    group.addoption("--harness-executor-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="an option of --harness-executor (repeatable)")
 
 
 _STATE = pytest.StashKey["HarnessSession"]()
@@ -141,6 +148,7 @@ class HarnessSession:
         else:
             self.uri = self._resolve_uri(config)
             self._parents = {}
+        self._specs: dict[str, dict[str, Any]] = {}
 
     @staticmethod
     def _resolve_uri(config: pytest.Config) -> str:
@@ -168,21 +176,27 @@ class HarnessSession:
         return self._cells[spec]
 
     @cached_property
-    def _cells(self) -> dict[str, list[Any]]:
-        from harness.build import check_suite
+    def methods(self) -> dict[str, list[str] | None]:
         from harness.cli import select_methods
         from harness.errors import HarnessError
 
-        out = {}
         try:
-            for spec, suite in self.suites.items():
-                methods = select_methods(suite, self.config.getoption("harness_method"), self.host)
-                cells = suite.cells(methods)
-                check_suite(self.host, suite, cells)
-                out[spec] = cells
+            return {spec: select_methods(suite, self.config.getoption("harness_method"), self.host)
+                    for spec, suite in self.suites.items()}
         except HarnessError as exc:
             raise pytest.UsageError(f"--harness-suite: {exc}") from None
-        return out
+
+    @cached_property
+    def _cells(self) -> dict[str, list[Any]]:
+        """The same selection and checks as ``harness run`` (harness.runner.select_cells)."""
+        from harness.errors import HarnessError
+        from harness.runner import select_cells
+
+        try:
+            return {spec: select_cells(self.host, suite, self.methods[spec])
+                    for spec, suite in self.suites.items()}
+        except HarnessError as exc:
+            raise pytest.UsageError(f"--harness-suite: {exc}") from None
 
     @cached_property
     def host(self) -> Any:
@@ -193,46 +207,55 @@ class HarnessSession:
     @cached_property
     def tracker(self) -> Any:
         from harness.errors import HarnessError
-        from harness.tracking import Tracker
+        from harness.runner import open_tracker
 
-        tracker = Tracker(self.uri)
         try:
-            tracker.check()
+            return open_tracker(self.uri)
         except HarnessError as exc:
             raise pytest.UsageError(f"--harness-tracking-uri: {exc}") from None
-        return tracker
 
     @cached_property
-    def runners(self) -> dict[str, Any]:
-        from harness.cell import CellRunner
-        from harness.options import RunOptions
+    def options(self) -> Any:
+        from harness.options import RunOptions, parse_executor_options
 
-        options = RunOptions(device=self.config.getoption("harness_device"), tracking_uri=self.uri,
-                             progress=False)
-        return {spec: CellRunner(self.host, suite, self.tracker, options)
-                for spec, suite in self.suites.items()}
+        return RunOptions(device=self.config.getoption("harness_device"), tracking_uri=self.uri,
+                          progress=False, executor=self.config.getoption("harness_executor"),
+                          executor_options=parse_executor_options(
+                              self.config.getoption("harness_executor_option")))
+
+    @cached_property
+    def executor(self) -> Any:
+        """``--harness-executor`` (local unless asked), built and checked like ``harness run``'s."""
+        from harness.errors import HarnessError
+        from harness.executors import build_executor, check_tracking_uri
+
+        try:
+            executor = build_executor(self.host, self.options.executor, self.options.executor_options)
+            check_tracking_uri(executor, self.uri)
+        except HarnessError as exc:
+            raise pytest.UsageError(f"--harness-executor: {exc}") from None
+        return executor
+
+    def cell_specs(self, spec: str) -> dict[str, Any]:
+        """Each cell of ``spec`` as a CellSpec under its parent run, by config hash (built once)."""
+        if spec not in self._specs:
+            from harness.runner import cell_options
+            from harness.specs import cell_specs
+
+            built = cell_specs(self.suites[spec], [(c, None) for c in self.cells(spec)], self.methods[spec],
+                               self.parents()[spec], self.uri, cell_options(self.options, self.executor))
+            self._specs[spec] = {s.cell_hash: s for s in built}
+        return self._specs[spec]
 
     def parents(self) -> dict[str, str]:
         """The parent run of each suite, created on first use (by the controller under xdist)."""
-        from harness import __version__
-        from harness.cell import resolve_device
-        from harness.tracking import git_commit, tags_for
+        from harness.runner import start_parent
 
         for spec, suite in self.suites.items():
-            if spec in self._parents:
-                continue
-            cells = self.cells(spec)
-            device = resolve_device(self.config.getoption("harness_device"))
-            tags = tags_for([
-                ("kind", "suite"), ("suite", suite.name), ("suite_version", suite.version),
-                ("profile", suite.profile), ("version", __version__), ("git_commit", git_commit()),
-                ("device", str(device)), ("cells", len(cells)), ("shard", "1/1"), ("runner", "pytest"),
-            ])
-            parent = self.tracker.start_run(suite.name, f"{suite.name}-{suite.profile}", tags)
-            methods = ",".join(self.config.getoption("harness_method")) or "all"
-            self.tracker.log_params(parent, {"suite.path": str(suite.path),
-                                             "suite.profile": suite.profile, "methods": methods})
-            self._parents[spec] = parent
+            if spec not in self._parents:
+                self._parents[spec] = start_parent(
+                    self.tracker, self.host, suite, self.cells(spec), self.methods[spec], self.options,
+                    self.executor.name, extra=(("runner", "pytest"),))
         return dict(self._parents)
 
     def cell_runs(self, spec: str) -> dict[str, Any]:
@@ -243,20 +266,22 @@ class HarnessSession:
         return {r.info.run_name: r for r in sorted(runs, key=lambda r: r.info.start_time or 0)}
 
     def finish(self, interrupted: bool) -> None:
-        """Controller only: check every claim over all cells, record them, end the parent runs."""
+        """Controller only: claims over all cells, no run left RUNNING, parent runs closed
+        (harness.runner.close_suite, as ``harness run`` ends)."""
         if not self._parents:
             return
-        from harness.claims import check_claims
-        from harness.runner import record_claims
+        from harness.cell import CellResult
+        from harness.runner import close_suite
+        from harness.signals import deferred
 
         for spec, parent in self._parents.items():
             runs = self.cell_runs(spec)
-            records = [run_record(r) for r in runs.values() if r.info.status == "FINISHED"]
-            failed = [n for n, r in runs.items() if r.info.status != "FINISHED"]
-            record_claims(self.tracker, parent, check_claims(self.suites[spec].claims, records))
-            self.tracker.set_tags(parent, {"harness.failed_cells": str(len(failed))})
-            status = "KILLED" if interrupted else ("FAILED" if failed else "FINISHED")
-            self.tracker.end_run(parent, status)
+            results = [CellResult(c, runs[c.run_name].info.status, run_record(runs[c.run_name])["metrics"],
+                                  run_id=runs[c.run_name].info.run_id)
+                       for c in self.cells(spec) if c.run_name in runs]
+            with deferred():
+                close_suite(self.tracker, self.suites[spec], parent, results,
+                            "KILLED" if interrupted else "FINISHED")
 
 
 def run_record(run: Any) -> dict[str, Any]:
@@ -332,8 +357,9 @@ class CellItem(_SuiteItem):
 
     def runtest(self) -> None:
         state = self.state
-        parent = state.parents()[self.spec]
-        result = state.runners[self.spec].run(self.cell, parent=parent)
+        outcomes: list[Any] = []
+        state.executor.run([state.cell_specs(self.spec)[self.cell.config_hash]], outcomes.append)
+        [result] = outcomes
         self.user_properties += [("run_id", result.run_id), ("seconds", round(result.seconds, 2))]
         self.user_properties += [(f"eval/{k}", v) for k, v in sorted(result.metrics.items())]
         if result.status != "FINISHED":

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any, ClassVar
 
-from harness.executors import CellOutcome, CellSpec, Executor, record_lost
+from harness.executors import CellOutcome, CellSpec, Executor, record_lost, saved_note
 from harness.signals import deferred, describe_exit
 
 WATCHDOG_S = 3600.0  # no store write for this long: the cell is hung (default; 0 turns it off)
@@ -79,8 +79,10 @@ def _worker(conn: Any, beat: Any, threads: int, parent_pid: int) -> None:
     import torch
 
     from harness.executors import run_cell, set_heartbeat
+    from harness.host import get_host
 
     torch.set_num_threads(threads)
+    get_host()  # import every plugin now, before a cell's watchdog starts
     set_heartbeat(lambda: setattr(beat, "value", time.monotonic()))
     while True:
         try:
@@ -122,7 +124,7 @@ class _Worker:
 
     def give(self, spec: CellSpec) -> None:
         self.spec, self.started = spec, time.monotonic()
-        self.beat.value = self.started
+        self.beat.value = float("inf")  # the watchdog starts when the worker takes the cell (after imports)
         self.conn.send(spec)
 
     def kill(self) -> None:
@@ -227,17 +229,18 @@ class ProcessesExecutor(Executor):
             if worker.spec is not None and worker.process.is_alive():
                 os.kill(worker.process.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_WAIT_S
-        reason = f"did not stop within {STOP_WAIT_S:g} s of the interrupt: killed without a checkpoint"
+        reason = f"did not stop within {STOP_WAIT_S:g} s of the interrupt: worker killed"
         try:
             while self._busy() and time.monotonic() < deadline:
                 self._collect(on_outcome, status="KILLED")
         except KeyboardInterrupt:
-            reason = "interrupted twice: killed without a checkpoint"
+            reason = "interrupted twice: worker killed"
         with deferred():
             for worker in self._busy():
                 worker.kill()
                 spec, worker.spec = worker.spec, None
-                on_outcome(_lost(spec, "KILLED", reason))  # type: ignore[arg-type]
+                assert spec is not None
+                on_outcome(_lost(spec, "KILLED", f"{reason}; {saved_note(spec)}"))
 
     def _close(self) -> None:
         """No worker outlives the suite."""

@@ -1,0 +1,68 @@
+"""A quantizer plugin that misbehaves on purpose, installed for real (a dist-info on PYTHONPATH),
+so that worker processes discover it through the entry-point group like any plugin.
+
+``mode`` picks the fault, at the ``at_step``-th training forward: ``exit`` (``sys.exit(3)``),
+``os_exit`` (``os._exit(1)``), ``segv`` (SIGSEGV), ``hang`` (sleeps for ever), ``slow``
+(sleeps ``delay`` seconds every step), ``none``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from harness import hookimpl
+from harness.plugins.quantizers.vq import VectorQuantizer
+
+ENTRY_POINTS = "[harness]\nevil = evil_plugin\n"
+
+
+class EvilVQ(VectorQuantizer):
+    """VQ that crashes, exits or hangs at a chosen training step (isolation tests)."""
+
+    name = "evil-vq"
+
+    def __init__(self, dim: int, codebook_size: int, mode: str = "none", at_step: int = 3,
+                 delay: float = 0.0) -> None:
+        super().__init__(dim, codebook_size)
+        self.mode, self.at_step, self.delay, self.calls = mode, at_step, delay, 0
+
+    def forward(self, z):
+        if self.training:
+            self.calls += 1
+            if self.mode == "slow":
+                time.sleep(self.delay)
+            elif self.calls == self.at_step:
+                misbehave(self.mode)
+        return super().forward(z)
+
+
+def misbehave(mode: str) -> None:
+    if mode == "exit":
+        sys.exit(3)
+    if mode == "os_exit":
+        os._exit(1)
+    if mode == "segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if mode == "hang":
+        while True:
+            time.sleep(1000)
+
+
+@hookimpl
+def harness_register_quantizers(register):
+    register(EvilVQ)
+
+
+def install(folder: Path) -> Path:
+    """Make this module an installed plugin under ``folder`` (put it on PYTHONPATH)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "evil_plugin.py").write_text(Path(__file__).read_text())
+    info = folder / "evil_plugin-0.1.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: evil-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(ENTRY_POINTS)
+    return folder

@@ -1,0 +1,187 @@
+"""The executor seam: built-ins through the entry-point group, option checking, the layers that
+choose an executor, cell specs, record_lost, and real runs on ``local``, ``processes`` and ``--jobs``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from harness.cli import main
+from harness.errors import SuiteError, UsageError
+from harness.executors import (
+    Executor,
+    ProcessTracker,
+    build_executor,
+    check_tracking_uri,
+    record_lost,
+)
+from harness.host import build_host, get_host
+from harness.options import RunOptions, executor_choice
+from harness.plugins.executors.processes import ProcessesExecutor, cores
+from harness.specs import cell_specs, suite_overrides
+from harness.suite import load_suite
+
+
+def runs_of(uri: str, experiment: str = "tiny", kind: str = "cell") -> list:
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], f"tags.`harness.kind` = '{kind}'") if exp else []
+
+
+def test_builtin_executors_are_plugins_of_the_entry_point_group(capsys):
+    assert main(["list", "executors", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)["executors"]}
+    assert {"local", "processes"} <= set(rows)
+    assert {rows[n]["distribution"] for n in ("local", "processes")} == {"vq-harness"}
+    assert {rows[n]["plugin"] for n in ("local", "processes")} == {"executors"}  # the entry point's name
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--executor", "proceses"], "did you mean 'processes'"),
+    (["--executor-option", "jbos=2"], "did you mean 'jobs'"),
+    (["--executor-option", "jobs=two"], "jobs must be int"),
+    (["--executor-option", "jobs"], "KEY=VALUE"),
+    (["--executor", "local", "--jobs", "2"], "--jobs runs the processes executor"),
+])
+def test_bad_executor_input_exits_2_before_anything_is_recorded(argv, needle, tiny_suite, workdir, capsys):
+    assert main(["run", str(tiny_suite), "--no-progress", *argv]) == 2
+    assert needle in capsys.readouterr().err
+    assert not (workdir / "mlflow.db").exists()
+
+
+class FakeRemote(Executor):
+    """Pretends to send cells to other machines (never runs)."""
+
+    name: ClassVar[str] = "fake-remote"
+    remote: ClassVar[bool] = True
+    option_types: ClassVar[dict[str, type]] = {"partition": str}
+
+
+def test_a_remote_executor_refuses_a_local_store_unless_forced():
+    import types
+
+    from harness import hookimpl
+
+    plugin = types.ModuleType("fake_remote")
+    plugin.harness_register_executors = hookimpl(lambda register: register(FakeRemote))  # type: ignore[attr-defined]
+    host = build_host(extra_plugins={"fake": plugin})
+    executor = build_executor(host, "fake-remote", {"partition": "gpu"})
+    with pytest.raises(UsageError, match="other machines"):
+        check_tracking_uri(executor, "sqlite:////tmp/mlflow.db")
+    check_tracking_uri(executor, "http://127.0.0.1:5000")
+    forced = build_executor(host, "fake-remote", {"allow_sqlite": "true"})
+    assert forced.options == {"allow_sqlite": True}
+    check_tracking_uri(forced, "sqlite:////shared/mlflow.db")
+    with pytest.raises(UsageError, match="did you mean 'partition'"):
+        build_executor(host, "fake-remote", {"partiton": "gpu"})
+
+
+def test_executor_layers_suite_then_harness_toml_then_jobs_then_the_command_line(workdir):
+    suite = {"name": "processes", "options": {"jobs": 2, "watchdog": 60}}
+    assert executor_choice(None, RunOptions()) == ("processes", {})
+    assert executor_choice(suite, RunOptions()) == ("processes", {"jobs": 2, "watchdog": 60})
+    assert executor_choice(suite, RunOptions(jobs=3)) == ("processes", {"jobs": 3, "watchdog": 60})
+    (workdir / "harness.toml").write_text('[executor]\nname = "local"\n')
+    assert executor_choice(suite, RunOptions()) == ("local", {})  # this machine's choice wins
+    assert executor_choice(suite, RunOptions(executor="processes", executor_options={"jobs": "4"})) == (
+        "processes", {"jobs": "4"})
+    (workdir / "harness.toml").write_text('[executor]\nname = "local"\nopts = {}\n')
+    with pytest.raises(SuiteError, match=r"harness.toml:3: unknown key 'executor.opts'; did you mean 'options'"):
+        executor_choice(None, RunOptions())
+
+
+def test_processes_gives_each_worker_its_share_of_the_cores():
+    assert ProcessesExecutor().threads == cores()
+    assert ProcessesExecutor(jobs=2).threads == max(1, cores() // 2)
+    assert ProcessesExecutor(jobs=2, threads=3).threads == 3
+    with pytest.raises(UsageError):
+        ProcessesExecutor(jobs=0)
+
+
+def test_specs_rebuild_the_same_cells_from_the_file_and_the_overrides(tiny_suite):
+    suite = load_suite(str(tiny_suite), "smoke", overrides=["train.lr=0.5", "dataset.params.n_train=128"],
+                       seeds=3)
+    assert set(suite_overrides(suite)) == {"train.lr=0.5", "dataset.params.n_train=128", "matrix.seeds=3"}
+    cells = suite.cells(["vq"])
+    specs = cell_specs(suite, [(c, None) for c in cells], ["vq"], "parent", "sqlite:////x.db", {})
+    rebuilt = load_suite(specs[0].suite, specs[0].profile, overrides=specs[0].overrides).cells(["vq"])
+    assert [s.cell_hash for s in specs] == [c.config_hash for c in rebuilt] == [c.config_hash for c in cells]
+    assert Path(specs[0].suite).is_absolute()
+
+
+def test_record_lost_closes_the_cells_run_or_creates_one(tiny_suite, tracking_uri):
+    suite = load_suite(str(tiny_suite), "smoke")
+    tracker = ProcessTracker(tracking_uri)
+    parent = tracker.start_run("tiny", "tiny-smoke", {"harness.kind": "suite"})
+    a, b, c = suite.cells(["vq", "drifting"])[:3]
+    specs = cell_specs(suite, [(a, None), (b, None), (c, None)], ["vq", "drifting"], parent, tracking_uri, {})
+    from harness.cell import cell_tags, resolve_device
+
+    running = tracker.start_run("tiny", b.run_name, cell_tags(get_host(), suite, b, resolve_device("cpu")),
+                                parent=parent)
+    done = tracker.start_run("tiny", c.run_name, cell_tags(get_host(), suite, c, resolve_device("cpu")),
+                             parent=parent)
+    tracker.end_run(done, "FINISHED")
+
+    created = record_lost(specs[0], "FAILED", "the worker process exited with code 1", "/logs/a.log")
+    assert record_lost(specs[1], "KILLED", "node lost") == running
+    assert record_lost(specs[2], "FAILED", "too late") == done
+
+    runs = {r.info.run_id: r for r in runs_of(tracking_uri)}
+    assert runs[created].info.status == "FAILED" and runs[created].info.run_name == a.run_name
+    assert runs[created].data.tags["harness.error"] == "the worker process exited with code 1"
+    assert runs[created].data.tags["harness.log"] == "/logs/a.log"
+    assert runs[created].data.tags["harness.config_hash"] == a.config_hash
+    assert runs[created].data.tags["mlflow.parentRunId"] == parent
+    assert runs[running].info.status == "KILLED" and runs[running].data.tags["harness.error"] == "node lost"
+    assert runs[done].info.status == "FINISHED" and "harness.error" not in runs[done].data.tags
+
+
+def test_cells_run_in_workers_by_default_and_inline_with_local(tiny_suite, tracking_uri):
+    """--jobs 2: two worker processes, neither the control process; local: the control process."""
+    args = ["run", str(tiny_suite), "--profile", "smoke", "-q", "vq", "--no-progress"]
+    assert main([*args, "--jobs", "2"]) == 0
+    [parent] = runs_of(tracking_uri, kind="suite")
+    workers = {r.data.tags["harness.pid"] for r in runs_of(tracking_uri)}
+    assert len(workers) == 2 and parent.data.tags["harness.pid"] not in workers
+    assert parent.data.tags["harness.executor"] == "processes"
+
+    assert main([*args, "--executor", "local", "--seeds", "1"]) == 0
+    local = next(r for r in runs_of(tracking_uri, kind="suite") if r.data.tags["harness.executor"] == "local")
+    cells = [r for r in runs_of(tracking_uri) if r.data.tags["mlflow.parentRunId"] == local.info.run_id]
+    assert [r.data.tags["harness.pid"] for r in cells] == [local.data.tags["harness.pid"]]
+    assert {r.info.status for r in runs_of(tracking_uri)} == {"FINISHED"}
+
+
+def test_signal_handlers_wait_for_the_end_of_a_store_call():
+    """A Ctrl-C inside a store call would abandon an SQLite transaction: it is held until the call ends,
+    even with other threads running (where the kernel may deliver it)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    from harness.signals import deferred, guarded
+
+    seen: list[str] = []
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait, daemon=True)
+    other.start()
+    previous = signal.signal(signal.SIGUSR1, guarded(lambda signum, frame: seen.append("handled")))
+    try:
+        with deferred():
+            os.kill(os.getpid(), signal.SIGUSR1)
+            for _ in range(100):  # Python would run an unguarded handler at the next bytecode
+                time.sleep(0.001)
+            seen.append("call ended")
+        assert seen == ["call ended", "handled"]
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.01)
+        assert seen[-1] == "handled" and len(seen) == 3  # outside a call: at once
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        stop.set()
