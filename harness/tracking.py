@@ -31,7 +31,7 @@ from harness.errors import HarnessError
 from harness.store import check_store
 
 DEFAULT_URI = "sqlite:///mlflow.db"
-FLUSH_EVERY_S = 2.0  # buffered metrics reach the store at least this often (live curves in the UI)
+FLUSH_EVERY_S = 5.0  # buffered metrics reach the store at least this often (live curves in the UI)
 BATCH = 1000  # metrics per log_batch call (MLflow's limit)
 T = TypeVar("T")
 
@@ -230,11 +230,11 @@ class Tracker:
     """Writes runs, params, metrics and artifacts for the harness."""
 
     def __init__(self, uri: str | None = None) -> None:
-        from mlflow.tracking import MlflowClient
-
         self.uri = resolve_uri(uri)
         check_sqlite_folder(self.uri)
         check_store(self.uri)  # a folder, or damaged pages: reported, never used (harness.store)
+        from mlflow.tracking import MlflowClient  # after the checks: they fail before this import
+
         try:
             with store_init_lock(self.uri):  # MLflow migrates a new SQLite store unlocked
                 self.client = _retry(lambda: MlflowClient(tracking_uri=self.uri))

@@ -128,7 +128,9 @@ def run(state: TrainState, batches: Any, losses: LossSet, callbacks: list[Any]) 
         x = next(batches)
         x_hat, out, loss, terms = step_fn(x, check)
         check = False
-        extra = {**losses.step(state, x, x_hat), **hooks.after_step(state, x, x_hat, out)}
+        extra = hooks.after_step(state, x, x_hat, out)
+        if losses.steppers:
+            extra.update(losses.step(state, x, x_hat))
         guard.add(state.step, loss)
         state.step += 1
         if state.step % log_every == 0 or state.step == state.steps_total:

@@ -43,11 +43,17 @@ class Callbacks:
 
 
 class UsageWindow:
-    """Codes used since the last log step, per stage (``train/utilization``), kept on the device."""
+    """Codes used since the last log step, per stage (``train/utilization``), kept on the device.
 
-    def __init__(self, stage_sizes: tuple[int, ...], device: torch.device) -> None:
-        self.sizes = stage_sizes
+    Each step's indices are only kept (a list append); they are folded into the
+    per-stage masks every ``fold`` steps and at log steps, so a toy step pays no
+    extra op and a large image batch holds at most ``fold`` index tensors.
+    """
+
+    def __init__(self, stage_sizes: tuple[int, ...], device: torch.device, fold: int = 16) -> None:
+        self.sizes, self.fold = stage_sizes, fold
         self.used = [torch.zeros(k, dtype=torch.bool, device=device) for k in stage_sizes]
+        self.pending: list[Tensor] = []
 
     @classmethod
     def of(cls, state: Any) -> UsageWindow:
@@ -55,9 +61,19 @@ class UsageWindow:
         return cls(tuple(sizes), state.device)
 
     def after_step(self, state: Any, x: Tensor, x_hat: Tensor, out: Any) -> None:
-        self.update(out.indices)
+        self.pending.append(out.indices)
+        if len(self.pending) >= self.fold:
+            self._fold()
 
     def update(self, indices: Tensor) -> None:
+        self.pending.append(indices)
+        self._fold()
+
+    def _fold(self) -> None:
+        if not self.pending:
+            return
+        indices = torch.cat(self.pending) if len(self.pending) > 1 else self.pending[0]
+        self.pending = []
         if indices.dim() == 1:  # one stage: one op
             self.used[0].index_fill_(0, indices, True)  # no host value copied to the device
             return
@@ -69,6 +85,7 @@ class UsageWindow:
         logs.update(self.flush())
 
     def flush(self) -> dict[str, Tensor]:
+        self._fold()
         fractions = [u.float().mean() for u in self.used]
         for u in self.used:
             u.zero_()

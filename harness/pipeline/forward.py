@@ -177,7 +177,12 @@ def cell_inputs(state: Any, train_set: Dataset) -> Iterator[Tensor]:
     if not plain:
         yield from (x for x, _ in cell_batches(state, train_set))
         return
-    inputs = TensorDataset(train_set.tensors[0])
-    seed = state.config["seed"] + 1_000_003 * state.step
-    for (x,) in tensor_batches(inputs, cfg["batch_size"], seed, len(inputs) >= cfg["batch_size"]):
-        yield x.to(state.device, non_blocking=True)
+    x_all = train_set.tensors[0].to(state.device)  # same order as tensor_batches, first tensor only
+    generator = torch.Generator().manual_seed(state.config["seed"] + 1_000_003 * state.step)
+    n = len(x_all)
+    batch = min(cfg["batch_size"], n)
+    stop = n - batch + 1 if n >= cfg["batch_size"] else n
+    while True:
+        order = torch.randperm(n, generator=generator).to(state.device, non_blocking=True)
+        for start in range(0, stop, batch):
+            yield x_all[order[start : start + batch]]
