@@ -83,10 +83,10 @@ class RayExecutor(Executor):
 
         threads = str(max(1, int(self.num_cpus)))
         env = {"HARNESS_CHECKPOINT_DIR": str(checkpoint_root(specs[0].tracking_uri)), "OMP_NUM_THREADS": threads}
-        task = ray.remote(ray_cell).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus,
-                                           max_retries=self.max_retries, retry_exceptions=False,
-                                           runtime_env={"env_vars": env})
-        pending = {task.options(name=spec.run_name).remote(spec): spec for spec in specs}
+        task = ray.remote(ray_cell)
+        options = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "max_retries": self.max_retries,
+                   "retry_exceptions": False, "runtime_env": {"env_vars": env}}
+        pending = {task.options(name=spec.run_name, **options).remote(spec): spec for spec in specs}
         print(f"harness: submitted {len(pending)} Ray tasks (one per cell, {self.num_cpus:g} CPU, "
               f"{self.num_gpus:g} GPU each)", file=sys.stderr)
         tracker = ProcessTracker(specs[0].tracking_uri)

@@ -321,18 +321,23 @@ def _join_ranks() -> bool:
 
 @contextlib.contextmanager
 def preemption() -> Iterator[list[Any]]:
-    """submitit's preemption signal (USR2) first stops the cell like SIGTERM does (checkpoint, KILLED);
-    the caller then hands it to submitit's handler, which requeues the job."""
+    """submitit's preemption/time-limit signal (USR2) first stops the cell the way SIGTERM does (at the
+    next step: checkpoint, KILLED); the caller then hands it to submitit's handler, which requeues.
+
+    The signal becomes a SIGTERM to this process, so the cell's own handler takes it (postponed
+    while a store call runs); before the cell has installed one, the cell stops at once.
+    """
     sig = _preempt_signal()
-    previous = signal.getsignal(sig)
+    previous, before = signal.getsignal(sig), signal.getsignal(signal.SIGTERM)
     received: list[Any] = []
 
     def on_signal(signum: int, frame: Any) -> None:
+        from harness.interrupt import Interrupted
+
         received.append(previous)
-        term = signal.getsignal(signal.SIGTERM)  # the cell's interrupt guard while it trains
-        guard = getattr(term, "__self__", None)
-        if callable(term) and guard is not None and not getattr(guard, "requested", True):
-            term(signal.SIGTERM, frame)
+        if signal.getsignal(signal.SIGTERM) is before:  # no cell handler yet (or any more)
+            raise Interrupted(signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     signal.signal(sig, on_signal)
     try:
