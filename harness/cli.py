@@ -318,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--harness-source", metavar="SOURCE", help="where the package gets the harness: a git URL, "
                    "a wheel, or a requirement (default $HARNESS_SOURCE, else the harness's git repository)")
     q.set_defaults(func=cmd_new)
+
+    from harness.repair import add_parser as add_runs_parser  # harness runs repair
+
+    add_runs_parser(sub)
     return parser
 
 
