@@ -167,6 +167,7 @@ def tracking_server(postgres: str, engines_dir: Path) -> Iterator[str]:
                              "--port", str(port), "--artifacts-destination", str(engines_dir / "artifacts")],
                             cwd=engines_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
+    (engines_dir / "server.pid").write_text(str(proc.pid))  # for .ci/run's trap
     try:
         if not wait_healthy(url, proc):
             unavailable(f"harness server did not answer on {url}: {(engines_dir / 'server.log').read_text()[-2000:]}")
