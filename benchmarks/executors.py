@@ -42,20 +42,22 @@ def run_once(suite: str, profile: str, executor: str, uri: str | None, folder: P
     for item in filter(None, opts.split(",")):
         command += ["--executor-option", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
+    since_ms = int(time.time() * 1000)  # a shared --tracking-uri holds other runs too
     start = time.perf_counter()
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode not in (0, 1):
         raise SystemExit(f"{executor}: harness run exited {done.returncode}\n{done.stderr[-3000:]}")
-    return {"executor": executor, "wall_s": wall, **dispatch_times(uri)}
+    return {"executor": executor, "wall_s": wall, **dispatch_times(uri, since_ms)}
 
 
-def dispatch_times(uri: str) -> dict[str, Any]:
-    """Submit-to-first-step times from the store (module docstring)."""
+def dispatch_times(uri: str, since_ms: int = 0) -> dict[str, Any]:
+    """Submit-to-first-step times from the store (module docstring), of runs started after ``since_ms``."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id], max_results=5000)
+            if (r.info.start_time or 0) >= since_ms]
     parent = next(r for r in runs if r.data.tags.get("harness.kind") == "suite")
     cells = sorted((r for r in runs if r.data.tags.get("harness.kind") == "cell"), key=lambda r: r.info.start_time)
     first_step = {r.info.run_id: min(m.timestamp for m in client.get_metric_history(r.info.run_id, "train/loss"))

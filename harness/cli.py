@@ -169,6 +169,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from harness.tracking import resolve_uri
 
     uri = resolve_uri(args.tracking_uri)
+    if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI
+        print(f"{uri} is a tracking server: its UI is at {uri}")
+        return 0
     command = server_command(uri, None, args.host, args.port, args.workers, subcommand="ui")
     print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     return serve(command, server_env())
