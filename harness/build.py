@@ -123,11 +123,13 @@ def check_train(host: Host, suite: Suite) -> None:
 
 def check_losses(host: Host, train: dict[str, Any]) -> None:
     """Every ``train.loss`` entry names a registered loss with parameters it takes; no term twice."""
-    from harness.pipeline.losses import loss_specs
+    from harness.pipeline.losses import LEGACY_FORMS, loss_specs
 
     filled: dict[str, str] = {}
     for spec in loss_specs(train):
         if spec["name"] not in host.losses.names():
+            if isinstance(train.get("loss"), str):  # a typo in a string form: suggest the whole form
+                raise UnknownNameError("train.loss", train["loss"], [*LEGACY_FORMS, *host.losses.names()])
             raise UnknownNameError("loss in train.loss", spec["name"], host.losses.names())
         entry = host.losses.get(spec["name"])
         check_params(entry.obj, "losses", entry.name, {k: v for k, v in spec.items() if k != "name"})

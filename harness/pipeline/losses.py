@@ -21,6 +21,8 @@ from torch import Tensor
 
 from harness.errors import UsageError
 
+#: the string forms of ``train.loss`` earlier suites used (deprecated)
+LEGACY_FORMS = ("mse", "mse+lpips", "l1+lpips")
 #: [train] keys read only by the deprecated string form of ``train.loss``
 LEGACY_KEYS = ("lpips_weight", "lpips_net", "discriminator", "disc_lr", "disc_weight", "disc_layers")
 

@@ -86,7 +86,8 @@ def test_imagenet128_smoke_with_weights(workdir: Path, fake_torch_home: Path,  #
     monkeypatch.setenv("TORCH_HOME", str(fake_torch_home))
     root = workdir / "imagenet"
     write_imagenet(root, {"train": 4, "val": 1})
-    suite = load_suite("imagenet128", "smoke", overrides=['train.loss="mse+lpips"'])
+    suite = load_suite("imagenet128", "smoke", overrides=[
+        'train.loss=["mse", {name="lpips", net="alex"}, {name="patchgan", weight=0.0}]'])
     result = run_suite(suite, None, options(workdir, root))
     finished(result)
     assert [c.cell.method for c in result.cells] == ["nsvq", "simvq"]

@@ -143,7 +143,7 @@ def test_legacy_keys_with_a_list_are_refused():
 
 @pytest.mark.parametrize("train, match", [
     ({"loss": ["mse", "lpip"]}, "did you mean 'lpips'"),
-    ({"loss": "mse+lpip"}, "did you mean 'lpips'"),
+    ({"loss": "mse+lpip"}, "did you mean 'mse\\+lpips'"),
     ({"loss": [{"name": "lpips", "nett": "vgg"}]}, "did you mean 'net'"),
     ({"loss": ["mse", "l1"]}, "both fill the term 'rec'"),
     ({"loss": [{"weight": 1.0}]}, "must be a loss name or a table"),
