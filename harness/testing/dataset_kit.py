@@ -1,4 +1,4 @@
-"""The dataset test kit: the contract every dataset plugin keeps (docs/hooks.md, "Testing your plugin").
+"""The dataset test kit: the contract every dataset plugin keeps (docs/hooks.md, "Testing a plugin").
 
 Items are a tensor ``x`` or a pair ``(x, label)``; points are ``float32 (D,)``,
 images ``float32 (3, H, W)`` in ``[-1, 1]``; every item of a split has one shape;
