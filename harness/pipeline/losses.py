@@ -98,9 +98,9 @@ def warn_deprecated(message: str, where: str) -> None:
 class LossSet:
     """The cell's loss plugins: their weighted sum each step, and their own steps after it.
 
-    Weights live in ``state.loss_weights`` under each loss's ``key`` (``setup``
-    puts the suite's ``weight`` there unless a schedule or checkpoint already
-    did); a term without a weight counts once. Terms computed so far in a step
+    Weights live in ``state.loss_weights`` under each loss's ``key``: ``setup``
+    puts the suite's ``weight`` there before schedules start and before a
+    checkpoint is restored (which then wins); a term without a weight counts once. Terms computed so far in a step
     are in ``state.terms``, so a later loss (PatchGAN's adaptive weight) can
     read the reconstruction terms before it.
     """
@@ -111,7 +111,7 @@ class LossSet:
 
     def setup(self, state: Any) -> None:
         for loss in self.losses:
-            state.loss_weights.setdefault(loss.key, loss.weight)
+            state.loss_weights[loss.key] = loss.weight
             loss.setup(state)
             if loss.state_dict():  # checkpointed with the state (harness.checkpoint)
                 state.extras[getattr(loss, "state_key", f"loss.{loss.name}")] = loss

@@ -206,6 +206,20 @@ def test_weights_scale_terms_and_zero_weight_skips():
     assert Count.calls == 1 and set(terms) == {"quantizer"} and total.item() == 2.0
 
 
+def test_the_suite_weight_of_a_pixel_loss_applies():
+    """``{ name = "mse", weight = 0.5 }`` halves ``rec``, although the state starts every weight at 1."""
+    from harness.train import TrainState
+
+    host = get_host()
+    model = host.models.get("linear2d").obj(latent_dim=2)
+    quantizer = host.quantizers.get("vq").obj(dim=2, codebook_size=4)
+    state = TrainState(model, quantizer, torch.optim.SGD(model.parameters(), lr=0.1),
+                       {"seed": 0, "train": {}}, torch.device("cpu"), 1, 1)
+    assert state.loss_weights["rec"] == 1.0
+    build_losses(host, [{"name": "mse", "weight": 0.5}]).setup(state)
+    assert state.loss_weights["rec"] == 0.5
+
+
 def test_train_loop_uses_the_configured_losses(alexnet_file):
     """A few steps of the real loop log the LPIPS term, weighted by its suite weight."""
     from harness.train import TrainState, train
