@@ -245,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suite")
     p.add_argument("-q", "--quantizer", action="append", metavar="NAME",
                    help="run only these methods or quantizers (repeatable)")
-    p.add_argument("--profile", default="full", help="full (the paper's protocol) or smoke")
+    p.add_argument("--profile", default="full",
+                   help="full (the default: the suite as written), smoke, or one of the suite's own (toy2d: all)")
     p.add_argument("--seeds", type=int, help="number of seeds per configuration")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a suite key (repeatable)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
