@@ -1,10 +1,11 @@
 """Per-cell dispatch overhead of each executor, and a whole suite's wall time (not a test).
 
     python benchmarks/executors.py [--suite toy2d] [--profile smoke] [--repeats 1]
-        [--executor local --executor processes --executor processes:jobs=2 ...]
+        [--executor local --executor processes:jobs=1 --executor processes:jobs=2 ...]
 
 Each executor runs the suite through the real command line (``harness run SUITE
---executor NAME --executor-option K=V``) into a fresh SQLite store, with
+--executor NAME --executor-option K=V``; options given here override a suite's
+``[executor]`` table, e.g. toy2d's ``jobs = 2``) into a fresh SQLite store, with
 ``train.log_every = 1`` so the first training step is timestamped in MLflow. Then:
 
 - suite wall time: the ``harness run`` process, start to exit (imports included);
@@ -82,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for _ in range(args.repeats):
-        for executor in args.executor or ["local", "processes", "processes:jobs=2"]:
+        for executor in args.executor or ["local", "processes:jobs=1", "processes:jobs=2"]:
             with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
                 row = run_once(args.suite, args.profile, executor, args.tracking_uri, Path(tmp))
             rows.append(row)

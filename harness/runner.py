@@ -82,6 +82,8 @@ def select_cells(host: Host, suite: Suite, methods: list[str] | None,
     """The suite's cells (checked: every name and parameter exists), this shard's slice."""
     cells = suite.cells(methods)
     check_suite(host, suite, cells)
+    if any((c.config["train"].get("timeout") or 0) < 0 for c in cells):
+        raise suite.error("train.timeout must be >= 0 seconds (0: no limit)", ("train", "timeout"))
     return select_shard(cells, shard)
 
 

@@ -134,7 +134,7 @@ class _Worker:
 
 
 class ProcessesExecutor(Executor):
-    """Worker processes on this machine, ``jobs`` at once; a crashing or hung cell fails alone."""
+    """Worker processes on this machine, `jobs` at once; a crashing or hung cell fails alone."""
 
     name: ClassVar[str] = "processes"
     option_types: ClassVar[dict[str, type]] = {"jobs": int, "watchdog": float, "threads": int}

@@ -68,6 +68,26 @@ def test_exit_os_exit_and_segfault_fail_their_cell_and_the_suite_goes_on(workdir
     no_running(store)
 
 
+def test_a_worker_killed_from_outside_fails_its_cell_and_the_next_cell_runs(workdir, store, suite_file,
+                                                                            plugin_path):
+    """What the OOM killer does: SIGKILL to the worker in the middle of a cell."""
+    path = evil_suite(suite_file, {"slow": "slow"}, delay=0.05)
+    proc = start(["run", str(path), "-q", "slow", "--seeds", "2", "--no-progress", "--set", "train.steps=200",
+                  "--set", "train.log_every=5"], workdir, PYTHONPATH=plugin_path)
+    run = wait_for(lambda: next((r for r in cell_runs(store) if "train/loss" in r.data.metrics), None),
+                   "a training cell", proc=proc)
+    os.kill(int(run.data.tags["harness.pid"]), signal.SIGKILL)
+    rc, _out, err = finish(proc)
+
+    assert rc == 1, err
+    runs = {r.info.run_name: r for r in cell_runs(store)}
+    killed = runs.pop(run.info.run_name)
+    assert killed.info.status == "FAILED"
+    assert "killed by signal SIGKILL (out of memory?)" in killed.data.tags["harness.error"]
+    assert [r.info.status for r in runs.values()] == ["FINISHED"]  # a fresh worker ran the other seed
+    no_running(store)
+
+
 def test_a_hung_cell_is_ended_by_the_watchdog_and_by_train_timeout(workdir, store, suite_file, plugin_path):
     path = evil_suite(suite_file, {"hangs": "hang"})
     # the no-progress watchdog: no write to the store for 20 s (a healthy tiny cell writes far more often)
