@@ -148,7 +148,7 @@ def optimise(state: TrainState, forward: Any, losses: LossSet, precision: str, c
     """One step: forward, (first step: contract check), weighted loss, backward, optimiser step."""
     x_hat, out, z = forward(x, precision)
     if check:
-        check_quantizer_output(state.quantizer, z.numel() // z.shape[1], z.shape[1], out)
+        check_quantizer_output(state.quantizer, z.numel() // z.shape[1], z.shape[1], out, state.step)
     loss, terms = losses(state, x, x_hat, out)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -92,13 +92,18 @@ class BadIndices(Quantizer):
 @pytest.mark.parametrize("mode, message", [
     ("int32", r"indices must be int64 of shape \(8,\), got torch.int32 \(8, 1\)"),
     ("range", r"indices of stage 0 must lie in \[0, 4\), got \[4, 4\]"),
-    ("loss", r"loss must be finite, got inf"),
 ])
 def test_the_contract_is_checked_on_the_first_step(mode, message):
     state = toy_state(BadIndices(mode=mode), steps=5)
     with pytest.raises(ContractViolation, match=message):
         train(state, points(), [], log=lambda values, step: None)
     assert state.step == 0  # before any update
+
+
+def test_a_loss_not_finite_on_the_first_step_is_a_divergence_at_step_0():
+    state = toy_state(BadIndices(mode="loss"), steps=5)
+    with pytest.raises(Diverged, match=r"diverged at step 0 \(loss = inf\)"):
+        train(state, points(), [], log=lambda values, step: None)
 
 
 def test_multi_stage_shapes():

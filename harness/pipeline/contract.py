@@ -12,24 +12,28 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from harness.errors import HarnessError
+from harness.errors import Diverged, HarnessError
 
 
 class ContractViolation(HarnessError):
     """A plugin's output breaks its contract; the cell fails with what was expected and what came."""
 
 
-def check_quantizer_output(quantizer: Any, tokens: int, dim: int, out: Any) -> None:
+def check_quantizer_output(quantizer: Any, tokens: int, dim: int, out: Any, step: int = 0) -> None:
     """``out`` (a :class:`~harness.contracts.QuantizeOutput`) for ``tokens`` inputs of ``dim`` features.
 
     z_q: floating ``(N, D)``; indices: int64 ``(N,)`` for one stage, ``(N, stages)``
-    for several, each stage's in ``[0, K_stage)``; loss: a finite scalar.
+    for several, each stage's in ``[0, K_stage)``; loss: a scalar. A loss that is
+    not finite is reported as what it is, a divergence at ``step``
+    (:class:`~harness.errors.Diverged`): a valid method with extreme settings does that.
     """
     name = getattr(quantizer, "name", "") or type(quantizer).__name__
     problems = list(_problems(quantizer, tokens, dim, out))
     if problems:
         raise ContractViolation(f"quantizer {name!r} broke the quantizer contract on its first step: "
                                 + "; ".join(problems) + " (docs/hooks.md, 'Quantizers')")
+    if not bool(torch.isfinite(out.loss.detach())):
+        raise Diverged(step, float(out.loss.detach()))
 
 
 def _problems(quantizer: Any, n: int, dim: int, out: Any):
@@ -49,7 +53,5 @@ def _problems(quantizer: Any, n: int, dim: int, out: Any):
         for stage, (lo, hi, k) in enumerate(zip(low, high, sizes, strict=True)):
             if lo < 0 or hi >= k:
                 yield f"indices of stage {stage} must lie in [0, {k}), got [{lo}, {hi}]"
-    if out.loss.dim() != 0:
-        yield f"loss must be a scalar, got shape {tuple(out.loss.shape)}"
-    elif not bool(torch.isfinite(out.loss.detach())):
-        yield f"loss must be finite, got {float(out.loss.detach())}"
+    if out.loss.dim() != 0 or not out.loss.is_floating_point():
+        yield f"loss must be a floating scalar, got {out.loss.dtype} of shape {tuple(out.loss.shape)}"
