@@ -206,12 +206,20 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 # -- new -------------------------------------------------------------------------------
 
 def cmd_new(args: argparse.Namespace) -> int:
-    from harness.scaffold import PluginNames, scaffold_quantizer
+    from harness.scaffold import (
+        PluginNames,
+        editable_warning,
+        harness_requirement,
+        scaffold_quantizer,
+    )
 
     folder = scaffold_quantizer(args.name, args.dir, harness_source=args.harness_source)
     names = PluginNames.from_name(args.name)
     print(f"wrote the {names.distribution} plugin package to {folder}\n"
           f"next: cd {folder} && pip install -e \".[test]\" && harness run toy2d -q {args.name} --profile smoke")
+    note = editable_warning(harness_requirement(args.harness_source))
+    if note:
+        print(f"harness: {note}", file=sys.stderr)
     return 0
 
 

@@ -127,6 +127,32 @@ def harness_requirement(source: str | None = None) -> str:
                      "a URL (git+https://..., a wheel's https:// or file:// URL) nor an existing path")
 
 
+def editable_checkout() -> Path | None:
+    """The checkout this harness is an editable install of (PEP 610 ``direct_url.json``), if any."""
+    import json as _json
+    from importlib.metadata import distributions
+    from urllib.parse import unquote, urlparse
+
+    # the installed record, not an .egg-info a source checkout on sys.path may shadow it with
+    texts = [d.read_text("direct_url.json") for d in distributions(name=HARNESS_DISTRIBUTION)]
+    text = next((x for x in texts if x), None)
+    info = _json.loads(text) if text else {}
+    if not info.get("dir_info", {}).get("editable") or not info.get("url", "").startswith("file:"):
+        return None
+    return Path(unquote(urlparse(info["url"]).path))
+
+
+def editable_warning(requirement: str) -> str | None:
+    """Why installing the package would replace an editable harness, and what to do instead."""
+    checkout = editable_checkout()
+    if checkout is None or "@" not in requirement:
+        return None
+    return (f"note: this harness is an editable install of {checkout}; `pip install -e .` in the package "
+            f"would replace it with {requirement.split('@', 1)[1].strip()}. To keep the checkout, scaffold "
+            f"with --harness-source {HARNESS_DISTRIBUTION} (any installed harness satisfies it) or install "
+            "the package with --no-deps")
+
+
 def render(names: PluginNames, harness: str | None = None) -> dict[str, str]:
     """The package's files: relative path -> text; ``harness`` as :func:`harness_requirement`."""
     values = {"name": names.quantizer, "distribution": names.distribution,

@@ -178,3 +178,19 @@ def test_scaffold_install_run_rank_and_generated_tests_pass(tmp_path):
 
     tests = _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], package, env)
     assert " passed" in tests.stdout and "failed" not in tests.stdout
+
+
+def test_an_editable_harness_is_warned_about_before_pip_replaces_it(tmp_path, capsys, monkeypatch):
+    """A URL dependency makes pip swap an editable harness for the git one: `harness new` says so."""
+    from harness.scaffold import editable_checkout, editable_warning
+
+    monkeypatch.delenv("HARNESS_SOURCE", raising=False)
+    checkout = editable_checkout()
+    if checkout is None:
+        pytest.skip("the harness is not an editable install here")
+    assert main(["new", "quantizer", "my-vq", "--dir", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert f"editable install of {checkout}" in err and "--harness-source vq-harness" in err
+    assert main(["new", "quantizer", "my-vq", "--dir", str(tmp_path / "b"), "--harness-source", "vq-harness"]) == 0
+    assert "editable" not in capsys.readouterr().err
+    assert editable_warning("vq-harness>=0.1") is None
