@@ -1,4 +1,4 @@
-"""The contracts between the host and its plugins (see DESIGN.md, "Contracts").
+"""The contracts between the host and its plugins (docs/architecture.md, "The contracts").
 
 Plugins need not inherit from these classes (the host duck-types them), but the
 base classes give the defaults the host relies on and a place to read the rules.

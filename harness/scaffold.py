@@ -40,8 +40,6 @@ MAX_NAME = 40
 
 #: the environment variable that sets the scaffold's harness requirement (as --harness-source)
 HARNESS_SOURCE_ENV = "HARNESS_SOURCE"
-#: the harness's git repository: the default source of the scaffold's dependency (docs/ci.md)
-HARNESS_GIT_URL = "https://github.com/vq-harness/vq-harness.git"
 HARNESS_DISTRIBUTION = "vq-harness"
 
 
@@ -91,8 +89,14 @@ def check_not_registered(name: str) -> None:
 
 
 def default_harness_source() -> str:
-    """The harness's git repository: its ``Repository`` project URL when the installed
-    metadata has one, else :data:`HARNESS_GIT_URL`."""
+    """Where the harness installed here came from, as a source pip can install again.
+
+    In order: the ``Repository`` project URL of the installed metadata; the
+    ``origin`` remote of the checkout it is an editable install of; that checkout
+    itself as a ``git+file://localhost/...`` URL (right on this machine only: a
+    CI job needs ``--harness-source``). The harness has no canonical public URL
+    to fall back on, so with none of these it asks for ``--harness-source``.
+    """
     from importlib.metadata import PackageNotFoundError, metadata
 
     try:
@@ -103,7 +107,27 @@ def default_harness_source() -> str:
         label, _, url = entry.partition(",")
         if label.strip().lower() == "repository" and url.strip():
             return f"git+{url.strip()}"
-    return f"git+{HARNESS_GIT_URL}"
+    checkout = editable_checkout()
+    if checkout is not None:
+        remote = _git(checkout, "remote", "get-url", "origin")
+        if remote and "://" in remote:
+            return f"git+{remote}"
+        if _git(checkout, "rev-parse", "--git-dir"):
+            return f"git+file://localhost{checkout.resolve().as_posix()}"
+    raise UsageError("cannot tell where this harness was installed from: pass --harness-source "
+                     "(a git URL such as git+https://<host>/<org>/vq-harness.git, a wheel, or "
+                     f"{HARNESS_DISTRIBUTION}>=X) or set ${HARNESS_SOURCE_ENV}")
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    """``git -C folder args`` stripped output, or ``None`` when it fails."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
 
 
 def harness_requirement(source: str | None = None) -> str:

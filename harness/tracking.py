@@ -1,5 +1,5 @@
 """MLflow, the only writer of results: one experiment per suite, a parent run per
-``harness run``, a nested run per cell (DESIGN.md, "Tracking").
+``harness run``, a nested run per cell (docs/architecture.md).
 
 Everything goes through :class:`Tracker`, which talks to ``MlflowClient`` with
 explicit run ids (no global "active run") and retries the brief "database is

@@ -1,4 +1,4 @@
-"""The MLflow layout of DESIGN.md: experiment per suite, parent run, nested cells, params, tags, artifacts."""
+"""The MLflow layout (docs/architecture.md): experiment per suite, parent run, nested cells, params, tags, artifacts."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ and pytest collects one test per check. The checks are plain functions in
 :data:`CHECKS` taking a :class:`QuantizerCase`, so a project can also
 parametrize them over many quantizers (see ``tests/quantizers/test_conformance.py``).
 
-What "conformant" means (DESIGN.md, "Contracts"): ``z_q (N, D)`` float32 with a
+What "conformant" means (docs/architecture.md, "The contracts"): ``z_q (N, D)`` float32 with a
 gradient path to ``z``; ``indices`` int64 ``(N,)`` (or ``(N, L)`` with
 ``num_stages = L``) inside each stage's size; a finite scalar ``loss``;
 float32 quantization under bf16 autocast (no op of the forward runs in bf16); reproducible under a seed; eval

@@ -1,4 +1,4 @@
-"""Code-usage metrics over the whole eval split (DESIGN.md definitions)."""
+"""Code-usage metrics over the whole eval split."""
 
 from __future__ import annotations
 

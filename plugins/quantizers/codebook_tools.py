@@ -143,7 +143,7 @@ def reseed_dead_codes(codes: Tensor, tracker: DeadCodeTracker, z: Tensor, noise_
 def float32_region(z: Tensor) -> torch.autocast:
     """Autocast off on ``z``'s device: quantization, codebook maps included, runs in float32.
 
-    DESIGN.md fixes float32 quantization even when the nets run under bf16
+    The contract fixes float32 quantization even when the nets run under bf16
     autocast; without this, a learned codebook map (SimVQ's linear layer,
     TransVQ's transformer) would run in bf16 inside an autocast region.
     """

@@ -21,7 +21,7 @@ import pytest
 
 from harness.cli import main
 from harness.errors import UsageError
-from harness.scaffold import HARNESS_GIT_URL, PluginNames, render, scaffold_quantizer
+from harness.scaffold import PluginNames, default_harness_source, render, scaffold_quantizer
 
 try:
     import tomllib
@@ -83,14 +83,16 @@ def test_generated_files_are_valid_and_wired(tmp_path):
 
 
 def test_the_harness_dependency_resolves_somewhere(tmp_path, monkeypatch):
-    """No index serves vq-harness: the default is its git repository; the option and env var choose."""
+    """No index serves vq-harness: the default is where this harness came from (its git checkout
+    here); the option and env var choose another."""
     monkeypatch.delenv("HARNESS_SOURCE", raising=False)
 
     def dependency(folder, **kwargs):
         scaffold_quantizer("my-vq", tmp_path / folder, check_registry=False, **kwargs)
         return tomllib.loads((tmp_path / folder / "pyproject.toml").read_text())["project"]["dependencies"][0]
 
-    assert dependency("a") == f"vq-harness @ git+{HARNESS_GIT_URL}"
+    here = default_harness_source()
+    assert here.startswith("git+") and dependency("a") == f"vq-harness @ {here}"
     assert dependency("b", harness_source="git+https://example.org/me/vq-harness.git@v0.2") == (
         "vq-harness @ git+https://example.org/me/vq-harness.git@v0.2")
     wheel = tmp_path / "vq_harness-0.1.0-py3-none-any.whl"
