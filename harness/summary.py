@@ -54,9 +54,11 @@ def cell_table(result: Any) -> str:
 
 
 def claim_table(result: Any) -> str:
-    return markdown(["claim", "status", "observed", "n", "check"],
-                    [[c.claim.id, c.status, "" if c.observed is None else f"{c.observed:.4g}", c.n,
-                      c.claim.describe()] for c in result.claims])
+    table = markdown(["claim", "status", "observed", "n", "check"],
+                     [[c.claim.id, c.status, "" if c.observed is None else f"{c.observed:.4g}", c.n,
+                       c.claim.describe()] for c in result.claims])
+    known = [c for c in result.claims if getattr(c.claim, "expect", None) == "not reproduced"]
+    return "\n".join([table, *(f"{c.claim.id}: expected not to reproduce: {c.claim.reason}" for c in known)])
 
 
 def where_lines(result: Any, suite_arg: str, tracking_uri: str | None) -> list[str]:

@@ -58,3 +58,22 @@ def test_a_path_with_spaces_is_quoted(workdir):
     command = leaderboard_command("my suites/a.toml", "all", None, html=True)
     assert shlex.split(command) == ["harness", "leaderboard", "my suites/a.toml", "--profile", "all",
                                     "--format", "html", "--output", "a-all.html"]
+
+
+def test_a_claim_known_not_to_reproduce_prints_its_reason():
+    """The console says why a finding is expected not to reproduce, not only that it did not."""
+    from types import SimpleNamespace
+
+    from harness.claims import check_claim
+    from harness.suite import Claim
+    from harness.summary import claim_table
+
+    claim = Claim(id="k2-collapse", text="both clusters on one code", where={"method": "vq"},
+                  metric="eval/separated", op="<=", value=0.0, expect="not reproduced",
+                  reason="symmetric clusters split by the bisector")
+    cells = [{"key": {"method": "vq", "seed": s}, "metrics": {"eval/separated": 1.0}, "status": "FINISHED"}
+             for s in range(2)]
+    result = check_claim(claim, cells)
+    assert result.status == "not reproduced"
+    text = claim_table(SimpleNamespace(claims=[result]))
+    assert "k2-collapse: expected not to reproduce: symmetric clusters split by the bisector" in text
