@@ -55,6 +55,13 @@ class WarmupCosine(Schedule):
                              f"{state.steps_total} steps")
         self.base_lrs = [float(g.get("initial_lr", g["lr"])) for g in state.optimizer.param_groups]
 
+    def state_dict(self) -> dict[str, Any]:
+        """The base rates: a resumed run must not read the restored, already decayed rate as its base."""
+        return {"base_lrs": list(self.base_lrs)}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        self.base_lrs = [float(v) for v in saved["base_lrs"]]
+
     def on_step(self, state: Any) -> None:
         if not self.base_lrs:  # resumed without on_train_start
             self.on_train_start(state)

@@ -20,10 +20,7 @@ CASES: dict[str, dict[str, Any]] = {
     "nsvq-stages": {"quantizer": "nsvq", "params": {"freeze_encoder_at": 5}},
 }
 #: known defects the kit found, each a strict xfail: fixing the plugin turns it into a failure here
-KNOWN: dict[tuple[str, str], str] = {
-    ("warmup-cosine", "resumes"): "the base rates live in a list, which checkpoints do not carry; on resume "
-                                  "the schedule reads the restored, already decayed rate as its base",
-}
+KNOWN: dict[tuple[str, str], str] = {}
 
 
 def _params() -> list[Any]:
