@@ -184,8 +184,9 @@ def lost_reason(job: Any, exc: Exception) -> tuple[str, str]:
     state = info.get("State") or "UNKNOWN"
     status = "KILLED" if state.split()[0] in KILLED_STATES else "FAILED"
     if type(exc).__name__ == "FailedJobError":  # the job function raised outside the cell's handling
-        trace = [line for line in str(exc).splitlines() if line.strip() and not line.startswith("-")]
-        return "FAILED", f"SLURM job {job.job_id}: {trace[-4] if len(trace) >= 4 else trace[-1]}"
+        text = str(exc).split("You can check full logs", 1)[0]  # submitit's message: the trace, then paths
+        trace = [line for line in text.splitlines() if line.strip() and not line.startswith("-")]
+        return "FAILED", f"SLURM job {job.job_id}: {trace[-1] if trace else type(exc).__name__}"
     tail = _tail(Path(job.paths.stderr), 3)
     return status, (f"SLURM job {job.job_id} {state} (exit code {info.get('ExitCode', '?')}, sacct)"
                     + (f": {tail}" if tail else ""))
