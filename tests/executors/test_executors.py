@@ -185,3 +185,39 @@ def test_signal_handlers_wait_for_the_end_of_a_store_call():
     finally:
         signal.signal(signal.SIGUSR1, previous)
         stop.set()
+
+
+def test_pytest_items_go_through_the_same_lifecycle_and_isolate_with_processes(tmp_path):
+    """`pytest --harness-suite --harness-executor processes`: a cell calling os._exit fails its item only,
+    its run is closed FAILED by the same lifecycle as `harness run`, and the parent run ends closed."""
+    import os
+    import subprocess
+    import sys
+    import xml.etree.ElementTree as ET
+
+    from tests.conftest import TINY_SUITE
+    from tests.executors.evil import install
+
+    site = install(tmp_path / "site")
+    evil = '[methods.crash]\nquantizer = "evil-vq"\nparams = { mode = "os_exit" }\n\n'
+    (tmp_path / "evil.toml").write_text(TINY_SUITE.replace("[methods.vq]", evil + "[methods.vq]"))
+    uri = f"sqlite:///{tmp_path / 'p.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_") and k != "MLFLOW_TRACKING_URI"}
+    env.update(PYTHONPATH=str(site), OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), "-n", "0",
+         "--harness-suite", "evil.toml", "--harness-method", "crash", "--harness-method", "vq",
+         "--harness-seeds", "1", "--harness-tracking-uri", uri, "--harness-executor", "processes",
+         "--junitxml", str(tmp_path / "report.xml")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
+    outcomes = {c.get("name"): next((x.tag for x in c if x.tag in ("failure", "error", "skipped")), "passed")
+                for c in ET.parse(tmp_path / "report.xml").getroot().iter("testcase")}
+    assert outcomes["crash-K4-d2-s0"] == "failure" and outcomes["vq-K4-d2-s0"] == "passed"
+    assert "exited with code 1" in done.stdout
+
+    cells = {r.info.run_name: r for r in runs_of(uri)}
+    assert cells["crash-K4-d2-s0"].info.status == "FAILED" and cells["vq-K4-d2-s0"].info.status == "FINISHED"
+    [parent] = runs_of(uri, kind="suite")
+    assert parent.info.status == "FAILED" and parent.data.tags["harness.executor"] == "processes"
+    assert parent.data.tags["harness.runner"] == "pytest"
