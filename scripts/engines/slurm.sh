@@ -15,6 +15,7 @@ set -euo pipefail
 action=${1:?usage: slurm.sh up|down STATE_DIR}
 state=${2:?usage: slurm.sh up|down STATE_DIR}
 base=${SLURM_ENGINE_PORT_BASE:-6817}
+export PATH="$PATH:/usr/sbin:/sbin"  # the daemons live there; a non-login root shell may lack it
 ctld_port=$base slurmd_port=$((base + 1)) dbd_port=$((base + 2)) db_port=$((base + 3))
 
 stop_pidfile() {  # stop the daemon whose pid is in $1: TERM, wait up to 20 s, then KILL

@@ -52,10 +52,20 @@ def slurm_args(suite: Path, profile: str, uri: str, tmp_path: Path, *more: str) 
             "--tracking-uri", uri, "--no-progress", *more]
 
 
-def sacct_state(job_id: str, env: dict[str, str]) -> str:
-    out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", job_id, "-o", "State"], capture_output=True,
-                         text=True, env=env, timeout=30).stdout
-    return out.strip().splitlines()[-1] if out.strip() else ""
+TRANSIENT = ("", "PENDING", "RUNNING", "COMPLETING", "REQUEUED", "CONFIGURING", "SUSPENDED")
+
+
+def sacct_state(job_id: str, env: dict[str, str], settle_s: float = 60) -> str:
+    """The job's final state in accounting (a job whose result is written may still be completing)."""
+    deadline, state = time.monotonic() + settle_s, ""
+    while time.monotonic() < deadline:
+        out = subprocess.run(["sacct", "-X", "-P", "-n", "-j", job_id, "-o", "State"], capture_output=True,
+                             text=True, env=env, timeout=30).stdout
+        state = out.strip().splitlines()[-1] if out.strip() else ""
+        if state.split(" ")[0] not in TRANSIENT:
+            return state
+        time.sleep(0.5)
+    return state
 
 
 def release_requeued(name: str, env: dict[str, str], timeout: float = 120) -> None:
