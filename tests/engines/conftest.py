@@ -102,8 +102,7 @@ def slurm(engines_dir: Path) -> Iterator[dict[str, str]]:
     except ImportError:
         unavailable("submitit is not installed: pip install 'vq-harness[slurm]'")
     state = engines_dir / "slurm"
-    env = {**os.environ, "SLURM_ENGINE_PORT_BASE": str(free_ports(4))}
-    os.environ["SLURM_ENGINE_PORT_BASE"] = env["SLURM_ENGINE_PORT_BASE"]
+    os.environ["SLURM_ENGINE_PORT_BASE"] = str(free_ports(4))  # read by slurm.sh (ctld, slurmd, dbd, MariaDB)
     error = _bring_up("slurm.sh", state)
     if error:
         subprocess.run(["bash", str(SCRIPTS / "slurm.sh"), "down", str(state)], timeout=120)
