@@ -41,7 +41,8 @@ td.interrupted, td.running { color: #8a6d00; font-weight: bold; background: #fff
 td.unavailable { color: #8a6d00; }
 tr.reported td { color: #555; font-style: italic; background: #fafafa; }
 tr.group th { text-align: left; background: #fff; border: none; padding-top: .8em; }
-tr.partial td.status { color: #b00020; }
+tr.partial td.status, tr.failed td.status, tr.killed td.status { color: #b00020; }
+tr.interrupted td.status, tr.running td.status { color: #8a6d00; }
 td.holds { color: #1b5e20; font-weight: bold; } td.FAILS { color: #b00020; font-weight: bold; }
 td.reported-claim { color: #0d47a1; } td.no-data { color: #888; }
 .legend, figcaption, .note { color: #444; font-size: .88em; }
@@ -81,7 +82,7 @@ def _row_html(board: Leaderboard, row: Row, columns: list[str]) -> str:
     cells += [_metric_cell(board, row, column) for column in columns]
     cells.append(f'<td class="text status">{_e(status_text(row, board))}</td>')
     cells.append(f'<td class="code" title="{_e(row.digest)}">{_e(digest_text(row))}</td>')
-    kind = "reported" if row.reported else "failed" if row.n == 0 else "partial" if row.status != "ok" else "ok"
+    kind = "reported" if row.reported else row.status
     return f'<tr class="{kind}" data-method="{_e(row.method)}">{"".join(cells)}</tr>'
 
 

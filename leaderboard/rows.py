@@ -96,8 +96,9 @@ class Row:
     def status(self) -> str:
         if self.reported:
             return "reported"
-        if self.n == 0:
-            return "failed"
+        if self.n == 0:  # no finished seed: what happened to them, if all alike
+            states = {s.state for s in self.seeds.values()}
+            return states.pop() if len(states) == 1 else "failed"
         problems = self.failed or self.count("running") or self.nan
         return "partial" if problems else "ok"
 

@@ -201,10 +201,13 @@ def test_interrupted_killed_and_nan_cells_are_never_ok(tracker):
     record(tracker, "nan", 0, {"mse": float("nan"), "psnr": 20.0})
     record(tracker, "nan", 1, {"mse": 0.05, "psnr": 21.0})
     record(tracker, "allnan", 0, {"mse": float("nan"), "psnr": 19.0})
+    record(tracker, "stopped", 0, {}, status="KILLED", tags={"harness.checkpoint_step": "10"})
+    record(tracker, "stopped", 1, {}, status="KILLED", tags={"harness.checkpoint_step": "20"})
     suite_run(tracker, params={"suite.path": "/work/my-suite.toml"})
     board = build_leaderboard("board", tracker=tracker, primary="mse")
     rows = {r.method: r for r in board.rows}
-    assert {m: r.status for m, r in rows.items()} == {m: "partial" for m in rows}
+    assert {m: r.status for m, r in rows.items()} == {**{m: "partial" for m in rows}, "stopped": "interrupted"}
+    assert '<tr class="interrupted" data-method="stopped">' in to_html(board)
     resume = f"harness run /work/my-suite.toml --profile full --resume --tracking-uri {tracker.uri}"
     assert board.meta["resume"] == resume
     text = to_markdown(board)
