@@ -37,14 +37,17 @@ class SuiteClaims:
     claims: list[ClaimRow]
     #: True when re-checked over every recorded cell (the newest suite run was one shard of several)
     rechecked: bool = False
+    #: how many cells the suite run ran (its ``harness.cells`` tag; 0 when not recorded)
+    cells: int = 0
 
     def describe(self) -> str:
         if self.rechecked and not self.run_name:
             return ("Claims checked over all recorded cells of this profile and version (no suite run "
                     "of them recorded its claims): ")
         if self.rechecked:
+            part = f"was shard {self.shard}" if self.shard not in ("1/1", "") else f"ran {self.cells} of them"
             return (f"Claims re-checked over all recorded cells of this profile and version (the newest "
-                    f"suite run, `{self.run_name}` of {self.started}, was shard {self.shard} and saw only "
+                    f"suite run, `{self.run_name}` of {self.started}, {part} and saw only "
                     "its own cells): ")
         return (f"Claims as checked by the newest suite run of this profile and version "
                 f"(run `{self.run_name}`, {self.started}): ")
@@ -71,7 +74,8 @@ def latest_claims(tracker: Tracker, suite: str, profile: str, version: int | Non
             continue
         started = datetime.fromtimestamp((run.info.start_time or 0) / 1000, timezone.utc)
         return SuiteClaims(run.info.run_id, run.info.run_name or "", started.strftime("%Y-%m-%d %H:%M UTC"),
-                           run.data.tags.get("harness.shard", "1/1"), claims)
+                           run.data.tags.get("harness.shard", "1/1"), claims,
+                           cells=_int(run.data.tags.get("harness.cells")))
     return None
 
 
@@ -91,7 +95,8 @@ def recheck(board: Any, claims: list[Any], latest: SuiteClaims | None) -> SuiteC
     rows = [ClaimRow(c.claim.id, c.claim.text, c.claim.describe(), c.status, c.observed, c.n) for c in results]
     if latest is None:
         return SuiteClaims("", "", "", "?", rows, rechecked=True)
-    return SuiteClaims(latest.run_id, latest.run_name, latest.started, latest.shard, rows, rechecked=True)
+    return SuiteClaims(latest.run_id, latest.run_name, latest.started, latest.shard, rows, rechecked=True,
+                       cells=latest.cells)
 
 
 def _from_artifact(tracker: Tracker, run_id: str) -> list[ClaimRow] | None:

@@ -42,7 +42,8 @@ def build_page(
     """The leaderboard with its claims and (unless ``plots=False``) its figures attached.
 
     ``claims`` (the suite's :class:`harness.suite.Claim` list) are re-checked over all
-    recorded cells when the newest suite run was one shard of several. ``tracker`` may be
+    recorded cells when the newest suite run was one shard of several or ran fewer cells
+    than the board holds (``-q``, ``--set matrix...``). ``tracker`` may be
     ``None`` (no store exists yet): the page then shows the reference rows alone.
     """
     board = build_leaderboard(suite, tracker=tracker, profile=profile, host=host, references=references,
@@ -52,7 +53,9 @@ def build_page(
     if tracker is None or not board.measured:
         return board
     board.claims = latest_claims(tracker, suite, board.profile, board.version)
-    if claims and (board.claims is None or board.claims.shard not in ("1/1", "")):
+    cells = sum(len(r.seeds) for r in board.measured)
+    partial = board.claims is not None and 0 < board.claims.cells < cells  # a -q or --set subset run
+    if claims and (board.claims is None or board.claims.shard not in ("1/1", "") or partial):
         board.claims = recheck(board, claims, board.claims)
     if plots:
         from harness.leaderboard.figures import page_figures

@@ -163,3 +163,13 @@ def test_rate_distortion_figure_has_a_curve_per_method_and_the_front(page):
     assert figure is not None and figure.png[:8] == PNG and "Pareto front" in figure.caption
     one_rate = dataclasses.replace(page, rows=[r for r in page.rows if r.codebook_size == 2])
     assert rate_distortion(one_rate) is None  # one rate is not a curve
+
+
+def test_claims_are_rechecked_when_the_newest_run_ran_a_subset(page, recorded):
+    from harness.leaderboard.claims import recheck
+    from harness.suite import load_suite
+
+    subset = dataclasses.replace(page.claims, cells=2)
+    again = recheck(page, load_suite(recorded.suite_path, "full").claims, subset)
+    assert again.rechecked and "ran 2 of them" in again.describe()
+    assert page.claims.cells == 12 and not page.claims.rechecked  # the run saw every cell: as recorded
