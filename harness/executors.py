@@ -54,6 +54,8 @@ class CellOutcome:
     metrics: dict = field(default_factory=dict)
     error: str | None = None
     seconds: float = 0.0
+    #: metrics that could not be computed here, with the reason (missing weights): never numbers
+    unavailable: dict = field(default_factory=dict)
 
 
 class CellTimeout(Exception):
@@ -157,8 +159,12 @@ def alarm(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _prepare(spec: CellSpec) -> tuple[Any, Any, Any]:
-    """The cell, its tracker (a stand-in on torchrun ranks other than 0) and its runner."""
+def _prepare(spec: CellSpec, host: Any = None) -> tuple[Any, Any, Any]:
+    """The cell, its tracker (a stand-in on torchrun ranks other than 0) and its runner.
+
+    ``host``: the plugin host to build with (an in-process executor passes the suite's
+    own); ``None`` builds it from the entry points, as a fresh process must.
+    """
     from harness import distributed
     from harness.cell import CellRunner
     from harness.host import get_host
@@ -170,10 +176,10 @@ def _prepare(spec: CellSpec) -> tuple[Any, Any, Any]:
     suite, cell = load_cell(spec)
     main = distributed.is_main()  # under torchrun only rank 0 records
     tracker: Any = ProcessTracker(spec.tracking_uri) if main else distributed.NullTracker(spec.tracking_uri)
-    return cell, tracker, CellRunner(get_host(), suite, tracker, run_options(spec))
+    return cell, tracker, CellRunner(host or get_host(), suite, tracker, run_options(spec))
 
 
-def run_cell(spec: CellSpec) -> CellOutcome:
+def run_cell(spec: CellSpec, host: Any = None) -> CellOutcome:
     """Build, train, evaluate and record one cell; runs in any process that can import harness.
 
     A signal (SIGINT/SIGTERM) raises :class:`harness.interrupt.Interrupted` with
@@ -184,7 +190,7 @@ def run_cell(spec: CellSpec) -> CellOutcome:
     from harness.interrupt import Interrupted
 
     start = time.perf_counter()
-    cell, tracker, runner = _prepare(spec)
+    cell, tracker, runner = _prepare(spec, host)
     main = distributed.is_main()
     try:
         with runner.guard, alarm(float(cell.config["train"].get("timeout") or 0)):
@@ -198,7 +204,7 @@ def run_cell(spec: CellSpec) -> CellOutcome:
     except (SystemExit, CellTimeout) as exc:
         return _ended(tracker, spec, exc, time.perf_counter() - start)
     outcome = CellOutcome(spec.cell_hash, result.status, result.run_id, dict(result.metrics), result.error,
-                          result.seconds)
+                          result.seconds, dict(result.unavailable))
     if runner.guard.requested:  # the signal came while the cell failed on its own: still honour it
         if main and outcome.status != "FINISHED":
             outcome.error = f"{outcome.error}; interrupted; {saved_note(spec)}"
@@ -313,6 +319,9 @@ class Executor:
 
     def __init__(self, **options: Any) -> None:
         self.options = options
+        #: the suite's own plugin host, for an executor that runs cells in this process (``local``);
+        #: one that starts other processes rebuilds the host from the entry points there
+        self.host: Any = None
 
     def run(self, specs: list[CellSpec], on_outcome: Callable[[CellOutcome], None]) -> None:
         raise NotImplementedError

@@ -96,6 +96,7 @@ def choose_executor(host: Host, suite: Suite, options: RunOptions, uri: str,
             raise UsageError("under torchrun cells run in the ranks: no --resume, --jobs or --executor")
         choice = ("local", {})
     executor = build_executor(host, *choice)
+    executor.host = host  # an in-process executor builds cells with the suite's own plugins
     check_tracking_uri(executor, uri)
     return executor
 
@@ -211,8 +212,8 @@ def dispatch(executor: Executor, suite: Suite, todo: list[tuple[Cell, Resume | N
 
     def collect(outcome: CellOutcome) -> None:
         cell = by_hash[outcome.cell_hash]
-        results.append(CellResult(cell, outcome.status, dict(outcome.metrics), error=outcome.error,
-                                  run_id=outcome.run_id, seconds=outcome.seconds))
+        results.append(CellResult(cell, outcome.status, dict(outcome.metrics), dict(outcome.unavailable),
+                                  error=outcome.error, run_id=outcome.run_id, seconds=outcome.seconds))
         if progress is not None:
             progress.update(1)
             progress.set_postfix_str(f"{cell.run_name} {outcome.status}")

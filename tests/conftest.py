@@ -44,51 +44,19 @@ def suite_file(workdir: Path):
     return write
 
 
-TINY_SUITE = """
-[suite]
-name = "tiny"
-version = 1
-primary_metric = "utilization"
+def _tiny_from_sandbox() -> str:
+    """The shipped sandbox suite (harness.testing.sandbox), named "tiny", 2 seeds, plus the toy metric."""
+    from harness.testing.sandbox import TINY_SUITE as SANDBOX_SUITE
 
-[dataset]
-name = "two-clusters"
-params = { n_train = 256, n_val = 128 }
+    text = SANDBOX_SUITE
+    for old, new in (('name = "sandbox"', 'name = "tiny"'), ("seeds = 1", "seeds = 2"),
+                     ('"dead_codes"]', '"dead_codes", "separated"]')):
+        assert old in text, f"the sandbox suite changed: {old!r} is gone"
+        text = text.replace(old, new, 1)
+    return text
 
-[model]
-name = "linear2d"
 
-[train]
-steps = 30
-batch_size = 64
-lr = 1e-2
-log_every = 10
-
-[eval]
-metrics = ["mse", "utilization", "perplexity", "dead_codes", "separated"]
-
-[methods.vq]
-quantizer = "vq"
-
-[methods.drifting]
-quantizer = "drifting"
-
-[matrix]
-codebook_size = [4]
-dim = [2]
-seeds = 2
-
-[profiles.smoke]
-train.steps = 10
-
-[[claims]]
-id = "drifting-uses-codes"
-text = "drifting uses some codes"
-where = { method = "drifting" }
-metric = "utilization"
-aggregate = "min"
-op = ">"
-value = 0.0
-"""
+TINY_SUITE = _tiny_from_sandbox()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ class LocalExecutor(Executor):
     def run(self, specs: list[CellSpec], on_outcome: Callable[[CellOutcome], None]) -> None:
         for spec in specs:
             try:
-                outcome = run_cell(spec)
+                outcome = run_cell(spec, self.host)
             except KeyboardInterrupt as exc:
                 outcome_of: Any = getattr(exc, "outcome", None)
                 if outcome_of is not None:

@@ -117,7 +117,7 @@ def test_runs_record_into_a_real_tracking_server(workdir: Path, tiny, mlflow_ser
     path = tiny()
     rc, out, err = run(["run", str(path), "--seeds", "1", "--tracking-uri", mlflow_server, *QUICK], workdir)
     assert rc == 0, err
-    assert f"recorded in {mlflow_server}" in out
+    assert f"cell runs in {mlflow_server}" in out  # the summary names the store it wrote to
     assert_whole(mlflow_server, parents=1, cells_per_parent=1)
     assert not (workdir / "mlflow.db").exists()  # nothing went to a local store
     [cell] = cell_runs(mlflow_server)
