@@ -28,7 +28,7 @@ CASES = [  # (id, replace this, with this, the line to name, message)
     ("empty-suite-name", 'name = "tiny"', 'name = ""', 'name = ""', "suite.name must be a non-empty name"),
     ("dotdot-method", "[methods.vq]", '[methods."../../x"]', '[methods."../../x"]', "method label '../../x' is not a plain name"),
     ("claim-id-not-a-tag", 'id = "drifting-uses-codes"', 'id = "uses codes?"', 'id = "uses codes?"', "claim id 'uses codes?' is not a plain name"),
-    ("claim-without-text", 'text = "drifting uses some codes"', "", "[[claims]]", "needs 'text'"),
+    ("claim-without-text", 'text = "drifting VQ uses some of its codes"', "", "[[claims]]", "needs 'text'"),
     ("claim-where-typo", 'where = { method = "drifting" }', 'where = { method = "drfting" }', 'where = { method = "drfting" }',
      "matches no cell of this suite (profile 'full') (method 'drfting' is not in the matrix; did you mean 'drifting'?)"),
     ("claim-where-field-typo", 'where = { method = "drifting" }', 'where = { methd = "drifting" }', 'where = { methd',
