@@ -284,7 +284,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri")
     p.add_argument("--log", action="store_true",
                    help="also record the page as a `leaderboard` run in the suite's experiment (reading alone writes nothing)")
-    p.add_argument("--no-log", action="store_true", help=argparse.SUPPRESS)  # the old default's opt-out; now the default
     p.set_defaults(func=cmd_leaderboard)
 
     p = sub.add_parser("bench", help="time forward+backward and peak memory of quantizers")

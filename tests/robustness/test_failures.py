@@ -37,7 +37,7 @@ def test_divergence_fails_the_cell_not_the_suite(suite_file, store: str, capsys)
     text = Path(MlflowClient(store).download_artifacts(failed.info.run_id, "traceback.txt")).read_text()
     assert "Diverged" in text
 
-    assert main(["leaderboard", str(path), "--no-log"]) == 0
+    assert main(["leaderboard", str(path)]) == 0
     board = capsys.readouterr().out
     row = next(line for line in board.splitlines() if line.startswith("| blowup"))
     cells = [c.strip() for c in row.strip("|").split("|")]

@@ -87,7 +87,7 @@ def test_sigterm_then_resume_finishes_every_cell_once(workdir: Path, store: str,
     assert len(cell_runs(store)) == len(runs) == 3
 
     # the leaderboard counts each seed once (the finished run), not the interrupted one
-    assert main(["leaderboard", str(path), "--format", "csv", "--no-log"]) == 0
+    assert main(["leaderboard", str(path), "--format", "csv"]) == 0
     rows = capsys.readouterr().out.strip().splitlines()
     header, [row] = rows[0].split(","), [line.split(",") for line in rows[1:]]
     assert row[header.index("n")] == "2" and row[header.index("failed")] == "0"
