@@ -14,7 +14,9 @@ Failure semantics:
 * a job that dies without a result (``os._exit``, OOM kill, node failure, time
   limit, ``scancel``) is recorded by :func:`~harness.executors.record_lost` with
   the state and exit code ``sacct`` gives and the tail of its error log:
-  CANCELLED, TIMEOUT, PREEMPTED and DEADLINE are KILLED, the rest FAILED;
+  CANCELLED, TIMEOUT, PREEMPTED and DEADLINE are KILLED, the rest FAILED; it is
+  recorded only once ``squeue`` has not listed it for ``SETTLE_S`` (a job being
+  requeued can look FAILED in ``sacct`` for a moment);
 * SIGTERM in the job (``scancel``, preemption) reaches the cell's interrupt guard:
   it stops at the next step, saves a checkpoint and records KILLED;
 * the preemption/time-limit signal submitit asks for (``--signal=USR2@N``) does the
@@ -51,7 +53,10 @@ DEFAULT_TIME_MIN = 60
 DEFAULT_FOLDER = "harness-slurm"
 POLL_S = 5.0
 CANCEL_WAIT_S = 60.0
+SETTLE_S = 15.0  # a job ended without a result is recorded lost only after this long out of the queue
 KILLED_STATES = ("CANCELLED", "TIMEOUT", "PREEMPTED", "DEADLINE")
+ENDED_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "DEADLINE", "NODE_FAIL", "OUT_OF_MEMORY",
+                "BOOT_FAIL")  # squeue lists an ended job a few minutes more; PREEMPTED may still requeue
 
 
 class SlurmExecutor(Executor):
@@ -78,6 +83,7 @@ class SlurmExecutor(Executor):
         if options.get("mem_gb") is not None and float(options["mem_gb"]) <= 0:
             raise UsageError("executor slurm: mem_gb must be > 0")
         self.extra = sbatch_parameters(options.get("sbatch") or [])
+        self._unheld_since: dict[str, float] = {}
         _require_submitit()
 
     # -- submitting ---------------------------------------------------------------------------------
@@ -138,9 +144,21 @@ class SlurmExecutor(Executor):
         first = next(iter(pending.values()))[0]
         first.watcher.update()
         for job_id, (job, spec) in list(pending.items()):
-            if job.done():
+            if job.done() and self._settled(job):
                 del pending[job_id]
                 on_outcome(job_outcome(job, spec, tracker))
+
+    def _settled(self, job: Any) -> bool:
+        """A job with a result has ended; one without has ended once SLURM's controller has not held
+        it for ``SETTLE_S``: a requeue (preemption, or ``scontrol requeue`` racing the job's exit) can
+        briefly leave it FAILED in ``sacct`` and the controller before it is PENDING again."""
+        if Path(job.paths.result_pickle).exists():
+            return True
+        now = time.monotonic()
+        if still_held(job):
+            self._unheld_since.pop(job.job_id, None)
+            return False
+        return now - self._unheld_since.setdefault(job.job_id, now) >= SETTLE_S
 
     def _cancel(self, pending: dict[str, tuple[Any, CellSpec]], tracker: Any,
                 on_outcome: Callable[[CellOutcome], None]) -> None:
@@ -161,6 +179,23 @@ class SlurmExecutor(Executor):
                 reason = f"SLURM job {job.job_id} cancelled (scancel) when the submitting process was interrupted"
                 on_outcome(_lost(spec, "KILLED", reason, job, tracker))
         pending.clear()
+
+
+def still_held(job: Any) -> bool:
+    """Whether SLURM's controller still holds a job that ended without a result.
+
+    submitit reads ``sacct``; ``slurmdbd`` lags the controller, so a job requeued on preemption can
+    show its last attempt as FAILED for a moment and submitit then caches it as done. ``squeue``
+    asks the controller itself: a job it still lists (requeued, pending, running) has no outcome yet.
+    """
+    if Path(job.paths.result_pickle).exists():
+        return False
+    try:
+        out = subprocess.run(["squeue", "-h", "-j", str(job.job_id), "-o", "%T"], capture_output=True,
+                             text=True, timeout=30).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return bool(out) and out[0] not in ENDED_STATES
 
 
 def job_outcome(job: Any, spec: CellSpec, tracker: Any) -> CellOutcome:
