@@ -80,8 +80,12 @@ def check_suite(host: Host, suite: Suite, cells: list[Cell]) -> None:
             check_params(host.metrics.get(name).obj, "metrics", name, params)
     except UsageError as exc:
         raise at(("eval", "metrics"), exc) from None
+    checked: set[str] = set()
     for cell in cells:
         path = ("methods", cell.method)
+        if cell.method not in checked:
+            checked.add(cell.method)
+            check_method_loss(host, suite, cell)
         try:
             entry = host.quantizers.get(cell.quantizer)
             check_params(entry.obj, "quantizers", entry.name, cell.config["quantizer"]["params"])
@@ -121,7 +125,25 @@ def check_train(host: Host, suite: Suite) -> None:
         raise suite.error(f"train.lr_decay must be in (0, 1], got {train['lr_decay']!r}", ("train", "lr_decay"))
 
 
-def check_losses(host: Host, train: dict[str, Any]) -> None:
+def check_method_loss(host: Host, suite: Suite, cell: Cell) -> None:
+    """A method's own ``loss`` list: registered names and parameters, and no suite key it leaves unread."""
+    from harness.pipeline.losses import LEGACY_KEYS
+
+    if "loss" not in suite.method(cell.method):
+        return
+    path = ("methods", cell.method, "loss")
+    unread = [k for k in LEGACY_KEYS if k in suite.data["train"]]
+    if unread:
+        raise suite.error(f"methods.{cell.method}.loss replaces train.loss for this method, so train."
+                          f"{unread[0]} (read by the string form only) would be unread for its cells; "
+                          "write train.loss as a list", path)
+    try:
+        check_losses(host, cell.config["train"], where=f"methods.{cell.method}.loss")
+    except UsageError as exc:
+        raise suite.error(str(exc), path) from None
+
+
+def check_losses(host: Host, train: dict[str, Any], where: str = "train.loss") -> None:
     """Every ``train.loss`` entry names a registered loss with parameters it takes; no term twice."""
     from harness.pipeline.losses import LEGACY_FORMS, loss_specs
 
@@ -130,12 +152,12 @@ def check_losses(host: Host, train: dict[str, Any]) -> None:
         if spec["name"] not in host.losses.names():
             if isinstance(train.get("loss"), str):  # a typo in a string form: suggest the whole form
                 raise UnknownNameError("train.loss", train["loss"], [*LEGACY_FORMS, *host.losses.names()])
-            raise UnknownNameError("loss in train.loss", spec["name"], host.losses.names())
+            raise UnknownNameError(f"loss in {where}", spec["name"], host.losses.names())
         entry = host.losses.get(spec["name"])
         check_params(entry.obj, "losses", entry.name, {k: v for k, v in spec.items() if k != "name"})
         key = getattr(entry.obj, "term", "") or entry.name
         if key in filled:
-            raise UsageError(f"train.loss lists {filled[key]!r} and {entry.name!r}, which both fill the "
+            raise UsageError(f"{where} lists {filled[key]!r} and {entry.name!r}, which both fill the "
                              f"term {key!r}; keep one")
         filled[key] = entry.name
 

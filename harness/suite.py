@@ -49,6 +49,8 @@ METHOD_KEYS: dict[str, tuple[type, ...] | str] = {
     "codebook_size": (list,),
     # overrides of [model] params for this method (e.g. one label per toy2d-drift demo)
     "model_params": "table",
+    # the method's own train.loss (SQ-VAE trains with gaussian-mle), replacing the suite's for its cells
+    "loss": (list,),
 }
 SCHEDULE_KEYS: dict[str, tuple[type, ...] | str] = {"name": (str,), "params": "table"}
 CLAIM_KEYS: dict[str, tuple[type, ...] | str] = {
@@ -238,7 +240,7 @@ class Suite:
             "quantizer": {"name": method["quantizer"], "method": label, "codebook_size": k,
                           "dim": d, "params": dict(method.get("params", {}))},
             "schedules": [{"name": s["name"], "params": dict(s.get("params", {}))} for s in schedules],
-            "train": {**DEFAULT_TRAIN, **data["train"]},
+            "train": {**DEFAULT_TRAIN, **data["train"], **({"loss": list(method["loss"])} if "loss" in method else {})},
             "eval": {**DEFAULT_EVAL, **data.get("eval", {})},
             "seed": seed,
         }

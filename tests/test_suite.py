@@ -90,3 +90,47 @@ def test_claim_validation(suite_file):
     path = suite_file(TINY_SUITE.replace('op = ">"', 'op = "=>"'))
     with pytest.raises(SuiteError, match="claims.op must be one of"):
         load_suite(str(path))
+
+
+METHOD_LOSS = TINY_SUITE.replace('[methods.drifting]\nquantizer = "drifting"\n',
+                                 '[methods.drifting]\nquantizer = "drifting"\nloss = ["gaussian-mle"]\n')
+
+
+def test_a_methods_loss_replaces_the_suites_for_its_cells_only(suite_file):
+    from harness.build import complete_config
+    from harness.host import get_host
+    from harness.pipeline.losses import build_losses
+
+    suite = load_suite(str(suite_file(METHOD_LOSS)))
+    losses = {c.method: complete_config(get_host(), c)["train"]["loss"] for c in suite.cells()}
+    assert [spec["name"] for spec in losses["drifting"]] == ["gaussian-mle"]
+    assert [spec["name"] for spec in losses["vq"]] == ["mse"]
+    built = build_losses(get_host(), losses["drifting"])
+    assert [type(loss).__name__ for loss in built.losses] == ["GaussianMLE"]
+
+
+@pytest.mark.parametrize("loss, needle", [
+    ('["gaussian-ml"]', "did you mean 'gaussian-mle'"),
+    ('[{ name = "mse", wieght = 2.0 }]', "did you mean 'weight'"),
+    ('"gaussian-mle"', "methods.drifting.loss must be list"),
+])
+def test_a_bad_method_loss_names_its_line(loss, needle, suite_file, workdir, capsys):
+    from harness.cli import main
+
+    text = METHOD_LOSS.replace('loss = ["gaussian-mle"]', f"loss = {loss}")
+    assert main(["run", str(suite_file(text)), "--executor", "local"]) == 2
+    err = capsys.readouterr().err
+    line = text.splitlines().index(f"loss = {loss}") + 1
+    assert needle in err and f".toml:{line}" in err, err
+    assert not (workdir / "mlflow.db").exists()
+
+
+def test_a_method_loss_beside_the_string_forms_keys_is_refused(suite_file, workdir, capsys):
+    from harness.cli import main
+
+    text = METHOD_LOSS.replace("lr = 1e-2", 'lr = 1e-2\nloss = "mse+lpips"\nlpips_weight = 0.5')
+    assert main(["run", str(suite_file(text)), "--executor", "local"]) == 2
+    err = capsys.readouterr().err
+    assert "train.lpips_weight" in err and "write train.loss as a list" in err, err
+    line = text.splitlines().index('loss = ["gaussian-mle"]') + 1
+    assert f".toml:{line}" in err, err

@@ -51,8 +51,9 @@ class SQVAE(Quantizer):
       The floor is harmless at their scale (dim 64, codes ``N(0, 1)``: squared
       distances near 128) but not in a low-dimensional latent at unit scale.
 
-    Pair it with the ``gaussian-mle`` loss (``train.loss = ["gaussian-mle"]``), the
-    authors' reconstruction term, and start ``s`` below the codes' spacing.
+    Pair it with the ``gaussian-mle`` loss, the authors' reconstruction term (the
+    method's ``loss = ["gaussian-mle"]`` in a suite, as digits and toy2d do); in a
+    latent at unit scale, start ``s`` below the codes' spacing.
     Measured on toy2d (K = 10, 2D latents at unit scale; eval utilization per
     seed): ``mse`` at the defaults collapsed the posterior to uniform (0.1, 0.1);
     ``gaussian-mle`` at the defaults too (0.3, 0.1); with ``log_var_init = -5``
