@@ -264,9 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--resume", action="store_true",
                    help="skip cells already finished, continue interrupted ones from their checkpoint")
-    p.add_argument("--jobs", type=_positive_int, default=1, metavar="N",
+    p.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
                    help="run N cells at once in worker processes (shorthand for --executor processes "
-                        "--executor-option jobs=N; default 1)")
+                        "--executor-option jobs=N; wins over the suite's and harness.toml's jobs)")
     p.add_argument("--executor", metavar="NAME",
                    help="where cells run: processes (default: each cell isolated in a worker process), "
                         "local (in this process, for debugging), or a plugin's (`harness list executors`); "

@@ -29,7 +29,7 @@ class RunOptions:
     shard: tuple[int, int] | None = None
     progress: bool = True
     resume: bool = False  # skip finished cells, continue interrupted ones (harness.resume)
-    jobs: int = 1  # shorthand for the processes executor with this many workers
+    jobs: int | None = None  # --jobs N: the processes executor with N workers (None: not given)
     executor: str | None = None  # --executor NAME (None: suite, harness.toml, then the default)
     executor_options: dict[str, Any] = field(default_factory=dict)  # --executor-option KEY=VALUE
 
@@ -86,7 +86,7 @@ def executor_choice(suite_table: dict[str, Any] | None, options: RunOptions,
                     default: str = DEFAULT_EXECUTOR) -> tuple[str, dict[str, Any]]:
     """The executor name and its (untyped) options after every layer (module docstring)."""
     user = user_config().get("executor")
-    jobs = {"name": "processes", "options": {"jobs": options.jobs}} if options.jobs > 1 else None
+    jobs = {"name": "processes", "options": {"jobs": options.jobs}} if options.jobs is not None else None
     if jobs and options.executor not in (None, "processes"):
         raise UsageError(f"--jobs runs the processes executor; it cannot go with --executor {options.executor}")
     cli = {"name": options.executor, "options": options.executor_options}

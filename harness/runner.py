@@ -92,7 +92,7 @@ def choose_executor(host: Host, suite: Suite, options: RunOptions, uri: str,
     """The executor the layers name (harness.options), built and checked against the store."""
     choice = executor_choice(suite.data.get("executor"), options, *(default,) if default else ())
     if torchrun:  # every rank trains in its own process already
-        if options.resume or options.jobs > 1 or choice[0] not in ("local", "processes"):
+        if options.resume or (options.jobs or 1) > 1 or choice[0] not in ("local", "processes"):
             raise UsageError("under torchrun cells run in the ranks: no --resume, --jobs or --executor")
         choice = ("local", {})
     executor = build_executor(host, *choice)

@@ -85,6 +85,7 @@ def test_executor_layers_suite_then_harness_toml_then_jobs_then_the_command_line
     assert executor_choice(None, RunOptions()) == ("processes", {})
     assert executor_choice(suite, RunOptions()) == ("processes", {"jobs": 2, "watchdog": 60})
     assert executor_choice(suite, RunOptions(jobs=3)) == ("processes", {"jobs": 3, "watchdog": 60})
+    assert executor_choice(suite, RunOptions(jobs=1)) == ("processes", {"jobs": 1, "watchdog": 60})
     (workdir / "harness.toml").write_text('[executor]\nname = "local"\n')
     assert executor_choice(suite, RunOptions()) == ("local", {})  # this machine's choice wins
     assert executor_choice(suite, RunOptions(executor="processes", executor_options={"jobs": "4"})) == (
