@@ -81,6 +81,7 @@ def evaluate(
     result = EvalResult(unavailable=unavailable)
     counts = [torch.zeros(k, dtype=torch.long, device=device) for k in sizes]
     precision = config["train"].get("precision", "auto")
+    keep = keep_samples if modality == "images" and "reconstructions" in cfg.get("plots", []) else 0
 
     was_training = model.training, quantizer.training
     model.eval()
@@ -101,8 +102,8 @@ def evaluate(
                 except MetricUnavailable as exc:
                     unavailable[name] = str(exc)
                     del metrics[name]
-            if result.samples is None and modality == "images":
-                result.samples = (x[:keep_samples].cpu(), x_hat[:keep_samples].clamp(-1, 1).cpu())
+            if result.samples is None and keep:  # eval.plots lists "reconstructions"
+                result.samples = (x[:keep].cpu(), x_hat[:keep].clamp(-1, 1).cpu())
     finally:
         model.train(was_training[0])
         quantizer.train(was_training[1])

@@ -29,6 +29,9 @@ MAX_CELLS = 100_000
 PRECISIONS = ("auto", "fp32", "bf16")
 EXPECTATIONS = ("holds", "not reproduced")
 CELL_FIELDS = ("method", "quantizer", "codebook_size", "dim", "seed")
+#: ``eval.plots``: the figures a cell draws beyond code usage and training curves (always drawn)
+PLOTS = {"latent": "latent-space snapshots (2D latents only)",
+         "reconstructions": "originals over reconstructions (image suites only)"}
 
 Fail = Callable[[str, Sequence[Any]], SuiteError]
 
@@ -64,9 +67,18 @@ def check_merged(data: dict[str, Any], fail: Fail) -> None:
     for label in data["matrix"].get("method") or []:
         _name(fail, "matrix.method entry", label, ("matrix", "method"))
     _check_train(data.get("train", {}), fail)
+    _check_plots(data.get("eval", {}).get("plots", []), fail)
     seeds = data["matrix"]["seeds"]
     if seeds > MAX_SEEDS:
         raise fail(f"matrix.seeds = {seeds} is more than {MAX_SEEDS} seeds per configuration", ("matrix", "seeds"))
+
+
+def _check_plots(plots: list[Any], fail: Fail) -> None:
+    for name in plots:
+        if name not in PLOTS:
+            close = suggest(str(name), PLOTS)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known plots: {', '.join(PLOTS)}"
+            raise fail(f"unknown plot {name!r} in eval.plots{hint}", ("eval", "plots"))
 
 
 def check_size(n_cells: int, fail: Fail) -> None:

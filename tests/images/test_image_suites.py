@@ -100,3 +100,21 @@ def test_imagenet128_smoke_with_weights(workdir: Path, fake_torch_home: Path,  #
         assert set(IMAGE_METRICS) <= set(cell.metrics)
         assert all(math.isfinite(cell.metrics[m]) for m in IMAGE_METRICS)
         assert cell.metrics["lpips"] >= 0 and cell.metrics["rfid"] >= -1e-6
+
+
+@pytest.mark.parametrize("plots, drawn", [('["reconstructions"]', True), ("[]", False)])
+def test_the_reconstruction_grid_is_drawn_when_eval_plots_lists_it(plots, drawn, workdir: Path) -> None:
+    suite = load_suite("digits", "smoke", overrides=[f"eval.plots={plots}", "matrix.codebook_size=[256]"])
+    result = run_suite(suite, ["vq"], options(workdir))
+    finished(result)
+    client = Tracker(f"sqlite:///{workdir / 'mlflow.db'}").client
+    figures = {a.path for a in client.list_artifacts(result.cells[0].run_id, "plots")}
+    assert {"plots/code_usage.png", "plots/training_curves.png"} <= figures
+    assert ("plots/reconstructions.png" in figures) is drawn
+
+
+def test_an_unknown_plot_is_refused_with_close_matches() -> None:
+    from harness.errors import SuiteError
+
+    with pytest.raises(SuiteError, match="unknown plot 'reconstruction' in eval.plots; did you mean 'reconstructions'"):
+        load_suite("digits", "smoke", overrides=['eval.plots=["reconstruction"]'])
