@@ -58,6 +58,8 @@ class SQVAE(Quantizer):
     seed): ``mse`` at the defaults collapsed the posterior to uniform (0.1, 0.1);
     ``gaussian-mle`` at the defaults too (0.3, 0.1); with ``log_var_init = -5``
     (0.1, 0.9); with ``variance_offset = 0, log_var_init = -4.6`` (0.8, 0.1, 0.6).
+    On digits (K = 256, dim 8, the defaults; leaderboard/digits.md): ``mse`` uses
+    one code (PSNR 11.4 dB), ``gaussian-mle`` 47% of them (21.5 dB).
 
     Choices: the authors divide both terms by the number of images, i.e. sum
     over an image's tokens; the harness sees tokens only, so the loss is their
