@@ -81,17 +81,8 @@ def cell_tags(host: Host, suite: Suite, cell: Cell, device: torch.device) -> dic
         ("codebook_size", cell.codebook_size), ("dim", cell.dim), ("seed", cell.seed),
         ("plugin", source.plugin), ("plugin_distribution", source.distribution),
         ("plugin_version", source.version), ("device", str(device)),
-        ("config_hash", cell.config_hash), ("group_hash", group_hash(cell)),
+        ("config_hash", cell.config_hash), ("group_hash", cell.group_hash),
     ])}
-
-
-def group_hash(cell: Cell) -> str:
-    """Hash of the config without the seed: the cells one leaderboard row averages."""
-    import hashlib
-    import json
-
-    config = {k: v for k, v in cell.config.items() if k != "seed"}
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 class CellRunner:

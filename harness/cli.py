@@ -144,7 +144,8 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     board = build_page(source.name, tracker=tracker, profile=args.profile, host=_host(),
                        references=source.references, primary=source.primary,
                        default_primary=source.default_primary, description=source.description,
-                       claims=source.claims, plots=args.log or args.format == "html")
+                       claims=source.claims, claim_groups=source.groups or None,
+                       plots=args.log or args.format == "html")
     texts = {fmt: render(board) for fmt, render in RENDERERS.items()}
     if args.log and tracker is not None:
         run_id = log_page(tracker, board, texts)

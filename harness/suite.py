@@ -149,6 +149,12 @@ class Cell:
         blob = json.dumps(self.config, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    @property
+    def group_hash(self) -> str:
+        """Hash of the config without the seed: the cells one leaderboard row averages."""
+        config = {k: v for k, v in self.config.items() if k != "seed"}
+        return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
 
 @dataclass
 class Suite:

@@ -42,11 +42,12 @@ class SuiteClaims:
 
     def describe(self) -> str:
         if self.rechecked and not self.run_name:
-            return ("Claims checked over all recorded cells of this profile and version (no suite run "
-                    "of them recorded its claims): ")
+            return ("Claims checked over all recorded cells of this profile and version in the suite's "
+                    "configurations (no suite run of them recorded its claims): ")
         if self.rechecked:
             part = f"was shard {self.shard}" if self.shard not in ("1/1", "") else f"ran {self.cells} of them"
-            return (f"Claims re-checked over all recorded cells of this profile and version (the newest "
+            return (f"Claims re-checked over all recorded cells of this profile and version in the suite's "
+                    f"configurations (the newest "
                     f"suite run, `{self.run_name}` of {self.started}, {part} and saw only "
                     "its own cells): ")
         return (f"Claims as checked by the newest suite run of this profile and version "
@@ -79,18 +80,22 @@ def latest_claims(tracker: Tracker, suite: str, profile: str, version: int | Non
     return None
 
 
-def recheck(board: Any, claims: list[Any], latest: SuiteClaims | None) -> SuiteClaims:
-    """Check ``claims`` (:class:`harness.suite.Claim`) over every finished cell on the board.
+def recheck(board: Any, claims: list[Any], latest: SuiteClaims | None,
+            groups: frozenset[str] | None = None) -> SuiteClaims:
+    """Check ``claims`` (:class:`harness.suite.Claim`) over the finished cells on the board.
 
     ``harness run --shard i/n`` checks the claims over its own slice only; the
     leaderboard sees all slices, so it checks them again the same way
-    (:func:`harness.claims.check_claims`) over the same cells the table shows.
+    (:func:`harness.claims.check_claims`) over the cells the table shows. With
+    ``groups`` (the suite's cells' group hashes), rows of configurations the suite
+    no longer has (shown on the page, labelled by their params) are left out.
     """
     from harness.claims import check_claims
 
+    rows = [r for r in board.measured if groups is None or r.group in groups]
     records = [{"key": {"method": r.method, "quantizer": r.quantizer, "codebook_size": r.codebook_size,
                         "dim": r.dim, "seed": seed}, "metrics": metrics}
-               for r in board.measured for seed, metrics in r.seed_metrics.items()]
+               for r in rows for seed, metrics in r.seed_metrics.items()]
     results = check_claims([c for c in claims if board.profile in c.profiles], records)
     rows = [ClaimRow(c.claim.id, c.claim.text, c.claim.describe(), c.status, c.observed, c.n) for c in results]
     if latest is None:

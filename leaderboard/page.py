@@ -37,6 +37,7 @@ def build_page(
     default_primary: str | None = None,
     description: str = "",
     claims: list[Any] | None = None,
+    claim_groups: frozenset[str] | None = None,
     plots: bool = True,
 ) -> Leaderboard:
     """The leaderboard with its claims and (unless ``plots=False``) its figures attached.
@@ -56,7 +57,7 @@ def build_page(
     cells = sum(len(r.seeds) for r in board.measured)
     partial = board.claims is not None and 0 < board.claims.cells < cells  # a -q or --set subset run
     if claims and (board.claims is None or board.claims.shard not in ("1/1", "") or partial):
-        board.claims = recheck(board, claims, board.claims)
+        board.claims = recheck(board, claims, board.claims, claim_groups)
     if plots:
         from harness.leaderboard.figures import page_figures
 

@@ -29,6 +29,8 @@ class PageSource:
     references: list[dict[str, Any]] = field(default_factory=list)
     claims: list[Any] = field(default_factory=list)
     description: str = ""
+    #: the group hashes of the suite's cells as the file now writes them (claims are checked over these)
+    groups: frozenset[str] = frozenset()
 
 
 def page_source(suite: str, profile: str | None) -> PageSource:
@@ -41,7 +43,8 @@ def page_source(suite: str, profile: str | None) -> PageSource:
         return PageSource(suite)  # a suite recorded by a plugin package or an old file
     is_file = Path(suite).suffix == ".toml" or Path(suite).is_file()
     return PageSource(loaded.name, True, loaded.primary_metric if is_file else None, loaded.primary_metric,
-                      loaded.references, loaded.claims, loaded.data.get("suite", {}).get("description", ""))
+                      loaded.references, loaded.claims, loaded.data.get("suite", {}).get("description", ""),
+                      frozenset(cell.group_hash for cell in loaded.cells()))
 
 
 def open_store(uri: str | None, *, write: bool = False) -> Tracker | None:

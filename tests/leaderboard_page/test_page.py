@@ -173,3 +173,19 @@ def test_claims_are_rechecked_when_the_newest_run_ran_a_subset(page, recorded):
     again = recheck(page, load_suite(recorded.suite_path, "full").claims, subset)
     assert again.rechecked and "ran 2 of them" in again.describe()
     assert page.claims.cells == 12 and not page.claims.rechecked  # the run saw every cell: as recorded
+
+
+def test_a_recheck_leaves_out_rows_of_configurations_the_suite_no_longer_has(page, recorded):
+    """A method whose config changed keeps its old row on the page (labelled), but not in the claims."""
+    from harness.leaderboard.claims import recheck
+    from harness.suite import load_suite
+
+    suite = load_suite(recorded.suite_path, "full")
+    current = frozenset(cell.group_hash for cell in suite.cells())
+    assert {row.group for row in page.measured} <= current  # the recorded rows are the suite's own
+    claims = [c for c in suite.claims if c.id == "drifting-uses-codes"]
+    everything = recheck(page, claims, page.claims, current)
+    stale = frozenset(current - {row.group for row in page.measured if row.method == "drifting"})
+    without = recheck(page, claims, page.claims, stale)
+    drifting_seeds = sum(len(r.seed_metrics) for r in page.measured if r.method == "drifting")
+    assert everything.claims[0].n - without.claims[0].n == drifting_seeds > 0
