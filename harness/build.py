@@ -80,12 +80,10 @@ def check_suite(host: Host, suite: Suite, cells: list[Cell]) -> None:
             check_params(host.metrics.get(name).obj, "metrics", name, params)
     except UsageError as exc:
         raise at(("eval", "metrics"), exc) from None
-    checked: set[str] = set()
+    for cell in {c.method: c for c in cells}.values():  # one cell per method: its loss is the method's
+        check_method_loss(host, suite, cell)
     for cell in cells:
         path = ("methods", cell.method)
-        if cell.method not in checked:
-            checked.add(cell.method)
-            check_method_loss(host, suite, cell)
         try:
             entry = host.quantizers.get(cell.quantizer)
             check_params(entry.obj, "quantizers", entry.name, cell.config["quantizer"]["params"])

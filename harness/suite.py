@@ -146,14 +146,17 @@ class Cell:
     @property
     def config_hash(self) -> str:
         """Stable hash of the resolved config: equal hashes mean the same experiment."""
-        blob = json.dumps(self.config, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return _digest(self.config)
 
     @property
     def group_hash(self) -> str:
         """Hash of the config without the seed: the cells one leaderboard row averages."""
-        config = {k: v for k, v in self.config.items() if k != "seed"}
-        return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return _digest({k: v for k, v in self.config.items() if k != "seed"})
+
+
+def _digest(config: dict[str, Any]) -> str:
+    """16 hex digits of the sha256 of ``config`` as sorted JSON (stable across processes)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass

@@ -47,9 +47,8 @@ class SuiteClaims:
         if self.rechecked:
             part = f"was shard {self.shard}" if self.shard not in ("1/1", "") else f"ran {self.cells} of them"
             return (f"Claims re-checked over all recorded cells of this profile and version in the suite's "
-                    f"configurations (the newest "
-                    f"suite run, `{self.run_name}` of {self.started}, {part} and saw only "
-                    "its own cells): ")
+                    f"configurations (the newest suite run, `{self.run_name}` of {self.started}, {part} and "
+                    "saw only its own cells): ")
         return (f"Claims as checked by the newest suite run of this profile and version "
                 f"(run `{self.run_name}`, {self.started}): ")
 
@@ -92,10 +91,10 @@ def recheck(board: Any, claims: list[Any], latest: SuiteClaims | None,
     """
     from harness.claims import check_claims
 
-    rows = [r for r in board.measured if groups is None or r.group in groups]
+    current = [r for r in board.measured if groups is None or r.group in groups]
     records = [{"key": {"method": r.method, "quantizer": r.quantizer, "codebook_size": r.codebook_size,
                         "dim": r.dim, "seed": seed}, "metrics": metrics}
-               for r in rows for seed, metrics in r.seed_metrics.items()]
+               for r in current for seed, metrics in r.seed_metrics.items()]
     results = check_claims([c for c in claims if board.profile in c.profiles], records)
     rows = [ClaimRow(c.claim.id, c.claim.text, c.claim.describe(), c.status, c.observed, c.n) for c in results]
     if latest is None:
