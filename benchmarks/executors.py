@@ -38,7 +38,7 @@ from typing import Any
 def run_once(suite: str, profile: str, executor: str, uri: str | None, folder: Path) -> dict[str, Any]:
     name, _, opts = executor.partition(":")
     uri = uri or f"sqlite:///{folder / 'mlflow.db'}"
-    command = [sys.executable, "-m", "harness.cli", "run", suite, "--profile", profile, "--no-progress",
+    command = [sys.executable, "-m", "harness.commands.cli", "run", suite, "--profile", profile, "--no-progress",
                "--executor", name, "--set", "train.log_every=1", "--tracking-uri", uri]
     for item in filter(None, opts.split(",")):
         command += ["--executor-option", item]

@@ -11,7 +11,7 @@ wall-clock time and for the process's CPU time (all its threads: the background
 metric writer counts), which other processes on a shared machine disturb less:
 
 - bare: a hand-written loop, no logging;
-- harness loop: ``harness.train.train`` with the standard callbacks and MLflow
+- harness loop: ``harness.cell.train.train`` with the standard callbacks and MLflow
   logging every ``log_every`` steps through the background writer (the issue's
   "at most 5% over bare" budget);
 - whole cell: ``CellRunner.run``: the MLflow run, params, plots, the final
@@ -34,15 +34,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from harness.build import build_dataset, build_model, build_quantizer, complete_config
-from harness.cell import CellRunner
-from harness.evaluate import evaluate
+from harness.cell.build import build_dataset, build_model, build_quantizer, complete_config
+from harness.cell.evaluate import evaluate
+from harness.cell.runner import CellRunner
+from harness.cell.stages import TrackerLog
+from harness.cell.train import TrainState, total_steps, train
 from harness.host import get_host
-from harness.options import RunOptions
-from harness.pipeline.stages import TrackerLog
+from harness.run.options import RunOptions
 from harness.suite import load_suite
 from harness.tracking import Tracker
-from harness.train import TrainState, total_steps, train
 
 
 def setup(steps: int):

@@ -152,7 +152,7 @@ class Model(nn.Module):
 
 
 class Schedule:
-    """Acts on :class:`harness.train.TrainState` during training; several compose in a cell.
+    """Acts on :class:`harness.cell.train.TrainState` during training; several compose in a cell.
 
     Hooks run in the order the suite lists the schedules. Override any of them.
     """

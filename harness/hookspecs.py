@@ -37,4 +37,4 @@ def harness_register_losses(register):
 
 @hookspec
 def harness_register_executors(register):
-    """Register executor classes (:class:`harness.executors.Executor`) that run a suite's cells somewhere."""
+    """Register executor classes (:class:`harness.run.executors.Executor`) that run a suite's cells somewhere."""

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.errors import HarnessError
-from harness.store import check_store
+from harness.recovery.store import check_store
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 FLUSH_EVERY_S = 5.0  # buffered metrics reach the store at least this often (live curves in the UI)
@@ -123,7 +123,7 @@ def store_init_lock(uri: str) -> Iterator[None]:
     exists"). An ``flock`` on a file in the temp folder, keyed by the database path,
     makes the second process wait and then find the tables.
     """
-    from harness.store import init_lock
+    from harness.recovery.store import init_lock
 
     with init_lock(uri):  # waits at most $HARNESS_STORE_LOCK_TIMEOUT s, then names the holder
         yield
@@ -232,7 +232,7 @@ class Tracker:
     def __init__(self, uri: str | None = None) -> None:
         self.uri = resolve_uri(uri)
         check_sqlite_folder(self.uri)
-        check_store(self.uri)  # a folder, or damaged pages: reported, never used (harness.store)
+        check_store(self.uri)  # a folder, or damaged pages: reported, never used (harness.recovery.store)
         from mlflow.tracking import MlflowClient  # after the checks: they fail before this import
 
         try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.bench import RssPeak, bench_search
-from harness.cli import main
+from harness.commands.bench import RssPeak, bench_search
+from harness.commands.cli import main
 
 
 def test_bench_records_each_measurement(tracking_uri, capsys):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.cli import main
+from harness.commands.cli import main
 
 
 def test_list_json_every_kind(capsys):

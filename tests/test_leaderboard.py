@@ -290,7 +290,7 @@ metrics = { utilization = 1.0 }
 
 
 def test_the_command_only_reads_and_a_file_suite_ranks_by_its_own_primary(suite_file, workdir, capsys):
-    from harness.cli import main
+    from harness.commands.cli import main
 
     path = suite_file(SUITE_WITH_REFERENCE, "board.toml")
     store = workdir / "store" / "mlflow.db"

@@ -22,18 +22,19 @@ def test_wheel_contains_plugins_suites_and_entry_points(tmp_path):
     assert "harness/suites/toy2d.toml" in names
     assert "harness/plugins/quantizers/vq.py" in names
     assert "harness/leaderboard/build.py" in names
-    assert not any(n.startswith(("plugins/", "suites/", "leaderboard/")) for n in names), "generic top-level names"
+    assert not any(n.startswith(("plugins/", "suites/", "leaderboard/", "pages/")) for n in names), "generic top-level names"
+    assert not any(n.endswith((".html", ".png")) for n in names), "published pages are not package data"
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[harness]" in text and "quantizers = harness.plugins.quantizers" in text
-    assert "harness = harness.cli:main" in text
+    assert "harness = harness.commands.cli:main" in text
 
 
-def test_editable_install_resolves_namespaced_packages():
+def test_file_paths_equal_import_names():
     import harness.leaderboard
     import harness.plugins.quantizers
     import harness.suites
 
-    assert Path(harness.plugins.quantizers.__file__).parent == ROOT / "plugins" / "quantizers"
-    assert Path(harness.suites.__file__).parent == ROOT / "suites"
-    assert Path(harness.leaderboard.__file__).parent == ROOT / "leaderboard"
+    assert Path(harness.plugins.quantizers.__file__).parent == ROOT / "harness" / "plugins" / "quantizers"
+    assert Path(harness.suites.__file__).parent == ROOT / "harness" / "suites"
+    assert Path(harness.leaderboard.__file__).parent == ROOT / "harness" / "leaderboard"

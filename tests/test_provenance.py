@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from harness.cell.provenance import _digest, plugin_digest, rate_tags, source_files, suite_tags
 from harness.host import get_host
-from harness.provenance import _digest, plugin_digest, rate_tags, source_files, suite_tags
 
 
 @pytest.fixture

@@ -199,7 +199,7 @@ def test_builtin_suites_keep_working_and_qualified_names_pick_the_plugin(shadowe
                                                                          capsys):
     from mlflow.tracking import MlflowClient
 
-    from harness.cli import main
+    from harness.commands.cli import main
 
     qualified = tiny_suite.with_name("qualified.toml")
     qualified.write_text(tiny_suite.read_text().replace('[methods.vq]\nquantizer = "vq"',

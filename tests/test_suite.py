@@ -97,9 +97,9 @@ METHOD_LOSS = TINY_SUITE.replace('[methods.drifting]\nquantizer = "drifting"\n',
 
 
 def test_a_methods_loss_replaces_the_suites_for_its_cells_only(suite_file):
-    from harness.build import complete_config
+    from harness.cell.build import complete_config
+    from harness.cell.losses import build_losses
     from harness.host import get_host
-    from harness.pipeline.losses import build_losses
 
     suite = load_suite(str(suite_file(METHOD_LOSS)))
     losses = {c.method: complete_config(get_host(), c)["train"]["loss"] for c in suite.cells()}
@@ -115,7 +115,7 @@ def test_a_methods_loss_replaces_the_suites_for_its_cells_only(suite_file):
     ('"gaussian-mle"', "methods.drifting.loss must be list"),
 ])
 def test_a_bad_method_loss_names_its_line(loss, needle, suite_file, workdir, capsys):
-    from harness.cli import main
+    from harness.commands.cli import main
 
     text = METHOD_LOSS.replace('loss = ["gaussian-mle"]', f"loss = {loss}")
     assert main(["run", str(suite_file(text)), "--executor", "local"]) == 2
@@ -126,7 +126,7 @@ def test_a_bad_method_loss_names_its_line(loss, needle, suite_file, workdir, cap
 
 
 def test_a_method_loss_beside_the_string_forms_keys_is_refused(suite_file, workdir, capsys):
-    from harness.cli import main
+    from harness.commands.cli import main
 
     text = METHOD_LOSS.replace("lr = 1e-2", 'lr = 1e-2\nloss = "mse+lpips"\nlpips_weight = 0.5')
     assert main(["run", str(suite_file(text)), "--executor", "local"]) == 2

@@ -6,8 +6,8 @@ import csv
 import io
 import shlex
 
-from harness.cli import main
-from harness.summary import leaderboard_command
+from harness.commands.cli import main
+from harness.run.summary import leaderboard_command
 
 
 def _last_line(out: str, prefix: str) -> str:
@@ -64,9 +64,9 @@ def test_a_claim_known_not_to_reproduce_prints_its_reason():
     """The console says why a finding is expected not to reproduce, not only that it did not."""
     from types import SimpleNamespace
 
-    from harness.claims import check_claim
+    from harness.run.summary import claim_table
     from harness.suite import Claim
-    from harness.summary import claim_table
+    from harness.suite.claims import check_claim
 
     claim = Claim(id="k2-collapse", text="both clusters on one code", where={"method": "vq"},
                   metric="eval/separated", op="<=", value=0.0, expect="not reproduced",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.runner import RunOptions, run_suite
+from harness.run.lifecycle import RunOptions, run_suite
 from harness.suite import load_suite
 
 pytestmark = pytest.mark.slow

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from harness.suite import load_suite
-from harness.tomlsource import load_toml
+from harness.suite.tomlsource import load_toml
 
 
 def test_the_default_run_is_paper_000s_comparison_at_full_steps():
@@ -21,6 +21,6 @@ def test_the_all_profile_runs_every_method_of_the_file_with_the_claims():
     raw, _ = load_toml(load_suite("toy2d").path)
     every = load_suite("toy2d", "all")
     assert {c.method for c in every.cells()} == set(raw["methods"]), (
-        "a [methods.*] table of suites/toy2d.toml is missing from [profiles.all] matrix.method")
+        "a [methods.*] table of harness/suites/toy2d.toml is missing from [profiles.all] matrix.method")
     assert every.data["train"]["steps"] == load_suite("toy2d").data["train"]["steps"]
     assert {c.id for c in every.claims} == {c.id for c in load_suite("toy2d").claims}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from harness.runner import RunOptions, run_suite
+from harness.run.lifecycle import RunOptions, run_suite
 from harness.suite import load_suite
 from harness.tracking import flatten, resolve_uri
 

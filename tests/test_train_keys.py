@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import torch
 
-from harness.build import complete_config
-from harness.cell import CellRunner
+from harness.cell.build import complete_config
+from harness.cell.runner import CellRunner
 from harness.host import get_host
-from harness.options import RunOptions
+from harness.run.options import RunOptions
 from harness.suite import SCHEMA, load_suite
 
 SUITE = """
@@ -96,7 +96,7 @@ LEGACY: dict[str, tuple[str, tuple[str, ...]]] = {
 
 #: keys other parts of the harness own and test (read outside the cell's training and evaluation)
 ELSEWHERE: dict[str, str] = {
-    "train.timeout": "the executor's wall-clock limit on a cell (harness.executors, its tests)",
+    "train.timeout": "the executor's wall-clock limit on a cell (harness.run.executors, its tests)",
 }
 
 

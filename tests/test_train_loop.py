@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from harness import hookimpl
+from harness.cell.callbacks import UsageWindow
+from harness.cell.contract import ContractViolation, check_quantizer_output
+from harness.cell.losses import build_losses
+from harness.cell.train import TrainState, run, standard_callbacks, train
 from harness.contracts import QuantizeOutput, Quantizer
 from harness.errors import Diverged
 from harness.host import build_host, get_host
-from harness.pipeline.callbacks import UsageWindow
-from harness.pipeline.contract import ContractViolation, check_quantizer_output
-from harness.pipeline.losses import build_losses
-from harness.train import TrainState, run, standard_callbacks, train
 
 HARNESS = Path(__file__).resolve().parents[1] / "harness"
 
@@ -118,8 +118,8 @@ def test_multi_stage_shapes():
 
 
 def test_a_broken_plugin_fails_its_cell_with_the_contract_message(tmp_path, monkeypatch):
-    from harness.cell import CellRunner
-    from harness.options import RunOptions
+    from harness.cell.runner import CellRunner
+    from harness.run.options import RunOptions
     from harness.suite import load_suite
     from harness.tracking import Tracker
     from tests.conftest import TINY_SUITE
@@ -159,7 +159,7 @@ def test_lr_decay_per_epoch_and_logged_at_every_log_step():
 @pytest.mark.parametrize("name, cls", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
                                        ("sgd", torch.optim.SGD)])
 def test_optimizers(name, cls):
-    from harness.pipeline.optim import build_optimizer
+    from harness.cell.optim import build_optimizer
 
     p = torch.nn.Parameter(torch.zeros(2))
     opt = build_optimizer([p], {"optimizer": name, "lr": 0.1, "betas": [0.5, 0.9], "weight_decay": 0.01,
@@ -174,7 +174,7 @@ def test_optimizers(name, cls):
 
 
 def test_unknown_optimizer_suggests(tmp_path):
-    from harness.build import check_suite
+    from harness.cell.build import check_suite
     from harness.errors import UsageError
     from harness.suite import load_suite
     from tests.conftest import TINY_SUITE
@@ -254,9 +254,9 @@ def test_metric_writer_is_in_the_background_and_flush_waits():
 
 def test_metrics_are_in_the_store_before_each_checkpoint(tmp_path, monkeypatch):
     """A kill right after a checkpoint loses no logged point: the store has them all already."""
-    from harness import checkpoint
-    from harness.options import RunOptions
-    from harness.runner import run_suite
+    from harness.recovery import checkpoint
+    from harness.run.lifecycle import run_suite
+    from harness.run.options import RunOptions
     from harness.suite import load_suite
     from harness.tracking import Tracker
     from tests.conftest import TINY_SUITE
@@ -288,7 +288,7 @@ def test_metrics_are_in_the_store_before_each_checkpoint(tmp_path, monkeypatch):
 def test_progress_of_a_resumed_cell_starts_at_its_step():
     from types import SimpleNamespace
 
-    from harness.pipeline.stages import progress_bar
+    from harness.cell.stages import progress_bar
 
     state = toy_state(steps=20)
     state.step = 7

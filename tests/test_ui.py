@@ -24,7 +24,7 @@ def free_port() -> int:
 @pytest.mark.slow
 def test_ui_serves_the_store_on_loopback(workdir):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "ui", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "harness.commands.cli", "ui", "--port", str(port)],
                             cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
     try:
@@ -107,7 +107,7 @@ def wait_health(port: int, proc: subprocess.Popen, timeout: float = 180) -> None
 ])
 def test_stopping_leaves_no_server_process_and_no_listener(command, how, workdir):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *command, "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "harness.commands.cli", *command, "--port", str(port)],
                             cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
     try:

@@ -46,7 +46,7 @@ class DatasetCase:
         cls = self.cls
         if not getattr(cls, "needs_root", False):
             return cls(**self.params)
-        from harness.build import dataset_root
+        from harness.cell.build import dataset_root
 
         root = Path(self.root) if self.root is not None else dataset_root(getattr(cls, "name", ""), None)
         plugin = cls(root=root, **self.params)

@@ -1,4 +1,4 @@
-"""A real cell's training loop (:func:`harness.train.run`) on a tiny model, for the schedule and loss kits.
+"""A real cell's training loop (:func:`harness.cell.train.run`) on a tiny model, for the schedule and loss kits.
 
 Batches are a function of the step, so a run interrupted at a checkpoint and
 resumed sees exactly the batches an uninterrupted run sees; the kits compare the
@@ -50,8 +50,8 @@ class StopAt:
 
 
 def build_state(t: TinyTraining) -> Any:
+    from harness.cell.train import TrainState
     from harness.suite import DEFAULT_TRAIN
-    from harness.train import TrainState
 
     torch.manual_seed(t.seed)
     model = lookup("models", t.model)(latent_dim=t.latent_dim, **t.model_params)
@@ -67,7 +67,7 @@ def build_state(t: TinyTraining) -> Any:
 
 
 def batches(t: TinyTraining, start: int) -> Iterator[Tensor]:
-    """Input tensors, as :func:`harness.train.run` takes them; step ``i``'s batch depends on ``i`` only."""
+    """Input tensors, as :func:`harness.cell.train.run` takes them; step ``i``'s batch depends on ``i`` only."""
     for step in itertools.count(start):
         x = torch.randn(t.batch, *t.input_shape, generator=torch.Generator().manual_seed(1000 * t.seed + step))
         yield x.clamp(-1, 1) if len(t.input_shape) == 3 else x
@@ -75,7 +75,7 @@ def batches(t: TinyTraining, start: int) -> Iterator[Tensor]:
 
 def prepare(t: TinyTraining, schedules: list[Any], losses: list[Any]) -> tuple[Any, Any]:
     """A fresh state with the losses set up, as a cell has it before its first step (or a restore)."""
-    from harness.pipeline.losses import LossSet
+    from harness.cell.losses import LossSet
 
     state = build_state(t)
     loss_set = LossSet(losses)
@@ -90,7 +90,7 @@ def prepare(t: TinyTraining, schedules: list[Any], losses: list[Any]) -> tuple[A
 
 def train(t: TinyTraining, state: Any, loss_set: Any, schedules: list[Any], stop_at: int | None = None) -> Any:
     """Run the harness's own loop from ``state.step`` (to ``stop_at`` steps, or the end)."""
-    from harness.train import run
+    from harness.cell.train import run
 
     state.stop = False
     return run(state, batches(t, state.step), loss_set, [*schedules, StopAt(stop_at)])
@@ -98,7 +98,7 @@ def train(t: TinyTraining, state: Any, loss_set: Any, schedules: list[Any], stop
 
 def snapshot(state: Any, schedules: list[Any]) -> dict[str, Any]:
     """What must match between two runs: weights, optimiser, step, loss weights, schedule state."""
-    from harness.checkpoint import capture
+    from harness.recovery.checkpoint import capture
 
     payload = capture(state, schedules, "kit")
     payload.pop("rng", None)
@@ -129,7 +129,7 @@ def resume_differences(t: TinyTraining, make: Any) -> list[str]:
 
     ``make()`` returns fresh ``(schedules, losses)``; returns where the two final states differ.
     """
-    from harness.checkpoint import capture, restore
+    from harness.recovery.checkpoint import capture, restore
 
     schedules, losses = make()
     state, loss_set = prepare(t, schedules, losses)

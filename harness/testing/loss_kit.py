@@ -88,7 +88,7 @@ class LossCase(TinyTraining):
 
 def one_forward(case: LossCase) -> tuple[Any, Any, Tensor, Tensor, Any]:
     """A set-up state and the loss under test, with one batch through the model: ``(state, loss, x, x_hat, out)``."""
-    from harness.pipeline.forward import reconstruct
+    from harness.cell.forward import reconstruct
     from harness.testing.loop import batches
 
     _, losses = case.make()

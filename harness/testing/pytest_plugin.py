@@ -10,9 +10,9 @@ spreads over pytest-xdist workers. docs/ci.md explains the route; in short:
   suite's parent run before any worker starts, which also creates the SQLite schema
   and the experiment, so workers never race on them. Both go to the workers
   through ``workerinput``. Every cell is a nested run of that parent, planned,
-  parented, run (a :class:`harness.executors.CellSpec` on ``--harness-executor``:
+  parented, run (a :class:`harness.run.executors.CellSpec` on ``--harness-executor``:
   ``local`` by default, ``processes`` to isolate each cell) and closed by the same
-  functions as ``harness run`` (:mod:`harness.runner`), so the leaderboard
+  functions as ``harness run`` (:mod:`harness.run.lifecycle`), so the leaderboard
   afterwards is the one ``harness run`` would build. Concurrent
   SQLite writers go through :class:`harness.tracking.Tracker`, which retries
   "database is locked".
@@ -177,7 +177,7 @@ class HarnessSession:
 
     @cached_property
     def methods(self) -> dict[str, list[str] | None]:
-        from harness.cli import select_methods
+        from harness.commands.cli import select_methods
         from harness.errors import HarnessError
 
         try:
@@ -188,9 +188,9 @@ class HarnessSession:
 
     @cached_property
     def _cells(self) -> dict[str, list[Any]]:
-        """The same selection and checks as ``harness run`` (harness.runner.select_cells)."""
+        """The same selection and checks as ``harness run`` (harness.run.lifecycle.select_cells)."""
         from harness.errors import HarnessError
-        from harness.runner import select_cells
+        from harness.run.lifecycle import select_cells
 
         try:
             return {spec: select_cells(self.host, suite, self.methods[spec])
@@ -207,7 +207,7 @@ class HarnessSession:
     @cached_property
     def tracker(self) -> Any:
         from harness.errors import HarnessError
-        from harness.runner import open_tracker
+        from harness.run.lifecycle import open_tracker
 
         try:
             return open_tracker(self.uri)
@@ -216,7 +216,7 @@ class HarnessSession:
 
     @cached_property
     def options(self) -> Any:
-        from harness.options import RunOptions, parse_executor_options
+        from harness.run.options import RunOptions, parse_executor_options
 
         return RunOptions(device=self.config.getoption("harness_device"), tracking_uri=self.uri,
                           progress=False, executor=self.config.getoption("harness_executor"),
@@ -227,7 +227,7 @@ class HarnessSession:
     def executor(self) -> Any:
         """``--harness-executor`` (local unless asked), built and checked like ``harness run``'s."""
         from harness.errors import HarnessError
-        from harness.executors import build_executor, check_tracking_uri
+        from harness.run.executors import build_executor, check_tracking_uri
 
         try:
             executor = build_executor(self.host, self.options.executor, self.options.executor_options)
@@ -239,8 +239,8 @@ class HarnessSession:
     def cell_specs(self, spec: str) -> dict[str, Any]:
         """Each cell of ``spec`` as a CellSpec under its parent run, by config hash (built once)."""
         if spec not in self._specs:
-            from harness.runner import cell_options
-            from harness.specs import cell_specs
+            from harness.run.lifecycle import cell_options
+            from harness.run.specs import cell_specs
 
             built = cell_specs(self.suites[spec], [(c, None) for c in self.cells(spec)], self.methods[spec],
                                self.parents()[spec], self.uri, cell_options(self.options, self.executor))
@@ -249,7 +249,7 @@ class HarnessSession:
 
     def parents(self) -> dict[str, str]:
         """The parent run of each suite, created on first use (by the controller under xdist)."""
-        from harness.runner import start_parent
+        from harness.run.lifecycle import start_parent
 
         for spec, suite in self.suites.items():
             if spec not in self._parents:
@@ -267,12 +267,12 @@ class HarnessSession:
 
     def finish(self, interrupted: bool) -> None:
         """Controller only: claims over all cells, no run left RUNNING, parent runs closed
-        (harness.runner.close_suite, as ``harness run`` ends)."""
+        (harness.run.lifecycle.close_suite, as ``harness run`` ends)."""
         if not self._parents:
             return
-        from harness.cell import CellResult
-        from harness.runner import close_suite
-        from harness.signals import deferred
+        from harness.cell.runner import CellResult
+        from harness.run.lifecycle import close_suite
+        from harness.run.signals import deferred
 
         for spec, parent in self._parents.items():
             runs = self.cell_runs(spec)
@@ -285,7 +285,7 @@ class HarnessSession:
 
 
 def run_record(run: Any) -> dict[str, Any]:
-    """A recorded cell as :func:`harness.claims.check_claims` reads it (same as ``CellResult.record``)."""
+    """A recorded cell as :func:`harness.suite.claims.check_claims` reads it (same as ``CellResult.record``)."""
     tags = run.data.tags
     key = {"method": tags.get("harness.method"), "quantizer": tags.get("harness.quantizer"),
            "codebook_size": int(tags.get("harness.codebook_size", 0)),
@@ -304,7 +304,7 @@ class SuiteCollector(pytest.Collector):
         self.spec = spec
 
     def collect(self) -> list[pytest.Item]:
-        from harness.claims import matches
+        from harness.suite.claims import matches
 
         state = _state(self.config)
         assert state is not None
@@ -376,7 +376,7 @@ class ClaimItem(_SuiteItem):
         self.expected: list[str] = list(matching)  # narrowed to the selected cells (-k, -m)
 
     def runtest(self) -> None:
-        from harness.claims import check_claim
+        from harness.suite.claims import check_claim
 
         if not self.expected:
             pytest.skip(f"claim {self.claim.id}: none of its cells were selected")

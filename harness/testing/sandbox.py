@@ -80,11 +80,11 @@ class Sandbox:
             overrides: tuple[str, ...] | list[str] = (), seeds: int | None = None, **options: Any) -> Any:
         """Run a suite (default: the tiny one) into the sandbox's store; the ``SuiteResult``.
 
-        ``options`` are :class:`harness.options.RunOptions` fields (``executor``,
+        ``options`` are :class:`harness.run.options.RunOptions` fields (``executor``,
         ``executor_options``, ``jobs``, ``device``, ...); progress bars are off.
         """
-        from harness.options import RunOptions
-        from harness.runner import run_suite
+        from harness.run.lifecycle import run_suite
+        from harness.run.options import RunOptions
         from harness.suite import load_suite
 
         path = str(suite) if suite is not None else str(self.suite_file())

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 import harness
-from harness.scaffold import PluginNames, scaffold_quantizer
+from harness.commands.scaffold import PluginNames, scaffold_quantizer
 from tests.authoring.test_scaffold import _layered_venv, _run
 
 NAME = "ci-probe"
@@ -68,7 +68,7 @@ def test_the_ci_recipe_installs_the_harness_from_git_and_the_package_passes(tmp_
     assert Path(location).is_relative_to(tmp_path / "venv"), location  # not this checkout
     assert direct_url["url"].endswith("/vq-harness.git") and direct_url["vcs_info"]["vcs"] == "git"
 
-    listing = json.loads(_run([python, "-m", "harness.cli", "list", "quantizers", "--json"], tmp_path,
+    listing = json.loads(_run([python, "-m", "harness.commands.cli", "list", "quantizers", "--json"], tmp_path,
                               env).stdout)
     assert [q["distribution"] for q in listing["quantizers"] if q["name"] == NAME] == [
         PluginNames.from_name(NAME).distribution]

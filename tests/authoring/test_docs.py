@@ -61,7 +61,7 @@ def test_readme_links_every_page():
 
 def test_tutorial_commands_match_the_cli():
     """Each `harness <command>` the tutorial shows is a real subcommand."""
-    from harness.cli import build_parser
+    from harness.commands.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     shown = set(re.findall(r"^\s*(?:\$ )?harness ([a-z]+)", (DOCS / "tutorial.md").read_text(), flags=re.M))

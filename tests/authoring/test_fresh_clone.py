@@ -37,7 +37,7 @@ def test_readme_commands_on_a_fresh_clone(tmp_path):
     _run([python, "-m", "pip", "install", "-q", "--no-build-isolation", "-e", "."], clone, env)
     where = _run([python, "-c", "import harness; print(harness.__file__)"], work, env).stdout.strip()
     assert Path(where).is_relative_to(clone), where  # the clone's harness, not this checkout's
-    run = subprocess.run([python, "-m", "harness.cli", "run", "toy2d", "--set", "train.steps=60", "--seeds", "1",
+    run = subprocess.run([python, "-m", "harness.commands.cli", "run", "toy2d", "--set", "train.steps=60", "--seeds", "1",
                           "--no-progress"], cwd=work, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode in (0, 1), run.stderr[-3000:]  # 1: a claim of the paper needs the full 3,000 steps
     last = run.stdout.strip().splitlines()[-3:]
@@ -47,7 +47,7 @@ def test_readme_commands_on_a_fresh_clone(tmp_path):
     # ... and the leaderboard command it printed, as printed
     command = shlex.split(last[-1].split(":", 1)[1])
     assert command == ["harness", "leaderboard", "toy2d"]
-    board = _run([python, "-m", "harness.cli", *command[1:]], work, env).stdout
+    board = _run([python, "-m", "harness.commands.cli", *command[1:]], work, env).stdout
     assert "drifting" in board and "vq" in board
 
     # README: pip install -e ".[test]" && pytest -n auto (here: the tests collect)

@@ -172,13 +172,13 @@ def test_suite_runs_on_two_workers_into_one_store(tmp_path: Path):
 
     # the same suite through `harness run`, into its own store: the same leaderboard
     reference = f"sqlite:///{tmp_path / 'run.db'}"
-    run = subprocess.run([sys.executable, "-m", "harness.cli", "run", "tiny.toml", "--profile", "smoke",
+    run = subprocess.run([sys.executable, "-m", "harness.commands.cli", "run", "tiny.toml", "--profile", "smoke",
                           "--no-progress", "--tracking-uri", reference],
                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
     assert run.returncode == 1 and "vq-impossible" in run.stderr, run.stderr[-2000:]
 
     def board(store: str) -> str:
-        out = subprocess.run([sys.executable, "-m", "harness.cli", "leaderboard", "authoring-tiny",
+        out = subprocess.run([sys.executable, "-m", "harness.commands.cli", "leaderboard", "authoring-tiny",
                               "--format", "csv", "--tracking-uri", store],
                              cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr

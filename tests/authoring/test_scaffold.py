@@ -19,9 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from harness.commands.cli import main
+from harness.commands.scaffold import (
+    PluginNames,
+    default_harness_source,
+    render,
+    scaffold_quantizer,
+)
 from harness.errors import UsageError
-from harness.scaffold import PluginNames, default_harness_source, render, scaffold_quantizer
 
 try:
     import tomllib
@@ -139,7 +144,7 @@ def test_scaffold_install_run_rank_and_generated_tests_pass(tmp_path):
     package = tmp_path / DIST
     assert main(["new", "quantizer", NAME, "--dir", str(package)]) == 0
     python = str(_layered_venv(tmp_path / "venv"))
-    harness = [python, "-m", "harness.cli"]
+    harness = [python, "-m", "harness.commands.cli"]
 
     _run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(package)],
          tmp_path, env)
@@ -184,7 +189,7 @@ def test_scaffold_install_run_rank_and_generated_tests_pass(tmp_path):
 
 def test_an_editable_harness_is_warned_about_before_pip_replaces_it(tmp_path, capsys, monkeypatch):
     """A URL dependency makes pip swap an editable harness for the git one: `harness new` says so."""
-    from harness.scaffold import editable_checkout, editable_warning
+    from harness.commands.scaffold import editable_checkout, editable_warning
 
     monkeypatch.delenv("HARNESS_SOURCE", raising=False)
     checkout = editable_checkout()

@@ -31,8 +31,8 @@ def test_the_readme_sends_contributors_to_the_architecture_page() -> None:
 def test_the_architecture_page_names_every_plugin_kind_and_folder() -> None:
     text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     for kind in KINDS:
-        assert f"harness_register_{kind}" in text and f"plugins/{kind}/" in text, kind
-    for folder in ("harness/", "plugins/", "suites/", "leaderboard/", "tests/", "docs/"):
+        assert f"harness_register_{kind}" in text and f"harness/plugins/{kind}/" in text, kind
+    for folder in ("harness/", "harness/plugins/", "harness/suites/", "harness/leaderboard/", "pages/", "tests/", "docs/"):
         assert folder in text, folder
 
 

@@ -162,7 +162,7 @@ def tracking_server(postgres: str, engines_dir: Path) -> Iterator[str]:
     """``harness server`` on the PostgreSQL cluster; yields its http:// URI."""
     port = free_ports(1)
     log = (engines_dir / "server.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "server", "--backend-store-uri", postgres,
+    proc = subprocess.Popen([sys.executable, "-m", "harness.commands.cli", "server", "--backend-store-uri", postgres,
                              "--port", str(port), "--artifacts-destination", str(engines_dir / "artifacts")],
                             cwd=engines_dir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -242,7 +242,7 @@ def harness_env(*extra: dict[str, str], pythonpath: Path | None = None) -> dict[
 
 
 def harness(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "harness.commands.cli", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from harness.cli import main
+from harness.commands.cli import main
 from tests.engines.conftest import unavailable
 
 
@@ -51,8 +51,8 @@ def test_bad_options_exit_2_with_the_reason(argv, needle, workdir, capsys, submi
 
 
 def test_slurm_options_become_one_cells_sbatch_request(submitit_and_sbatch, tmp_path, monkeypatch):
-    from harness.executors import build_executor
     from harness.host import get_host
+    from harness.run.executors import build_executor
 
     monkeypatch.delenv("HARNESS_CHECKPOINT_DIR", raising=False)
     monkeypatch.chdir(tmp_path)

@@ -32,7 +32,7 @@ def test_eight_concurrent_writers_lose_and_duplicate_nothing(tracking_server, tm
     for i in range(2):
         folder = tmp_path / f"writer{i}"
         folder.mkdir()
-        procs.append(subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=folder, env=harness_env(),
+        procs.append(subprocess.Popen([sys.executable, "-m", "harness.commands.cli", *args], cwd=folder, env=harness_env(),
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outs = [p.communicate(timeout=900)[0] for p in procs]
     for proc, out in zip(procs, outs, strict=True):

@@ -91,7 +91,7 @@ def test_ctrl_c_cancels_the_tasks_killed_with_a_checkpoint_then_resume(ray_ok, t
     suite = suite_copy(tmp_path, "toy2d-ray-kill", PROFILES)
     env = harness_env()
     args = ray_args(suite, "long", tracking_server)
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "harness.commands.cli", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for_training(tracking_server, "toy2d-ray-kill", proc)

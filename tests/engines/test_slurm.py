@@ -121,7 +121,7 @@ def test_a_cancelled_job_is_killed_and_resumes_from_its_checkpoint(slurm, tracki
     suite = suite_copy(tmp_path, "toy2d-slurm-kill", PROFILES)
     env = harness_env(slurm)
     args = slurm_args(suite, "long", tracking_server, tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "harness.commands.cli", *args], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_for_training(tracking_server, "toy2d-slurm-kill", proc)
@@ -148,7 +148,7 @@ def test_a_preempted_job_is_requeued_and_continues(slurm, tracking_server, tmp_p
     """submitit's preemption signal (USR2): checkpoint, KILLED, requeue; the requeued job continues."""
     suite = suite_copy(tmp_path, "toy2d-slurm-preempt", PROFILES)
     env = harness_env(slurm)
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli",
+    proc = subprocess.Popen([sys.executable, "-m", "harness.commands.cli",
                              *slurm_args(suite, "long", tracking_server, tmp_path)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -171,7 +171,7 @@ def test_a_preempted_job_is_requeued_and_continues(slurm, tracking_server, tmp_p
 def test_ctrl_c_cancels_the_jobs_and_records_them_killed(slurm, tracking_server, tmp_path):
     suite = suite_copy(tmp_path, "toy2d-slurm-ctrlc", PROFILES)
     env = harness_env(slurm)
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli",
+    proc = subprocess.Popen([sys.executable, "-m", "harness.commands.cli",
                              *slurm_args(suite, "long", tracking_server, tmp_path)],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

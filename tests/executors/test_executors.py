@@ -10,19 +10,19 @@ from typing import ClassVar
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.cli import main
+from harness.commands.cli import main
 from harness.errors import SuiteError, UsageError
-from harness.executors import (
+from harness.host import build_host, get_host
+from harness.plugins.executors.processes import ProcessesExecutor, cores
+from harness.run.executors import (
     Executor,
     ProcessTracker,
     build_executor,
     check_tracking_uri,
     record_lost,
 )
-from harness.host import build_host, get_host
-from harness.options import RunOptions, executor_choice
-from harness.plugins.executors.processes import ProcessesExecutor, cores
-from harness.specs import cell_specs, suite_overrides
+from harness.run.options import RunOptions, executor_choice
+from harness.run.specs import cell_specs, suite_overrides
 from harness.suite import load_suite
 
 
@@ -120,7 +120,7 @@ def test_record_lost_closes_the_cells_run_or_creates_one(tiny_suite, tracking_ur
     parent = tracker.start_run("tiny", "tiny-smoke", {"harness.kind": "suite"})
     a, b, c = suite.cells(["vq", "drifting"])[:3]
     specs = cell_specs(suite, [(a, None), (b, None), (c, None)], ["vq", "drifting"], parent, tracking_uri, {})
-    from harness.cell import cell_tags, resolve_device
+    from harness.cell.runner import cell_tags, resolve_device
 
     running = tracker.start_run("tiny", b.run_name, cell_tags(get_host(), suite, b, resolve_device("cpu")),
                                 parent=parent)
@@ -166,7 +166,7 @@ def test_signal_handlers_wait_for_the_end_of_a_store_call():
     import threading
     import time
 
-    from harness.signals import deferred, guarded
+    from harness.run.signals import deferred, guarded
 
     seen: list[str] = []
     stop = threading.Event()
@@ -221,4 +221,4 @@ def test_pytest_items_go_through_the_same_lifecycle_and_isolate_with_processes(t
     assert cells["crash-K4-d2-s0"].info.status == "FAILED" and cells["vq-K4-d2-s0"].info.status == "FINISHED"
     [parent] = runs_of(uri, kind="suite")
     assert parent.info.status == "FAILED" and parent.data.tags["harness.executor"] == "processes"
-    assert parent.data.tags["harness.runner"] == "pytest"
+    assert parent.data.tags["harness.run.lifecycle"] == "pytest"

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from harness.cell.losses import build_losses
+from harness.cell.train import TrainState, train
 from harness.contracts import Model, QuantizeOutput, Quantizer
-from harness.pipeline.losses import build_losses
 from harness.plugins.losses.patchgan import (
     PatchDiscriminator,
     PatchGAN,
@@ -17,7 +18,6 @@ from harness.plugins.losses.patchgan import (
     generator_loss,
     hinge_d_loss,
 )
-from harness.train import TrainState, train
 
 
 def test_patch_discriminator_layers():
@@ -166,7 +166,7 @@ def test_generator_term_leaves_discriminator_gradients_alone():
 
 
 def test_discriminator_state_round_trips_through_a_checkpoint():
-    from harness import checkpoint
+    from harness.recovery import checkpoint
 
     state = make_state(steps=1)
     _, adv = patchgan_of(state)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from harness.build import build_dataset, dataset_root
+from harness.cell.build import build_dataset, dataset_root
 from harness.errors import DatasetMissing
 from harness.host import get_host
 from harness.plugins.datasets.celebahq import CelebAHQ

@@ -27,7 +27,7 @@ WORKER = textwrap.dedent('''
     from harness import hookimpl
     from harness.contracts import DatasetPlugin
     from harness.host import build_host
-    from harness.runner import RunOptions, run_suite
+    from harness.run.lifecycle import RunOptions, run_suite
     from harness.suite import load_suite
 
     OUT = Path(sys.argv[1])

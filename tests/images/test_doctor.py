@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from harness.commands.cli import main
 from harness.plugins.metrics.weights import ALEXNET, INCEPTION
 from tests.images.test_datasets import write_celebahq
 

@@ -14,9 +14,9 @@ from unittest import mock
 import pytest
 import torch
 
+from harness.cell.evaluate import build_metrics
 from harness.contracts import EvalBatch, MetricContext
 from harness.errors import MetricUnavailable
-from harness.evaluate import build_metrics
 from harness.host import get_host
 from harness.plugins.metrics.fid import RFID, frechet_distance
 from harness.plugins.metrics.perceptual import LPIPS

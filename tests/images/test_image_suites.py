@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.runner import RunOptions, run_suite
+from harness.run.lifecycle import RunOptions, run_suite
 from harness.suite import load_suite
 from harness.tracking import Tracker
 from tests.images.test_datasets import write_celebahq, write_imagenet

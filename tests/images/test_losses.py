@@ -7,10 +7,10 @@ import pytest
 import torch
 import torchvision
 
-from harness.build import check_losses, loss_config
+from harness.cell.build import check_losses, loss_config
+from harness.cell.losses import LossSet, build_losses, deprecation, loss_specs
 from harness.errors import HarnessError, UnknownNameError, UsageError
 from harness.host import get_host
-from harness.pipeline.losses import LossSet, build_losses, deprecation, loss_specs
 from harness.plugins.losses.perceptual import LPIPSLoss
 from harness.plugins.losses.pixel import L1, MSE
 from harness.plugins.metrics.weights import LPIPS_BACKBONES
@@ -154,7 +154,7 @@ def test_bad_lists_are_clear_errors(train, match):
 
 
 def test_unknown_loss_in_a_suite_names_file_and_line(tmp_path):
-    from harness.build import check_suite
+    from harness.cell.build import check_suite
     from harness.suite import load_suite
 
     path = tmp_path / "s.toml"
@@ -168,7 +168,7 @@ def test_unknown_loss_in_a_suite_names_file_and_line(tmp_path):
 
 
 def test_string_form_in_a_suite_warns_with_the_line(tmp_path, capsys):
-    from harness.build import check_suite
+    from harness.cell.build import check_suite
     from harness.suite import load_suite
 
     path = tmp_path / "s.toml"
@@ -208,7 +208,7 @@ def test_weights_scale_terms_and_zero_weight_skips():
 
 def test_the_suite_weight_of_a_pixel_loss_applies():
     """``{ name = "mse", weight = 0.5 }`` halves ``rec``, although the state starts every weight at 1."""
-    from harness.train import TrainState
+    from harness.cell.train import TrainState
 
     host = get_host()
     model = host.models.get("linear2d").obj(latent_dim=2)
@@ -222,7 +222,7 @@ def test_the_suite_weight_of_a_pixel_loss_applies():
 
 def test_train_loop_uses_the_configured_losses(alexnet_file):
     """A few steps of the real loop log the LPIPS term, weighted by its suite weight."""
-    from harness.train import TrainState, train
+    from harness.cell.train import TrainState, train
 
     host = get_host()
     torch.manual_seed(0)

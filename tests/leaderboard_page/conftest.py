@@ -91,7 +91,7 @@ class Recorded:
 @pytest.fixture(scope="session")
 def recorded(tmp_path_factory: pytest.TempPathFactory) -> Recorded:
     """Run the suite once into a fresh SQLite store (about 10 s on 2 cores)."""
-    from harness.runner import RunOptions, run_suite
+    from harness.run.lifecycle import RunOptions, run_suite
     from harness.suite import load_suite
 
     os.environ.setdefault("MPLBACKEND", "Agg")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from harness.commands.cli import main
 from harness.leaderboard.build import build_leaderboard
 from harness.leaderboard.claims import latest_claims
 from harness.leaderboard.figures import mean_curve, metric_vs_codebook_size

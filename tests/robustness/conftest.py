@@ -35,7 +35,7 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 def harness_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "harness.cli", *args]
+    return [sys.executable, "-m", "harness.commands.cli", *args]
 
 
 def start(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.cli import main
+from harness.commands.cli import main
 from harness.errors import DatasetMissing, MetricUnavailable
 from tests.conftest import TINY_SUITE
 from tests.robustness.conftest import cell_runs, child_env, harness_cmd

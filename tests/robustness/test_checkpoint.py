@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from harness import checkpoint
-from harness.build import build_dataset, build_model, build_quantizer, complete_config
+from harness.cell.build import build_dataset, build_model, build_quantizer, complete_config
+from harness.cell.train import TrainState, total_steps, train
 from harness.errors import HarnessError
 from harness.host import get_host
+from harness.recovery import checkpoint
 from harness.suite import load_suite
-from harness.train import TrainState, total_steps, train
 
 
 class Counter:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.claims import check_claim
-from harness.cli import main
+from harness.commands.cli import main
 from harness.suite import Claim, load_suite
+from harness.suite.claims import check_claim
 from tests.conftest import TINY_SUITE
 from tests.robustness.conftest import suite_runs
 
@@ -85,7 +85,7 @@ def test_narrowing_the_matrix_does_not_turn_claims_into_errors():
 @pytest.mark.slow
 def test_toy2d_vanilla_vq_at_k2_is_shown_not_reproduced(tmp_path):
     """Paper 000's vanilla-VQ-at-K=2 finding, on the real toy (smoke profile, vq at K=2 only)."""
-    from harness.runner import RunOptions, run_suite
+    from harness.run.lifecycle import RunOptions, run_suite
 
     suite = load_suite("toy2d", "smoke", overrides=["matrix.codebook_size=[2]"])
     result = run_suite(suite, ["vq"], RunOptions(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",

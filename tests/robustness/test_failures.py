@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from harness.cli import main
+from harness.commands.cli import main
 from tests.conftest import TINY_SUITE
 from tests.robustness.conftest import cell_runs
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from mlflow.tracking import MlflowClient
 
-from harness.checkpoint import checkpoint_path
-from harness.cli import main
+from harness.commands.cli import main
+from harness.recovery.checkpoint import checkpoint_path
 from tests.robustness.conftest import (
     cell_runs,
     finish,

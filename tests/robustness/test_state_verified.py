@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import checkpoint
+from harness.cell.train import train
 from harness.errors import HarnessError
-from harness.train import train
+from harness.recovery import checkpoint
 from tests.robustness.conftest import (
     cell_runs,
     child_env,
@@ -165,7 +165,7 @@ def test_a_sqlite_uri_naming_a_folder_fails_at_once(workdir: Path, tiny_suite: P
 
 HOLD = """
 import sys, time
-from harness.store import init_lock
+from harness.recovery.store import init_lock
 with init_lock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(600)

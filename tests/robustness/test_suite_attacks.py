@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
+from harness.commands.cli import main
 from harness.errors import SuiteError
 from harness.suite import load_suite
 from tests.conftest import TINY_SUITE
@@ -125,7 +125,7 @@ def test_claim_for_another_profile_is_not_matched_against_this_one(suite_file):
 def test_accepted_claim_ids_are_valid_mlflow_keys():
     from mlflow.utils.validation import _validate_metric_name, _validate_tag_name
 
-    from harness.suitevalues import check_name
+    from harness.suite.values import check_name
 
     for name in ("a", "nsvq-fewer-dead-codes-expansion", "x.y_z-1", "A" * 100):
         assert check_name("claim id", name) is None
@@ -145,7 +145,7 @@ def test_builtin_suites_still_load(capsys):
 
 def test_paths_use_only_validated_names(tmp_path: Path):
     """The checkpoint folder is ``<root>/<suite name>``: a valid name stays inside the root."""
-    from harness.checkpoint import checkpoint_path
+    from harness.recovery.checkpoint import checkpoint_path
 
     path = checkpoint_path(tmp_path, "toy2d-drift", "abc")
     assert path.resolve().is_relative_to(tmp_path.resolve())

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.claims import check_claim
 from harness.errors import UnknownNameError
 from harness.plugins.datasets.drift2d import Drift2dCloud
 from harness.plugins.models.drift2d import Drift2d
 from harness.plugins.schedules.stages import freeze
 from harness.suite import Claim, load_suite
+from harness.suite.claims import check_claim
 
 POINTS = torch.tensor([[0.5, -0.5], [-1.0, 0.25]])
 

@@ -8,15 +8,15 @@ import pytest
 import torch
 from torch import nn
 
+from harness.cell.train import TrainState, train
 from harness.errors import UnknownNameError
 from harness.plugins.models.linear2d import Linear2d
 from harness.plugins.quantizers.vq import VectorQuantizer
 from harness.plugins.schedules.decay import Decay
 from harness.plugins.schedules.lr import WarmupCosine
 from harness.plugins.schedules.stages import NSVQStages, StagedFreeze
-from harness.runner import RunOptions, run_suite
+from harness.run.lifecycle import RunOptions, run_suite
 from harness.suite import load_suite
-from harness.train import TrainState, train
 
 
 class NormedModel(Linear2d):

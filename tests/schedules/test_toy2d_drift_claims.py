@@ -10,14 +10,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.runner import RunOptions, run_suite
+from harness.run.lifecycle import RunOptions, run_suite
 from harness.suite import load_suite
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("toy2d-drift")]
 
 DEMOS = ("translation", "expansion", "shrink", "split")
 
-# Not reproduced, with the evidence in suites/toy2d-drift.toml and plugins/models/drift2d.py:
+# Not reproduced, with the evidence in harness/suites/toy2d-drift.toml and harness/plugins/models/drift2d.py:
 # expanding a convex cloud uncovers nothing it covered, so every method (EMA, NS-VQ and
 # vanilla VQ) ends with 0 dead codes in every seed and "fewer" cannot hold. The suite marks the
 # claim `expect = "not reproduced"`: it is shown as such and does not fail the run, and if it

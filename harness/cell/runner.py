@@ -1,0 +1,130 @@
+"""One cell: build, train, evaluate and record it into one MLflow run.
+
+The suite lifecycle (:mod:`harness.run.lifecycle`) decides which cells run and where;
+this module is what runs a single cell wherever it is sent.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from harness import __version__
+from harness.cell import distributed, stages
+from harness.cell.callbacks import latent_snapshot  # noqa: F401 - its old home
+from harness.cell.provenance import provenance_tags
+from harness.cell.stages import seed_everything  # noqa: F401 - its old home
+from harness.errors import UsageError
+from harness.host import Host
+from harness.recovery.checkpoint import checkpoint_root
+from harness.recovery.resume import Resume
+from harness.run.interrupt import InterruptGuard
+from harness.run.options import RunOptions
+from harness.suite import Cell, Suite
+from harness.tracking import Tracker, close_guarded, git_commit, guarded, tags_for
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    run_id: str | None = None
+    seconds: float = 0.0
+
+    def record(self) -> dict[str, Any]:
+        return {"key": self.cell.key, "metrics": self.metrics, "status": self.status}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but no CUDA device is available")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise UsageError(f"--device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+@contextmanager
+def intra_op_threads(threads: int, device: torch.device) -> Iterator[None]:
+    """Run a cell with ``train.threads`` CPU threads (0: PyTorch's default), then restore.
+
+    The toy suites set 1: their 2D batches gain nothing from a thread pool, and
+    on a busy machine (pytest-xdist workers, ``--jobs``) idle pool threads spin
+    and slow every step many times over.
+    """
+    previous = torch.get_num_threads()
+    if threads and device.type == "cpu":
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def cell_tags(host: Host, suite: Suite, cell: Cell, device: torch.device) -> dict[str, str]:
+    entry = host.quantizers.get(cell.quantizer)
+    source = entry.source
+    return {**provenance_tags(entry), **tags_for([
+        ("kind", "cell"), ("suite", suite.name), ("suite_version", suite.version),
+        ("profile", suite.profile), ("version", __version__), ("git_commit", git_commit()),
+        ("method", cell.method), ("quantizer", cell.quantizer),
+        ("codebook_size", cell.codebook_size), ("dim", cell.dim), ("seed", cell.seed),
+        ("plugin", source.plugin), ("plugin_distribution", source.distribution),
+        ("plugin_version", source.version), ("device", str(device)),
+        ("config_hash", cell.config_hash), ("group_hash", cell.group_hash),
+    ])}
+
+
+class CellRunner:
+    """Trains and evaluates one cell into one MLflow run."""
+
+    def __init__(self, host: Host, suite: Suite, tracker: Tracker, options: RunOptions) -> None:
+        self.host, self.suite, self.tracker, self.options = host, suite, tracker, options
+        self.device = distributed.local_device(resolve_device(options.device))
+        self.guard = InterruptGuard()  # run_suite enters it; unentered it never fires
+        self.checkpoint_root = checkpoint_root(tracker.uri)
+
+    def run(self, cell: Cell, parent: str | None = None, resume: Resume | None = None) -> CellResult:
+        start = time.perf_counter()
+        tags = cell_tags(self.host, self.suite, cell, self.device)
+        run_id = self.tracker.start_run(self.suite.name, cell.run_name, tags, parent=parent)
+        try:
+            with intra_op_threads(cell.config["train"].get("threads", 0), self.device):
+                result = self._train_and_evaluate(cell, run_id, resume)
+        except KeyboardInterrupt:
+            self.tracker.end_run(run_id, "KILLED")
+            raise
+        except Exception as exc:
+            text, error = traceback.format_exc(), f"{type(exc).__name__}: {exc}"
+            # each write guarded: the one that failed the cell (read-only artifacts, full disk) may fail here too
+            guarded("tagging the error", lambda: self.tracker.set_tags(run_id, {"harness.error": error[:5000]}))
+            guarded("saving traceback.txt", lambda: self.tracker.log_text(run_id, text, "traceback.txt"))
+            close_guarded(self.tracker, run_id, "FAILED")
+            return CellResult(cell, "FAILED", error=f"{type(exc).__name__}: {exc}", run_id=run_id,
+                              seconds=time.perf_counter() - start)
+        self.tracker.end_run(run_id, "FINISHED")
+        result.run_id, result.seconds = run_id, time.perf_counter() - start
+        return result
+
+    def _train_and_evaluate(self, cell: Cell, run_id: str, resume: Resume | None = None) -> CellResult:
+        """build -> train -> evaluate -> record (:mod:`harness.cell.stages`)."""
+        built = stages.build(self, cell, run_id)
+        stages.resume_into(self, built, resume)
+        stages.train(self, built)
+        if not distributed.is_main():  # rank 0 checkpoints, evaluates and records
+            self.guard.raise_if_requested()
+            return CellResult(cell, "FINISHED")
+        stages.keep_trained_state(self, built)
+        result = stages.evaluate(self, built)
+        stages.record(self, built, result)
+        return CellResult(cell, "FINISHED", result.values, result.unavailable)

@@ -1,0 +1,131 @@
+"""Leaderboard output: Markdown (also the terminal form), CSV and a self-contained HTML page.
+
+The HTML page (:mod:`harness.leaderboard.html_page`) carries everything inline
+(CSS, plots as base64 PNG data URIs, no scripts, no fonts): it opens from a
+file, an MLflow artifact view or an air-gapped machine alike.
+"""
+
+from __future__ import annotations
+
+from harness.commands.table import csv_table, markdown
+from harness.leaderboard.build import Leaderboard, Row
+from harness.leaderboard.html_page import to_html
+from harness.leaderboard.text import (
+    META,
+    cell_text,
+    digest_text,
+    headers,
+    is_best,
+    meta_value,
+    rate_cells,
+    split_columns,
+    stack_lines,
+    staged,
+    status_text,
+)
+
+__all__ = ["RENDERERS", "to_csv", "to_html", "to_markdown"]
+
+
+def _md_row(board: Leaderboard, row: Row, columns: list[str]) -> list[str]:
+    cells = []
+    for column in columns:
+        text = cell_text(board, row, column)
+        cells.append(f"**{text}**" if is_best(board, row, column) else text)
+    code = digest_text(row)
+    return [row.label, row.codebook_size, row.dim, *rate_cells(board, row), row.n if not row.reported else "–",
+            *cells, status_text(row, board), f"`{code}`" if code else ""]
+
+
+def _md_table(board: Leaderboard, rows: list[Row], columns: list[str]) -> str:
+    return markdown(headers(board, columns), [_md_row(board, r, columns) for r in rows])
+
+
+def _md_tables(board: Leaderboard, columns: list[str], stage_columns: bool = False) -> str:
+    """One table per rate group (a heading each when there are several), then the papers' rows."""
+    groups = board.groups()
+    parts = []
+    for label, rows in groups:
+        rows = staged(board, rows, columns) if stage_columns else rows
+        if not rows:
+            continue
+        heading = f"#### {label}\n\n" if len(groups) > 1 else ""
+        parts.append(heading + _md_table(board, rows, columns))
+    reported = staged(board, board.reported, columns) if stage_columns else board.reported
+    if reported:
+        heading = "#### Reported by the papers (not measured here; never marked best)\n\n" if parts else ""
+        parts.append(heading + _md_table(board, reported, columns))
+    return "\n\n".join(parts)
+
+
+def _md_header(board: Leaderboard) -> str:
+    title = f"## {board.suite} (profile {board.profile}, suite version {board.version or '–'})\n\n"
+    if board.meta.get("description"):
+        title += board.meta["description"] + "\n\n"
+    if board.meta.get("no_runs"):
+        title += f"**No run recorded yet**: {board.meta['no_runs']}.\n\n"
+    meta = [f"{label}: `{meta_value(board, key)}`" for label, key in META[3:-1] if meta_value(board, key)]
+    if meta:
+        title += "; ".join(meta) + ".\n\n"
+    stacks = stack_lines(board)
+    if stacks:
+        title += "Metric stacks (what produced each number):\n\n" + "\n".join(
+            f"- `{metric}`: {stack}" for metric, stack in stacks) + "\n\n"
+    return title
+
+
+def _md_foot(board: Leaderboard) -> str:
+    foot = ("\n\nmean ± std over seeds (n = finished seeds); ↑ higher is better, ↓ lower is better; "
+            "rows are grouped by rate (bits per token) and the best value of each group is in bold, "
+            f"never across groups; sorted by `{board.primary}` within a group; `plugin code` is the "
+            "digest of the plugin's source files and the harness version (cells of older code are never "
+            "averaged in); rows marked `reported` are the papers' numbers, not measured here, and "
+            "never marked best.")
+    notes = [f"- `{c}` unavailable: {reason}" for r in board.rows for c, reason in r.unavailable.items()]
+    if notes:
+        foot += "\n\n" + "\n".join(sorted(set(notes)))
+    return foot
+
+
+def to_markdown(board: Leaderboard) -> str:
+    main, stages = split_columns(board)
+    text = _md_header(board) + _md_tables(board, main) + _md_foot(board)
+    if stages:
+        text += "\n\n### Per-stage metrics (multi-stage quantizers)\n\n" + _md_tables(board, stages, True)
+    if board.claims is not None:
+        text += ("\n\n### Claims\n\n" + board.claims.describe() + "holds / FAILS for asserted claims, "
+                 "reported for findings the suite only measures.\n\n"
+                 + markdown(["claim", "status", "observed", "n", "check", "text"],
+                            [[c.id, c.status, "" if c.observed is None else f"{c.observed:.4g}", str(c.n),
+                              c.check, c.text] for c in board.claims.claims]))
+    if board.figures:
+        text += ("\n\nPlots (rate-distortion, utilization over training, metrics against K, latent "
+                 "snapshots): see the HTML page.")
+    return text + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"
+
+
+def to_csv(board: Leaderboard) -> str:
+    head = ["method", "quantizer", "codebook_size", "dim", "n", "failed", "status", "source", "variant",
+            "bits_per_token", "bits_per_pixel", "tokens_per_item", "pixels_per_item", "plugin_digest",
+            "older_digest_cells", "seed_states"]
+    for c in board.columns:
+        head += [f"{c}_mean", f"{c}_std", f"{c}_nan"]
+    rows = []
+    for r in board.rows:
+        states = " ".join(f"{s.seed}:{s.state}" for s in r.seeds.values())
+        line = [r.method, r.quantizer, r.codebook_size, r.dim, r.n, r.failed, r.status, r.source, r.variant,
+                _num(r.bits_per_token), _num(r.bits_per_pixel), r.tokens_per_item or "",
+                r.pixels_per_item or "", r.digest, r.left_out, states]
+        for c in board.columns:
+            stat = r.metrics.get(c)
+            line += [f"{stat.mean:.6g}", f"{stat.std:.6g}"] if stat else ["", ""]
+            line.append(r.nan.get(c, 0))
+        rows.append(line)
+    return csv_table(head, rows)
+
+
+RENDERERS = {"md": to_markdown, "csv": to_csv, "html": to_html}

@@ -1,0 +1,383 @@
+"""The executor seam: a cell as plain data, a function that runs it anywhere, and the plugin kind.
+
+The suite lifecycle (:mod:`harness.run.lifecycle`) turns each cell into a :class:`CellSpec`
+(picklable: the suite file, profile, ``--set`` strings, the cell's config hash,
+the parent run, the tracking URI, options) and hands the list to an
+:class:`Executor`. Wherever the executor sends a spec (this process, a worker
+process, a SLURM job, a Ray task), :func:`run_cell` rebuilds the cell from it and
+records it into the same store; nothing else about the submitting process is
+needed. An executor that loses a worker calls :func:`record_lost`, so no run is
+left RUNNING. Executors are plugins (``harness_register_executors``, docs/hooks.md).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from harness.errors import UnknownNameError, UsageError
+from harness.run.signals import DeferredClient, guarded, identity
+from harness.tracking import Tracker
+
+__all__ = ["CellOutcome", "CellSpec", "CellTimeout", "Executor", "ProcessTracker", "build_executor",
+           "check_tracking_uri", "record_lost", "run_cell"]
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """All a cell needs, anywhere: plain, picklable data."""
+
+    suite: str  # resolved path of the suite file
+    profile: str
+    overrides: tuple[str, ...]  # the --set K=V strings (and matrix.seeds=N for --seeds)
+    methods: tuple[str, ...] | None
+    cell_hash: str  # Cell.config_hash of the cell in that suite
+    run_name: str
+    parent_run_id: str
+    tracking_uri: str  # absolute URI
+    options: dict = field(hash=False)  # device, data_root, threads (intra-op), timeout, progress
+    resume: dict | None = field(default=None, hash=False)  # {"action", "previous_run_id", "checkpoint"}
+
+
+@dataclass
+class CellOutcome:
+    """What came back from one cell (the run in the store is the record)."""
+
+    cell_hash: str
+    status: str  # FINISHED, FAILED or KILLED
+    run_id: str | None = None
+    metrics: dict = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+    #: metrics that could not be computed here, with the reason (missing weights): never numbers
+    unavailable: dict = field(default_factory=dict)
+
+
+class CellTimeout(Exception):
+    """The cell ran longer than ``train.timeout`` seconds (raised inside the cell: recorded FAILED)."""
+
+
+# -- the tracker every process of a suite uses -------------------------------------------------
+
+_heartbeat: Callable[[], None] | None = None
+
+
+def set_heartbeat(beat: Callable[[], None] | None) -> None:
+    """A worker process's watchdog clock: called on every write a cell makes (its progress)."""
+    global _heartbeat
+    _heartbeat = beat
+
+
+def _beat() -> None:
+    if _heartbeat is not None:
+        _heartbeat()
+
+
+class ProcessTracker(Tracker):
+    """A :class:`Tracker` whose store calls defer signals and whose runs name their process.
+
+    The ``harness.pid``/``harness.hostname`` tags let ``--resume`` close a RUNNING
+    run whose process is dead; writes beat the worker's no-progress watchdog.
+    """
+
+    def __init__(self, uri: str | None = None) -> None:
+        super().__init__(uri)
+        self.client = DeferredClient(self.client, on_call=_beat)
+
+    def start_run(self, experiment: str, name: str, tags: dict[str, str], parent: str | None = None) -> str:
+        return super().start_run(experiment, name, {**tags, **identity()}, parent)
+
+    def log_metrics(self, run_id: str, values: dict[str, Any], step: int = 0) -> None:
+        _beat()
+        super().log_metrics(run_id, values, step)
+
+
+# -- running one cell, anywhere ----------------------------------------------------------------
+
+def load_cell(spec: CellSpec) -> tuple[Any, Any]:
+    """The suite and the cell a spec names (the same files give the same config hash)."""
+    from harness.errors import HarnessError
+    from harness.suite import load_suite
+
+    suite = load_suite(spec.suite, spec.profile, overrides=spec.overrides)
+    for cell in suite.cells(list(spec.methods) if spec.methods else None):
+        if cell.config_hash == spec.cell_hash:
+            return suite, cell
+    raise HarnessError(f"{spec.suite} ({spec.profile}) has no cell with config hash {spec.cell_hash} "
+                       f"({spec.run_name}): was the suite file changed after submitting?")
+
+
+def run_options(spec: CellSpec) -> Any:
+    from pathlib import Path
+
+    from harness.run.options import RunOptions
+
+    data_root = spec.options.get("data_root")
+    return RunOptions(device=spec.options.get("device", "auto"), tracking_uri=spec.tracking_uri,
+                      data_root=Path(data_root) if data_root else None,
+                      progress=bool(spec.options.get("progress", False)))
+
+
+def resume_from(tracker: Tracker, saved: dict | None) -> Any:
+    """Rebuild :class:`harness.recovery.resume.Resume` from its plain form."""
+    if not saved:
+        return None
+    from pathlib import Path
+
+    from harness.recovery.resume import Resume
+    from harness.tracking import _retry
+
+    previous = saved.get("previous_run_id")
+    run = _retry(lambda: tracker.client.get_run(previous)) if previous else None
+    checkpoint = saved.get("checkpoint")
+    return Resume(saved["action"], run, Path(checkpoint) if checkpoint else None)
+
+
+@contextmanager
+def alarm(seconds: float) -> Iterator[None]:
+    """Raise :class:`CellTimeout` in the main thread after ``seconds`` (0: never)."""
+    import threading
+
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise CellTimeout(f"no result within train.timeout = {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, guarded(expire))
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _prepare(spec: CellSpec, host: Any = None) -> tuple[Any, Any, Any]:
+    """The cell, its tracker (a stand-in on torchrun ranks other than 0) and its runner.
+
+    ``host``: the plugin host to build with (an in-process executor passes the suite's
+    own); ``None`` builds it from the entry points, as a fresh process must.
+    """
+    from harness.cell import distributed
+    from harness.cell.runner import CellRunner
+    from harness.host import get_host
+
+    if spec.options.get("threads"):  # this worker's share of the cores (train.threads still wins)
+        import torch
+
+        torch.set_num_threads(int(spec.options["threads"]))
+    suite, cell = load_cell(spec)
+    main = distributed.is_main()  # under torchrun only rank 0 records
+    tracker: Any = ProcessTracker(spec.tracking_uri) if main else distributed.NullTracker(spec.tracking_uri)
+    return cell, tracker, CellRunner(host or get_host(), suite, tracker, run_options(spec))
+
+
+def run_cell(spec: CellSpec, host: Any = None) -> CellOutcome:
+    """Build, train, evaluate and record one cell; runs in any process that can import harness.
+
+    A signal (SIGINT/SIGTERM) raises :class:`harness.run.interrupt.Interrupted` with
+    ``.outcome`` set (what was saved); ``sys.exit`` and ``train.timeout`` inside the
+    cell end it FAILED with the reason.
+    """
+    from harness.cell import distributed
+    from harness.run.interrupt import Interrupted
+
+    start = time.perf_counter()
+    cell, tracker, runner = _prepare(spec, host)
+    main = distributed.is_main()
+    try:
+        with runner.guard, alarm(float(cell.config["train"].get("timeout") or 0)):
+            if spec.options.get("ignore_sigint"):  # a worker: the control process decides
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            result = runner.run(cell, parent=spec.parent_run_id, resume=resume_from(tracker, spec.resume))
+    except KeyboardInterrupt as exc:
+        if main:
+            exc.outcome = interrupted_outcome(spec, tracker, time.perf_counter() - start)  # type: ignore[attr-defined]
+        raise
+    except (SystemExit, CellTimeout) as exc:
+        return _ended(tracker, spec, exc, time.perf_counter() - start)
+    outcome = CellOutcome(spec.cell_hash, result.status, result.run_id, dict(result.metrics), result.error,
+                          result.seconds, dict(result.unavailable))
+    if runner.guard.requested:  # the signal came while the cell failed on its own: still honour it
+        if main and outcome.status != "FINISHED":
+            outcome.error = f"{outcome.error}; interrupted; {saved_note(spec)}"
+        interrupted = Interrupted(runner.guard.signum or signal.SIGINT)
+        interrupted.outcome = outcome  # type: ignore[attr-defined]
+        raise interrupted
+    return outcome
+
+
+def _ended(tracker: Tracker, spec: CellSpec, exc: BaseException, seconds: float) -> CellOutcome:
+    """``sys.exit`` in the cell, or its timeout outside the cell's own handling: FAILED, with why."""
+    reason = (f"the cell called sys.exit({exc.code})" if isinstance(exc, SystemExit)
+              else f"CellTimeout: {exc}")
+    run_id = _close_lost(tracker, spec, "FAILED", reason, None)
+    return CellOutcome(spec.cell_hash, "FAILED", run_id, error=reason, seconds=seconds)
+
+
+def interrupted_outcome(spec: CellSpec, tracker: Tracker, seconds: float) -> CellOutcome:
+    """A KILLED outcome whose ``error`` says exactly what was saved (read back, not assumed)."""
+    run = _newest_cell_run(tracker, spec)
+    step = run.data.tags.get("harness.checkpoint_step") if run is not None else None
+    return CellOutcome(spec.cell_hash, "KILLED", run.info.run_id if run is not None else None,
+                       error=f"interrupted; {saved_note(spec, step)}", seconds=seconds)
+
+
+def saved_note(spec: CellSpec, step: str | None = None) -> str:
+    """What a stopped cell left on disk to continue from, checked on the disk."""
+    from harness.recovery.checkpoint import checkpoint_path, checkpoint_root
+    from harness.suite import load_suite
+
+    try:
+        name = load_suite(spec.suite, spec.profile, overrides=spec.overrides).name
+    except Exception:  # noqa: BLE001 - a note must not fail the closing
+        return "checkpoint state unknown (the suite file no longer loads)"
+    path = checkpoint_path(checkpoint_root(spec.tracking_uri), name, spec.cell_hash)
+    if path.is_file() and step:
+        return f"checkpoint saved at step {step} ({path})"
+    if path.is_file():
+        return f"no new checkpoint; an earlier one remains ({path}), --resume continues from it"
+    return "no checkpoint saved: --resume runs this cell from the start"
+
+
+# -- a cell whose worker died --------------------------------------------------------------------
+
+def _newest_cell_run(tracker: Tracker, spec: CellSpec) -> Any:
+    """The newest run of this cell under this parent run, or ``None``."""
+    from harness.tracking import _retry
+
+    parent = _retry(lambda: tracker.client.get_run(spec.parent_run_id))
+    query = (f"tags.`mlflow.parentRunId` = '{spec.parent_run_id}' and "
+             f"tags.`harness.config_hash` = '{spec.cell_hash}'")
+    runs = _retry(lambda: tracker.client.search_runs([parent.info.experiment_id], query, max_results=100))
+    return max(runs, key=lambda r: r.info.start_time or 0) if runs else None
+
+
+def record_lost(spec: CellSpec, status: str, reason: str, log_path: str | None = None) -> str | None:
+    """A cell whose worker died: find its run under the parent (by config hash tag) or create one,
+    close it ``status`` (FAILED or KILLED) with tags ``harness.error`` = reason, ``harness.log`` = log_path.
+
+    A run the worker already closed is left as it is. Returns the run id.
+    """
+    return _close_lost(ProcessTracker(spec.tracking_uri), spec, status, reason, log_path)
+
+
+def _close_lost(tracker: Tracker, spec: CellSpec, status: str, reason: str, log_path: str | None) -> str:
+    run = _newest_cell_run(tracker, spec)
+    if run is not None and run.info.status not in ("RUNNING", "SCHEDULED"):
+        return run.info.run_id
+    run_id = run.info.run_id if run is not None else _start_lost_run(tracker, spec)
+    tags = {"harness.error": reason[:5000]}
+    if log_path:
+        tags["harness.log"] = log_path
+    tracker.set_tags(run_id, tags)
+    tracker.end_run(run_id, status)
+    return run_id
+
+
+def _start_lost_run(tracker: Tracker, spec: CellSpec) -> str:
+    """A run for a cell that died before creating its own, tagged like any cell where possible."""
+    from harness.tracking import _retry, tags_for
+
+    experiment = _retry(lambda: tracker.client.get_experiment(
+        _retry(lambda: tracker.client.get_run(spec.parent_run_id)).info.experiment_id)).name
+    try:
+        from harness.cell.runner import cell_tags, resolve_device
+        from harness.host import get_host
+
+        suite, cell = load_cell(spec)
+        tags = cell_tags(get_host(), suite, cell, resolve_device(spec.options.get("device", "auto")))
+    except Exception:  # noqa: BLE001 - the record matters more than its tags
+        tags = tags_for([("kind", "cell"), ("config_hash", spec.cell_hash)])
+        tags["harness.lost_traceback"] = traceback.format_exc()[-4000:]
+    return tracker.start_run(experiment, spec.run_name, tags, parent=spec.parent_run_id)
+
+
+# -- the plugin kind -------------------------------------------------------------------------------
+
+class Executor:
+    """Runs a list of cell specs somewhere; a plugin kind (``harness_register_executors``).
+
+    ``run`` calls ``on_outcome`` in the submitting process as each cell ends and
+    returns when all ended. A worker that dies: :func:`record_lost` and a FAILED
+    or KILLED outcome with the engine's reason. ``KeyboardInterrupt``: cancel
+    everything submitted, record it KILLED, re-raise.
+    """
+
+    name: ClassVar[str] = ""
+    #: sends cells to other machines: refuses ``sqlite:///`` or relative URIs unless forced
+    remote: ClassVar[bool] = False
+    #: accepted ``--executor-option`` keys and their types
+    option_types: ClassVar[dict[str, type]] = {}
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        #: the suite's own plugin host, for an executor that runs cells in this process (``local``);
+        #: one that starts other processes rebuilds the host from the entry points there
+        self.host: Any = None
+
+    def run(self, specs: list[CellSpec], on_outcome: Callable[[CellOutcome], None]) -> None:
+        raise NotImplementedError
+
+
+#: accepted by every remote executor: write a sqlite:/// store that all machines share
+ALLOW_SQLITE = "allow_sqlite"
+
+
+def parse_option_value(executor: str, key: str, value: Any, kind: type) -> Any:
+    """``"4"`` -> 4 for an int option; booleans accept true/false/1/0/yes/no; a list option takes a
+    TOML list of strings, or one string (one item) from ``--executor-option``."""
+    if kind is list:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise UsageError(f"executor {executor}: option {key} must be a list of strings, got {value!r}")
+    if not isinstance(value, str) or kind is str:
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool):
+            return value
+        raise UsageError(f"executor {executor}: option {key} must be {kind.__name__}, got {value!r}")
+    if kind is bool:
+        if value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.lower() in ("0", "false", "no", "off"):
+            return False
+    else:
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            pass
+    raise UsageError(f"executor {executor}: option {key} must be {kind.__name__}, got {value!r}")
+
+
+def build_executor(host: Any, name: str, options: Mapping[str, Any]) -> Executor:
+    """The registered executor ``name`` with typed ``options``; unknown names: did-you-mean, exit 2."""
+    cls = host.executors.get(name).obj
+    types = dict(cls.option_types)
+    if cls.remote:
+        types.setdefault(ALLOW_SQLITE, bool)
+    values = {}
+    for key, value in options.items():
+        if key not in types:
+            raise UnknownNameError(f"option of executor {name!r}", key, types)
+        values[key] = parse_option_value(name, key, value, types[key])
+    return cls(**values)
+
+
+def check_tracking_uri(executor: Executor, uri: str) -> None:
+    """Other machines cannot reach a SQLite file on this one: refuse it unless forced."""
+    local = uri.startswith("sqlite") or "://" not in uri
+    if executor.remote and local and not executor.options.get(ALLOW_SQLITE):
+        raise UsageError(
+            f"executor {executor.name!r} runs cells on other machines, which cannot write the SQLite store "
+            f"{uri}; start `harness server` (PostgreSQL-backed) and pass --tracking-uri http://..., or, if "
+            f"every machine mounts the same file system, pass --executor-option {ALLOW_SQLITE}=true")

@@ -1,0 +1,278 @@
+"""The one suite-run lifecycle: select and plan cells, resume decisions, parent run, dispatch to an
+executor, collect outcomes, claims, close every run.
+
+``harness run`` (with ``--shard``, ``--resume``, ``--jobs``, ``--executor``) and
+``pytest --harness-suite`` (harness.testing.pytest_plugin) go through these
+functions; where a cell runs is the executor's business (harness.run.executors), and
+a failed cell never stops the suite. When the suite ends, for whatever reason,
+no run under its parent is left RUNNING (:func:`close_suite`).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.cell import distributed
+from harness.cell.build import check_suite
+from harness.cell.provenance import suite_tags
+from harness.cell.runner import CellResult, resolve_device
+from harness.errors import UsageError
+from harness.host import Host, get_host
+from harness.recovery.resume import Resume
+from harness.run import preflight
+from harness.run.executors import (
+    CellOutcome,
+    Executor,
+    ProcessTracker,
+    build_executor,
+    check_tracking_uri,
+)
+from harness.run.interrupt import InterruptGuard
+from harness.run.options import RunOptions, executor_choice
+from harness.run.signals import deferred
+from harness.suite import Cell, Suite
+from harness.suite.claims import ClaimResult, check_claims
+from harness.tracking import Tracker, git_commit, guarded, tags_for
+
+__all__ = ["CellResult", "RunOptions", "SuiteResult", "choose_executor", "close_suite", "parse_shard",
+           "plan_cells", "record_claims", "resolve_device", "run_suite", "select_cells", "select_shard",
+           "start_parent"]
+
+
+@dataclass
+class SuiteResult:
+    suite: Suite
+    cells: list[CellResult]
+    claims: list[ClaimResult]
+    parent_run_id: str | None = None
+
+    @property
+    def failed(self) -> list[CellResult]:
+        return [c for c in self.cells if c.status not in ("FINISHED", "SKIPPED")]
+
+    @property
+    def failed_claims(self) -> list[ClaimResult]:
+        return [c for c in self.claims if c.passed is False]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"2/4"`` -> ``(2, 4)``: this process runs cells 2, 6, 10, ... (1-based)."""
+    try:
+        i, n = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard expects I/N such as 1/4, got {text!r}") from None
+    if not 1 <= i <= n:
+        raise UsageError(f"--shard {text}: I must be between 1 and N")
+    return i, n
+
+
+def select_shard(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
+    if shard is None:
+        return cells
+    i, n = shard
+    return cells[i - 1 :: n]
+
+
+# -- before anything is recorded -----------------------------------------------------------------
+
+def select_cells(host: Host, suite: Suite, methods: list[str] | None,
+                 shard: tuple[int, int] | None = None) -> list[Cell]:
+    """The suite's cells (checked: every name and parameter exists), this shard's slice."""
+    cells = suite.cells(methods)
+    check_suite(host, suite, cells)
+    if any((c.config["train"].get("timeout") or 0) < 0 for c in cells):
+        raise suite.error("train.timeout must be >= 0 seconds (0: no limit)", ("train", "timeout"))
+    return select_shard(cells, shard)
+
+
+def choose_executor(host: Host, suite: Suite, options: RunOptions, uri: str,
+                    default: str | None = None, torchrun: bool = False) -> Executor:
+    """The executor the layers name (harness.run.options), built and checked against the store."""
+    choice = executor_choice(suite.data.get("executor"), options, *(default,) if default else ())
+    if torchrun:  # every rank trains in its own process already
+        if options.resume or (options.jobs or 1) > 1 or choice[0] not in ("local", "processes"):
+            raise UsageError("under torchrun cells run in the ranks: no --resume, --jobs or --executor")
+        choice = ("local", {})
+    executor = build_executor(host, *choice)
+    executor.host = host  # an in-process executor builds cells with the suite's own plugins
+    check_tracking_uri(executor, uri)
+    return executor
+
+
+def open_tracker(uri: str | None) -> Tracker:
+    """The control process's store (reached once, so a dead server fails within seconds)."""
+    tracker: Any = ProcessTracker(uri) if distributed.is_main() else distributed.NullTracker(uri)
+    tracker.check()
+    return tracker
+
+
+# -- the parent run ----------------------------------------------------------------------------------
+
+def start_parent(tracker: Tracker, host: Host, suite: Suite, cells: list[Cell], methods: list[str] | None,
+                 options: RunOptions, executor: str, extra: tuple[tuple[str, Any], ...] = ()) -> str:
+    """The suite's parent run, tagged with what was asked (every cell is nested under it)."""
+    tags = tags_for([
+        ("kind", "suite"), ("suite", suite.name), ("suite_version", suite.version),
+        ("profile", suite.profile), ("version", __version__), ("git_commit", git_commit()),
+        ("device", str(distributed.local_device(resolve_device(options.device)))), ("cells", len(cells)),
+        ("shard", "/".join(map(str, options.shard)) if options.shard else "1/1"),
+        ("executor", executor), *extra,
+    ])
+    tags.update(suite_tags(host, suite))  # primary metric, directions (harness.cell.provenance)
+    parent = tracker.start_run(suite.name, f"{suite.name}-{suite.profile}", tags)
+    tracker.log_params(parent, {"suite.path": str(suite.path), "suite.profile": suite.profile,
+                                "methods": ",".join(methods or []) or "all"})
+    return parent
+
+
+def plan_cells(tracker: Tracker, suite: Suite, cells: list[Cell], options: RunOptions, root: Path
+               ) -> tuple[list[CellResult], list[tuple[Cell, Resume | None]]]:
+    """With ``--resume``: dead runs are closed KILLED, finished cells become SKIPPED results,
+    the rest carry how to continue."""
+    if not options.resume:
+        return [], [(cell, None) for cell in cells]
+    from harness.recovery.resume import close_dead_runs, finished_metrics, plan
+
+    for run in close_dead_runs(tracker, suite.name):
+        print(f"harness: closed {run.name} ({run.run_id}) KILLED: its process is gone", file=sys.stderr)
+    decisions = plan(tracker, suite.name, cells, root)
+    skipped, todo = [], []
+    for cell in cells:
+        decision = decisions[cell.config_hash]
+        if decision.action == "skip":
+            skipped.append(CellResult(cell, "SKIPPED", finished_metrics(decision.run),
+                                      run_id=decision.previous_run_id))
+        else:
+            todo.append((cell, decision))
+    return skipped, todo
+
+
+def cell_options(options: RunOptions, executor: Executor) -> dict[str, Any]:
+    """What every cell of this run is told (plain data for its spec)."""
+    inline = executor.name == "local"
+    return {"device": options.device, "data_root": str(options.data_root) if options.data_root else None,
+            "progress": options.progress and inline and distributed.is_main(), "ignore_sigint": not inline}
+
+
+# -- the whole run ----------------------------------------------------------------------------------
+
+def run_suite(suite: Suite, methods: list[str] | None = None, options: RunOptions | None = None,
+              host: Host | None = None) -> SuiteResult:
+    """Run every cell of ``suite`` (this shard's) on the chosen executor, record them, check the claims."""
+    options, host = options or RunOptions(), host or get_host()
+    cells = select_cells(host, suite, methods, options.shard)
+    torchrun = distributed.init_from_env()  # every rank trains, rank 0 records (harness.cell.distributed)
+    options = replace(options, progress=options.progress and distributed.is_main())
+    uri = _resolve(options.tracking_uri)
+    executor = choose_executor(host, suite, options, uri, torchrun=torchrun)
+    tracker = open_tracker(uri)
+    preflight.check(host, suite, cells, options, tracker)  # writable folders, data there: else exit 2
+    results: list[CellResult] = []
+    with InterruptGuard():  # a signal here raises Interrupted (exit 130/143); cells handle their own
+        parent = start_parent(tracker, host, suite, cells, methods, options, executor.name)
+        status = "FAILED"
+        try:
+            from harness.recovery.checkpoint import checkpoint_root
+
+            results, todo = plan_cells(tracker, suite, cells, options, checkpoint_root(uri))
+            dispatch(executor, suite, todo, methods, parent, uri, options, results)
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            report_interrupted(results)
+            raise
+        finally:
+            with deferred():  # closing is never cut short by a second Ctrl-C
+                claims = close_suite(tracker, suite, parent, results, status)
+    order = {c.config_hash: i for i, c in enumerate(cells)}
+    results.sort(key=lambda r: order[r.cell.config_hash])
+    distributed.finish()
+    return SuiteResult(suite, results, claims, parent)
+
+
+def _resolve(uri: str | None) -> str:
+    from harness.tracking import resolve_uri
+
+    return resolve_uri(uri)
+
+
+def dispatch(executor: Executor, suite: Suite, todo: list[tuple[Cell, Resume | None]],
+             methods: list[str] | None, parent: str, uri: str, options: RunOptions,
+             results: list[CellResult]) -> None:
+    """Send the cells to the executor; each outcome becomes a :class:`CellResult` as it ends."""
+    from harness.run.specs import cell_specs
+
+    if not todo:
+        return
+    by_hash = {cell.config_hash: cell for cell, _ in todo}
+    specs = cell_specs(suite, todo, methods, parent, uri, cell_options(options, executor))
+    progress = _progress(options, suite, executor, len(specs))
+
+    def collect(outcome: CellOutcome) -> None:
+        cell = by_hash[outcome.cell_hash]
+        results.append(CellResult(cell, outcome.status, dict(outcome.metrics), dict(outcome.unavailable),
+                                  error=outcome.error, run_id=outcome.run_id, seconds=outcome.seconds))
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix_str(f"{cell.run_name} {outcome.status}")
+
+    try:
+        executor.run(specs, collect)
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def _progress(options: RunOptions, suite: Suite, executor: Executor, total: int) -> Any:
+    if not options.progress or not distributed.is_main():
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"{suite.name} ({suite.profile}, {executor.name})", unit="cell",
+                dynamic_ncols=True)
+
+
+def report_interrupted(results: list[CellResult]) -> None:
+    """Say exactly what each interrupted cell saved (read back from its run and the disk)."""
+    for r in results:
+        if r.status == "KILLED" or "interrupted" in (r.error or ""):
+            print(f"harness: {r.cell.run_name} {r.status}: {r.error or 'interrupted'}", file=sys.stderr)
+
+
+# -- closing ------------------------------------------------------------------------------------------
+
+def close_suite(tracker: Tracker, suite: Suite, parent: str, results: list[CellResult], status: str
+                ) -> list[ClaimResult]:
+    """Claims over the finished cells, then no run left RUNNING, then the parent closed."""
+    done = [r.record() for r in results if r.status in ("FINISHED", "SKIPPED")]
+    claims = check_claims(suite.claims, done) if distributed.is_main() else []
+    record_claims(tracker, parent, claims)
+    swept = close_orphans(tracker, suite.name, parent, "KILLED" if status == "KILLED" else "FAILED")
+    failed = [r for r in results if r.status not in ("FINISHED", "SKIPPED")]
+    tracker.set_tags(parent, {"harness.failed_cells": str(len(failed) + swept),
+                              "harness.skipped_cells": str(sum(r.status == "SKIPPED" for r in results))})
+    tracker.end_run(parent, "FAILED" if (failed or swept) and status == "FINISHED" else status)
+    return claims
+
+
+def close_orphans(tracker: Tracker, experiment: str, parent: str, status: str) -> int:
+    """End every run under ``parent`` still RUNNING (its process died unrecorded); returns how many."""
+    if not distributed.is_main():
+        return 0
+    left = tracker.runs(experiment, f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'")
+    for run in left:
+        tracker.set_tags(run.info.run_id, {"harness.error": "still RUNNING when the suite ended: its process "
+                                           "stopped without closing it"})
+        tracker.end_run(run.info.run_id, status)
+    return len(left)
+
+
+def record_claims(tracker: Tracker, run_id: str, claims: list[ClaimResult]) -> None:
+    records = [c.record() for c in claims]  # harness.suite.claims: status, expect, reason, held, error
+    guarded("saving claims.json", lambda: tracker.log_json(run_id, records, "claims.json"))  # never aborts closing
+    tracker.log_metrics(run_id, {f"claim/{c.claim.id}": c.observed for c in claims if c.observed is not None})
+    tracker.set_tags(run_id, {f"harness.claim.{c.claim.id}": c.status for c in claims})
