@@ -100,6 +100,29 @@ def _retry(fn: Callable[[], T], attempts: int = 20) -> T:
     raise AssertionError("unreachable")
 
 
+#: what requests/urllib3 say when no server answers, and the short reason a user reads
+UNREACHABLE = (("connection refused", "connection refused"), ("name or service not known", "unknown host"),
+               ("name resolution", "unknown host"), ("timed out", "timed out"),
+               ("failed to establish a new connection", "no connection"),
+               ("max retries exceeded", "no answer"), ("connection reset", "connection reset"),
+               ("remotedisconnected", "connection closed"), ("no route to host", "no route to host"))
+
+
+def store_error(uri: str, exc: BaseException, doing: str = "open") -> HarnessError:
+    """One line a user can act on for a store that failed: an unreachable server says what to check."""
+    text = f"{type(exc).__name__}: {exc}"
+    why = next((short for needle, short in UNREACHABLE if needle in text.lower()), None)
+    if why and uri.startswith(("http://", "https://")):
+        return HarnessError(
+            f"cannot reach the MLflow tracking server {uri} ({why}). Check that the server is running "
+            "(`harness server` starts one) and that the host and port are right, or pass --tracking-uri "
+            "(or set MLFLOW_TRACKING_URI) to another store")
+    first = (text.splitlines() or [""])[0]
+    if len(first) > 300:  # cut at a word, and say so
+        first = first[:300].rsplit(" ", 1)[0] + " ..."
+    return HarnessError(f"cannot {doing} the MLflow tracking store {uri}: {first}")
+
+
 def check_sqlite_folder(uri: str) -> None:
     """A SQLite store that does not exist yet needs a writable folder; say so plainly."""
     if not uri.startswith("sqlite:///"):
@@ -241,8 +264,7 @@ class Tracker:
         except HarnessError:
             raise
         except Exception as exc:
-            raise HarnessError(f"cannot open the MLflow tracking store {self.uri}: "
-                               f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+            raise store_error(self.uri, exc) from None
         self.writer = MetricWriter(self.client)
         _WRITERS.add(self.writer)
 
@@ -252,8 +274,7 @@ class Tracker:
         try:
             _retry(lambda: self.client.search_experiments(max_results=1))
         except Exception as exc:
-            raise HarnessError(f"cannot reach the MLflow tracking store {self.uri}: "
-                               f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+            raise store_error(self.uri, exc, "reach") from None
 
     def artifact_root(self) -> str | None:
         """Next to a SQLite database: ``mlartifacts/`` beside ``mlflow.db``."""

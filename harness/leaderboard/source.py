@@ -52,7 +52,9 @@ def open_store(uri: str | None, *, write: bool = False) -> Tracker | None:
     resolved = resolve_uri(uri)
     if not write and resolved.startswith("sqlite:///") and not Path(resolved[len("sqlite:///"):]).is_file():
         return None
-    return Tracker(resolved)
+    tracker = Tracker(resolved)
+    tracker.check()  # a stopped server: one line naming the URI, not a traceback from the first query
+    return tracker
 
 
 def check_known(source: PageSource, tracker: Tracker | None, uri: str | None) -> None:

@@ -132,5 +132,5 @@ def test_unreachable_server_fails_fast_with_a_clear_message(workdir: Path, tiny)
     rc, _out, err = run(["run", str(path), "--tracking-uri", f"http://127.0.0.1:{port}", *QUICK], workdir,
                         timeout=min(WAIT_S, 120))
     assert rc == 1
-    assert f"cannot reach the MLflow tracking store http://127.0.0.1:{port}" in err
-    assert "Traceback" not in err
+    assert f"cannot reach the MLflow tracking server http://127.0.0.1:{port} (connection refused)" in err
+    assert "--tracking-uri" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
