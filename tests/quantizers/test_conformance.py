@@ -25,6 +25,8 @@ SMALL: dict[str, dict[str, Any]] = {
     "transvq-mlp": {"params": {"width": 32}},
     "nsvq": {"params": {"reservoir_size": 256}},
     "drifting": {"params": {"max_tokens": 256}},
+    # no start-up phase (1,000 forwards by default, in which z passes unquantized)
+    "sf-diveq": {"params": {"skip_iters": 0, "avg_iters": 0}},
 }
 
 NAMES = get_host().quantizers.names()

@@ -43,3 +43,8 @@ def harness_register_quantizers(register):
 
     for cls in (CVQ, SQVAE):
         register(cls)
+
+    from harness.plugins.quantizers.diveq import DiVeQ, SFDiVeQ
+
+    for cls in (DiVeQ, SFDiVeQ):
+        register(cls)
