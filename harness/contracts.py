@@ -32,7 +32,7 @@ class QuantizeOutput:
 class Quantizer(nn.Module):
     """Base class for quantizers: ``Q(dim=D, codebook_size=K, **params)``.
 
-    Subclasses set ``name``, ``paper`` (e.g. ``"paper 002"`` or a citation) and
+    Subclasses set ``name``, ``paper`` (a citation, e.g. ``"Zhu et al. 2024, SimVQ"``; docs/references.md) and
     implement :meth:`quantize`; the base :meth:`forward` calls it in float32.
     Multi-stage quantizers set ``num_stages`` and return indices of shape
     ``(N, num_stages)``; ``stage_sizes`` gives the number of codes per stage

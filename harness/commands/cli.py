@@ -166,22 +166,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from harness.commands.server import serve, server_command, server_env
+    from harness.commands.server import check_port, serve, server_command, server_env
     from harness.tracking import resolve_uri
 
     uri = resolve_uri(args.tracking_uri)
     if uri.startswith(("http://", "https://")):  # a tracking server serves its own UI
         print(f"{uri} is a tracking server: its UI is at {uri}")
         return 0
+    check_port(args.host, args.port)
     command = server_command(uri, None, args.host, args.port, args.workers, subcommand="ui")
     print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     return serve(command, server_env())
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from harness.commands.server import backend_uri, serve, server_command, server_env
+    from harness.commands.server import backend_uri, check_port, serve, server_command, server_env
 
     backend = backend_uri(args.backend_store_uri)
+    check_port(args.host, args.port)
     artifacts = args.artifacts_destination or str(Path("mlartifacts").resolve())
     command = server_command(backend, artifacts, args.host, args.port, args.workers)
     print(f"MLflow tracking server for {backend} (artifacts in {artifacts}) at "
@@ -334,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.recovery.repair import add_parser as add_runs_parser  # harness runs repair
 
     add_runs_parser(sub)
+    from harness.commands.tune import add_parser as add_tune_parser  # harness tune (needs run's parser)
+
+    add_tune_parser(sub)
     return parser
 
 

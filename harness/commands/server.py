@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -67,6 +69,34 @@ def server_command(backend: str, artifacts: str | None, host: str = DEFAULT_HOST
     return command
 
 
+def _bind_error(host: str, port: int) -> OSError | None:
+    """Why ``host:port`` cannot be bound now (as the web server binds it), else ``None``."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except OSError as exc:
+        return exc
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc
+    return None
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a taken port before the server starts (it would log the error and exit 0)."""
+    error = _bind_error(host, port)
+    if error is None:
+        return
+    if error.errno != errno.EADDRINUSE:
+        raise UsageError(f"cannot listen on {host}:{port}: {error.strerror or error}; check --host and --port")
+    free = next((p for p in range(port + 1, min(port + 50, 65536)) if _bind_error(host, p) is None), None)
+    hint = f"pass --port {free} (free now)" if free else "pass --port with a free port"
+    raise UsageError(f"port {port} on {host} is already in use (another server is listening there); "
+                     f"{hint}, or stop what listens on {port}")
+
+
 def server_env() -> dict[str, str]:
     return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
@@ -81,7 +111,8 @@ def serve(command: Sequence[str], env: dict[str, str] | None = None, stop_wait_s
           ) -> int:
     """Run ``command`` in a new process group until it exits or a signal stops it.
 
-    Returns 0 when a forwarded signal stopped it, else the server's own exit code.
+    Returns 0 when a forwarded signal stopped it, else the server's own exit code, or 1 when it
+    stopped by itself with 0 (``mlflow ui`` does so when it cannot bind its port).
     """
     proc = subprocess.Popen(list(command), env=env, preexec_fn=_die_with_parent)
     received: list[int] = []
@@ -103,7 +134,11 @@ def serve(command: Sequence[str], env: dict[str, str] | None = None, stop_wait_s
         stop_group(proc.pid, stop_wait_s)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 0 if received else code
+    if received:
+        return 0
+    if code == 0:
+        print("harness: the server stopped by itself (its messages are above)", file=sys.stderr)
+    return code or 1
 
 
 def _signal_group(pgid: int, signum: int) -> None:

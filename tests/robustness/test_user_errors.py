@@ -24,3 +24,30 @@ def test_leaderboard_against_a_stopped_server_is_one_line(workdir: Path):
         f"harness: error: cannot reach the MLflow tracking server http://127.0.0.1:{port} (connection "
         "refused). Check that the server is running (`harness server` starts one) and that the host and "
         "port are right, or pass --tracking-uri (or set MLFLOW_TRACKING_URI) to another store"]
+
+
+def test_ui_on_a_taken_port_exits_non_zero_and_names_a_free_port(workdir: Path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        rc, out, err = run(["ui", "--port", str(port)], workdir, timeout=120)
+        rc_server, _, err_server = run(["server", "--port", str(port)], workdir, timeout=120)
+    assert rc == 2 and rc_server == 2
+    assert "at http://" not in out  # no address is announced that does not answer
+    for text in (err, err_server):
+        assert f"harness: error: port {port} on 127.0.0.1 is already in use" in text
+        free = int(text.split("pass --port ")[1].split()[0])
+        assert free != port
+    assert not (workdir / "mlflow.db").exists()  # nothing was started
+
+
+def test_a_server_that_stops_by_itself_is_a_failure(capsys):
+    """The race the port check cannot close (taken between check and bind): still not exit 0."""
+    import sys
+
+    from harness.commands.server import serve
+
+    assert serve([sys.executable, "-c", "print('Address already in use')"]) == 1
+    assert "the server stopped by itself" in capsys.readouterr().err
+    assert serve([sys.executable, "-c", "raise SystemExit(3)"]) == 3

@@ -27,7 +27,7 @@ class Digits(DatasetPlugin):
     """The 8x8 handwritten digits shipped inside scikit-learn (1,797 images), labelled 0-9.
 
     The UCI optical-recognition digits as ``sklearn.datasets.load_digits``
-    reads them from a file inside the package (PROTOCOLS.md): values 0-16
+    reads them from a file inside the package (docs/protocols.md): values 0-16
     divided by 16, scaled to ``[-1, 1]``, repeated to 3 channels, 8x8.
     Split (no paper fixes one): a permutation of the 1,797 images seeded by
     ``data_seed = 0``; the last ``n_val = 300`` positions are val, the first

@@ -1,4 +1,4 @@
-"""The fixed 2D cloud that paper 002's drift demos push around (the drift is the model's)."""
+"""The fixed 2D cloud that Beyond Stationarity's drift demos push around (the drift is the model's)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ SPLIT_OFFSETS = {"train": 0, "val": 1}
 
 
 class Drift2dCloud(DatasetPlugin):
-    """Uniform 2D cloud in the square ``[-1, 1]^2``: the data of paper 002's drift demos.
+    """Uniform 2D cloud in the square ``[-1, 1]^2``: the data of Beyond Stationarity's drift demos.
 
-    Paper 002, section 11, draws a fixed point set ``X`` and moves it through a
+    Beyond Stationarity, section 11, draws a fixed point set ``X`` and moves it through a
     drift state learned online (a shift, a scaling matrix, a sign-dependent
     offset). Here ``X`` is this dataset and the drift is the encoder of the
     ``drift2d`` model, which moves during training; batches are ordinary
@@ -30,7 +30,7 @@ class Drift2dCloud(DatasetPlugin):
     """
 
     name = "drift2d"
-    paper = "paper 002 (section 11, toy demos)"
+    paper = "Beyond Stationarity (section 11, toy demos)"
     modality = "points"
 
     def __init__(self, n_train: int = 4096, n_val: int = 4096, data_seed: int = 0) -> None:

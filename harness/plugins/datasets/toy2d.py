@@ -11,9 +11,9 @@ SPLIT_OFFSETS = {"train": 0, "val": 1}
 
 
 class TwoClusters(DatasetPlugin):
-    """Two dense 2D clusters, points labelled by cluster (paper 000's toy data).
+    """Two dense 2D clusters, points labelled by cluster (Liu 2026's toy data).
 
-    Paper 000 shows two dense clusters in the plane ("they look more like a
+    Liu 2026 shows two dense clusters in the plane ("they look more like a
     rectangle") without coordinates, so we chose: each cluster uniform in a
     square of half-width ``half_width = 0.25`` centred at ``(-separation/2, 0)``
     and ``(+separation/2, 0)`` with ``separation = 2``; ``n_train = 4096`` and
@@ -22,7 +22,7 @@ class TwoClusters(DatasetPlugin):
     """
 
     name = "two-clusters"
-    paper = "paper 000"
+    paper = "Liu 2026"
     modality = "points"
 
     def __init__(self, n_train: int = 4096, n_val: int = 2048, separation: float = 2.0,
