@@ -15,6 +15,8 @@ def peer_builders() -> dict[str, Callable[[int, int], torch.nn.Module]]:
     """vector-quantize-pytorch modules configured like our plugins of the same name."""
     import vector_quantize_pytorch as vqp
 
+    from harness.plugins.quantizers.residual_fsq import residual_levels
+
     def fsq_levels(k: int) -> list[int]:
         table = {256: [8, 6, 5], 1024: [8, 5, 5, 5], 4096: [7, 5, 5, 5, 5], 16384: [8, 8, 8, 6, 5],
                  65536: [8, 8, 8, 5, 5, 5]}
@@ -30,6 +32,8 @@ def peer_builders() -> dict[str, Callable[[int, int], torch.nn.Module]]:
         "lfq": lambda d, k: vqp.LFQ(dim=d, codebook_size=k, entropy_loss_weight=0.1, commitment_loss_weight=0.25),
         "residual-vq": lambda d, k: vqp.ResidualVQ(dim=d, codebook_size=k, num_quantizers=4,
                                                    learnable_codebook=True, ema_update=False, rotation_trick=False),
+        "residual-fsq": lambda d, k: vqp.ResidualFSQ(levels=list(residual_levels(k, None)), num_quantizers=4,
+                                                     dim=d),
     }
 
 

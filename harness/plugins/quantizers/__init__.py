@@ -48,3 +48,8 @@ def harness_register_quantizers(register):
 
     for cls in (DiVeQ, SFDiVeQ):
         register(cls)
+
+    from harness.plugins.quantizers.residual_fsq import ResidualFSQ
+
+    for cls in (ResidualFSQ,):
+        register(cls)
