@@ -1,29 +1,52 @@
-"""One registry per plugin kind: keeps name clashes visible, suggests close matches, lists sorted.
+"""One registry per plugin kind: lazy entries, visible name clashes, close matches, sorted lists.
+
+Entries are lazy: a plugin registers a class or a ``"package.module:Class"`` string
+(:mod:`harness.lazy`), and the class is imported the first time a cell, a check or a
+kit asks for :attr:`Entry.obj`. Its name, kind and one-line summary are known before
+that (the summary is read from the source text), so listing imports no plugin code.
+A class that fails to import raises :class:`PluginLoadError` ("plugin X failed to
+load: <error>") wherever its name is used, never a did-you-mean.
 
 Two plugins may register the same name. The clash never goes silent and never
 breaks what worked: ``distribution:name`` (``harness-ibq:vq``, ``vq-harness:vq``)
-picks one claimant in suites, ``-q`` and code; a bare name that the built-ins own
-resolves to the built-in, with a warning naming both; a bare name two outside
-plugins claim is an error listing the qualified names to choose from.
+picks one claimant in suites, ``-q`` and code. A bare name resolves, with a warning
+naming both and how to write the other, to the claimant of the distribution under
+test (``HARNESS_UNDER_TEST``: set by the pytest plugin for a plugin package's own
+tests, and by ``harness run`` for a suite file that package ships), else to the
+built-in; a bare name two outside plugins claim is otherwise an error listing the
+qualified names to choose from.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import re
 import sys
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness import lazy
 from harness.errors import UnknownNameError, UsageError
 
 #: the distribution of the built-in plugins: its names win unqualified clashes
 BUILTIN_DISTRIBUTION = "vq-harness"
 #: separates the qualifier from the name: ``harness-ibq:vq``
 QUALIFIER = ":"
+#: the distribution whose entries a bare clashing name resolves to (its own tests and suites)
+UNDER_TEST_ENV = "HARNESS_UNDER_TEST"
 
 KINDS = ("quantizers", "datasets", "models", "schedules", "metrics", "executors", "losses")
+
+
+class PluginLoadError(UsageError):
+    """A registered plugin whose code cannot be imported: the name is known, the class is not."""
+
+
+class NameClashWarning(UserWarning):
+    """A bare name two plugins register was resolved to one of them (pytest shows it)."""
 
 
 @dataclass(frozen=True)
@@ -38,24 +61,50 @@ class Source:
         return f"{self.plugin} ({self.distribution} {self.version})"
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Entry:
-    """A registered plugin object (a class) with its name and source."""
+    """A registered plugin: its name, its source, and its class or a lazy ``"module:Class"``."""
 
     kind: str
     name: str
-    obj: Any
+    target: Any
     source: Source
-    aliases: tuple[str, ...] = ()
+    _obj: Any = field(default=None, repr=False)
+    _error: str | None = field(default=None, repr=False)
+
+    @property
+    def lazy(self) -> bool:
+        """Whether the class has not been imported yet."""
+        return lazy.is_target(self.target) and self._obj is None
+
+    @property
+    def obj(self) -> Any:
+        """The plugin class, imported on first use; :class:`PluginLoadError` when it cannot be."""
+        if not lazy.is_target(self.target):
+            return self.target
+        if self._obj is None:
+            if self._error is None:
+                try:
+                    self._obj = lazy.load(self.target)
+                except Exception as exc:  # any failure of plugin code is the plugin's
+                    self._error = f"{type(exc).__name__}: {exc}"
+            if self._error is not None:
+                raise PluginLoadError(f"plugin {self.source.plugin} failed to load: {self._error} "
+                                      f"(the {self.kind[:-1]} {self.name!r} is {self.target})")
+        return self._obj
 
     @property
     def summary(self) -> str:
-        """First line of the docstring."""
+        """First line of the docstring (from the source text while the class is not imported)."""
+        if self.lazy:
+            return lazy.static_info(self.target).summary
         doc = inspect.getdoc(self.obj) or ""
         return doc.strip().splitlines()[0] if doc.strip() else ""
 
     @property
     def paper(self) -> str:
+        if self.lazy:
+            return lazy.static_info(self.target).paper
         return str(getattr(self.obj, "paper", "") or "")
 
     def describe(self) -> dict[str, Any]:
@@ -75,6 +124,17 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def under_test() -> str | None:
+    """The distribution under test (``HARNESS_UNDER_TEST``), canonical, or ``None``."""
+    value = os.environ.get(UNDER_TEST_ENV, "").strip()
+    return canonical(value) if value else None
+
+
+def _stem(name: str) -> str:
+    """``harness_cosine_vq`` and ``harness-cosine-vq`` -> ``cosine-vq`` (the scaffold's naming)."""
+    return canonical(name).removeprefix("harness-")
+
+
 @dataclass
 class Registry:
     """Named entries of one kind; a name may have several claimants (see the module docstring)."""
@@ -84,13 +144,15 @@ class Registry:
     _claims: dict[str, list[Entry]] = field(default_factory=dict)
     #: names already warned about (a clash is reported once per registry)
     _warned: set[str] = field(default_factory=set)
+    #: plugins that failed before registering anything (``harness.host.BrokenPlugin``), shared by the host
+    broken: list[Any] = field(default_factory=list)
 
     @property
     def noun(self) -> str:
         return self.kind[:-1]
 
     def add(self, name: str, obj: Any, source: Source) -> Entry:
-        """Add an entry; a name claimed twice keeps both claimants (a conflict)."""
+        """Add an entry (a class or a lazy ``"module:Class"``); a name claimed twice keeps both."""
         if not isinstance(name, str) or not name:
             raise UsageError(f"{source.plugin}: {self.kind} names must be non-empty strings, got {name!r}")
         if QUALIFIER in name:
@@ -109,19 +171,29 @@ class Registry:
         return f"{entry.source.distribution}{QUALIFIER}{entry.name}"
 
     def conflict_message(self, name: str) -> str:
+        """Who registers ``name``, which one a bare name means (and why), how to write the others."""
         claimants = self._claims[name]
         who = " and ".join(str(e.source) for e in claimants)
-        choices = " or ".join(repr(self.qualified(e)) for e in claimants)
-        builtin = self._builtin(name)
-        if builtin is not None:
-            return (f"two plugins register the {self.noun} {name!r}: {who}; {name!r} means the built-in "
-                    f"{self.qualified(builtin)!r}; write {choices} to choose")
-        return (f"two plugins register the {self.noun} {name!r}: {who}; write {choices} to choose, or "
-                "uninstall one or block it with HARNESS_DISABLE_PLUGINS")
+        chosen = self.chosen(name)
+        if chosen is None:
+            choices = " or ".join(repr(self.qualified(e)) for e in claimants)
+            return (f"two plugins register the {self.noun} {name!r}: {who}; write {choices} to choose, "
+                    "or uninstall one or block it with HARNESS_DISABLE_PLUGINS")
+        why = ("the distribution under test, $" + UNDER_TEST_ENV
+               if canonical(chosen.source.distribution) == under_test() else "the built-in")
+        others = " or ".join(repr(self.qualified(e)) for e in claimants if e is not chosen)
+        return (f"two plugins register the {self.noun} {name!r}: {who}; {name!r} means "
+                f"{self.qualified(chosen)!r} ({why}); write {others} for the other")
 
-    def _builtin(self, name: str) -> Entry | None:
-        builtins = [e for e in self._claims.get(name, []) if e.source.distribution == BUILTIN_DISTRIBUTION]
-        return builtins[0] if len(builtins) == 1 else None
+    def chosen(self, name: str) -> Entry | None:
+        """The claimant a bare clashing ``name`` resolves to: the distribution under test's, else
+        the built-in, else none (an error)."""
+        claimants = self._claims.get(name, [])
+        for owner in (under_test(), canonical(BUILTIN_DISTRIBUTION)):
+            mine = [e for e in claimants if canonical(e.source.distribution) == owner]
+            if len(mine) == 1:
+                return mine[0]
+        return None
 
     def _qualified_get(self, name: str) -> Entry:
         qualifier, base = name.split(QUALIFIER, 1)
@@ -133,8 +205,30 @@ class Registry:
         if len(chosen) > 1:
             raise UsageError(f"{name!r} names {len(chosen)} {self.kind} of one distribution: "
                              + " and ".join(str(e.source) for e in chosen))
+        self.check_broken(base)
         known = [self.qualified(e) for es in self._claims.values() for e in es]
         raise UnknownNameError(self.noun, name, known)
+
+    def check_broken(self, name: str) -> None:
+        """Raise :class:`PluginLoadError` when ``name`` is one a broken plugin would register.
+
+        A plugin that failed before registering left no names behind; the scaffold's naming
+        (plugin ``harness_<name>``, distribution ``harness-<name>``) ties a name to it.
+        """
+        bare = name.split(QUALIFIER, 1)[-1]
+        for b in self.broken:
+            if _stem(bare) in (_stem(b.name), _stem(b.source.distribution)):
+                raise PluginLoadError(f"plugin {b.name} failed to load: {b.error} (it would register "
+                                      f"the {self.noun} {bare!r}; `harness plugins` shows it)")
+
+    def unknown(self, name: str, known: Any = None, where: str = "") -> UnknownNameError:
+        """The did-you-mean error for ``name``, noting plugins that failed to load (they may own it)."""
+        self.check_broken(name)
+        error = UnknownNameError(self.noun, name, self._claims if known is None else known, where)
+        if self.broken:
+            failed = "; ".join(f"plugin {b.name} failed to load: {b.error}" for b in self.broken)
+            error.args = (f"{error.args[0]} ({failed})",)
+        return error
 
     def get(self, name: str) -> Entry:
         """The entry for ``name`` or ``distribution:name``; see the module docstring for clashes."""
@@ -142,16 +236,16 @@ class Registry:
             return self._qualified_get(name)
         claimants = self._claims.get(name)
         if not claimants:
-            raise UnknownNameError(self.noun, name, self._claims)
+            raise self.unknown(name)
         if len(claimants) == 1:
             return claimants[0]
-        builtin = self._builtin(name)
-        if builtin is None:
+        chosen = self.chosen(name)
+        if chosen is None:
             raise UsageError(self.conflict_message(name))
         if name not in self._warned:
             self._warned.add(name)
-            print(f"harness: warning: {self.conflict_message(name)}", file=sys.stderr)
-        return builtin
+            report_clash(self.conflict_message(name))
+        return chosen
 
     def resolvable(self, name: str) -> bool:
         """Whether :meth:`get` returns an entry for ``name`` (qualified or not) without an error."""
@@ -162,7 +256,7 @@ class Registry:
                 return False
             return True
         claimants = self._claims.get(name, [])
-        return len(claimants) == 1 or (len(claimants) > 1 and self._builtin(name) is not None)
+        return len(claimants) == 1 or (len(claimants) > 1 and self.chosen(name) is not None)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.resolvable(name)
@@ -174,13 +268,20 @@ class Registry:
         return len(self.names())
 
     def names(self) -> list[str]:
-        """Every name a bare lookup resolves (a clash the built-ins own resolves to them)."""
+        """Every name a bare lookup resolves (a clash resolves as :meth:`chosen` says)."""
         return sorted(n for n in self._claims if self.resolvable(n))
 
     def entries(self) -> list[Entry]:
         """The entry of each of :meth:`names`, sorted by name (no warning: listing is not choosing)."""
-        return [self._claims[n][0] if len(self._claims[n]) == 1 else self._builtin(n) for n in self.names()]
+        return [self._claims[n][0] if len(self._claims[n]) == 1 else self.chosen(n) for n in self.names()]
 
     def claimants(self, name: str) -> list[Entry]:
         """Every entry registered under ``name``, in registration order."""
         return list(self._claims.get(name, []))
+
+
+def report_clash(message: str) -> None:
+    """Say which claimant a bare name took: on stderr (the console) and as a
+    :class:`NameClashWarning` (pytest's warnings summary, where stderr is captured)."""
+    print(f"harness: warning: {message}", file=sys.stderr)
+    warnings.warn(message, NameClashWarning, stacklevel=3)

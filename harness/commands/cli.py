@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from harness import __version__
 from harness.commands.table import markdown
-from harness.errors import HarnessError, UnknownNameError
-from harness.registry import KINDS
+from harness.errors import HarnessError
+from harness.registry import KINDS, NameClashWarning
 
 LIST_KINDS = (*KINDS, "suites")
 
@@ -72,7 +73,7 @@ def list_suites() -> list[dict]:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    rows = _host().plugins()
+    rows = _host().plugins(load=args.load)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -99,8 +100,8 @@ def select_methods(suite, names: Sequence[str], host) -> list[str] | None:
             if not chosen and name in host.quantizers:
                 chosen = [name]
         if not chosen:
-            raise UnknownNameError("quantizer", name, {*labels, *host.quantizers.names()},
-                                   f" for suite {suite.name!r}")
+            raise host.quantizers.unknown(name, {*labels, *host.quantizers.names()},
+                                          f" for suite {suite.name!r}")
         selected += [c for c in chosen if c not in selected]
     return selected
 
@@ -111,6 +112,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite, args.profile, overrides=args.set or (), seeds=args.seeds)
     host = _host()
+    from harness.host import prefer_owner
+
+    prefer_owner(suite.path)  # a plugin package's own suite: its bare names mean its entries
     methods = select_methods(suite, args.quantizer or (), host)
     from harness.run.options import parse_executor_options
 
@@ -250,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plugins", help="list installed plugins, their distributions and hooks")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--load", action="store_true",
+                   help="also import every registered class (slow: torch) and show the ones that fail")
     p.set_defaults(func=cmd_plugins)
 
     p = sub.add_parser("run", help="run a suite (registered name or path to a .toml file)")
@@ -345,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", category=NameClashWarning)  # the registry prints it on stderr
     try:
         return args.func(args)
     except HarnessError as exc:

@@ -1,16 +1,28 @@
-"""Metric plugins: one module per family, registered here."""
+"""Metric plugins: one module per family, registered here.
+
+Each entry is lazy: ``name: "module:Class"``, imported the first time a cell, a check or
+a kit uses it, so ``harness list`` imports no torch (docs/hooks.md). Adding one is one line
+here, beside its module.
+"""
 
 from harness import hookimpl
+
+#: registry name -> the class, as a lazy ``"module:Class"`` target
+METRICS = {
+    "utilization":   "harness.plugins.metrics.codes:Utilization",
+    "perplexity":    "harness.plugins.metrics.codes:Perplexity",
+    "dead_codes":    "harness.plugins.metrics.codes:DeadCodes",
+    "mse":           "harness.plugins.metrics.reconstruction:MSE",
+    "separated":     "harness.plugins.metrics.toy:Separated",
+    "cluster_codes": "harness.plugins.metrics.toy:ClusterCodes",
+    "psnr":          "harness.plugins.metrics.pixel:PSNR",
+    "ssim":          "harness.plugins.metrics.pixel:SSIM",
+    "lpips":         "harness.plugins.metrics.perceptual:LPIPS",
+    "rfid":          "harness.plugins.metrics.fid:RFID",
+}
 
 
 @hookimpl
 def harness_register_metrics(register):
-    from harness.plugins.metrics.codes import DeadCodes, Perplexity, Utilization
-    from harness.plugins.metrics.fid import RFID
-    from harness.plugins.metrics.perceptual import LPIPS
-    from harness.plugins.metrics.pixel import PSNR, SSIM
-    from harness.plugins.metrics.reconstruction import MSE
-    from harness.plugins.metrics.toy import ClusterCodes, Separated
-
-    for metric in (Utilization, Perplexity, DeadCodes, MSE, Separated, ClusterCodes, PSNR, SSIM, LPIPS, RFID):
-        register(metric)
+    for name, target in METRICS.items():
+        register(target, name=name)

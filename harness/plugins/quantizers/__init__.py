@@ -1,55 +1,40 @@
-"""Quantizer plugins: one module per method, registered here."""
+"""Quantizer plugins: one module per method, registered here.
+
+Each entry is lazy: ``name: "module:Class"``, imported the first time a cell, a check or
+a kit uses it, so ``harness list`` imports no torch (docs/hooks.md). Adding one is one line
+here, beside its module.
+"""
 
 from harness import hookimpl
+
+#: registry name -> the class, as a lazy ``"module:Class"`` target
+QUANTIZERS = {
+    "vq":          "harness.plugins.quantizers.vq:VectorQuantizer",
+    "drifting":    "harness.plugins.quantizers.drifting:DriftingVQ",
+    "gumbel":      "harness.plugins.quantizers.gumbel:GumbelQuantizer",
+    "rotation":    "harness.plugins.quantizers.rotation:RotationTrickVQ",
+    "fsq":         "harness.plugins.quantizers.fsq:FSQ",
+    "lfq":         "harness.plugins.quantizers.lfq:LFQ",
+    "residual-vq": "harness.plugins.quantizers.residual:ResidualVQ",
+    "ema":         "harness.plugins.quantizers.ema:EMAQuantizer",
+    "simvq":       "harness.plugins.quantizers.simvq:SimVQ",
+    "vqgan-fc":    "harness.plugins.quantizers.vqgan_fc:VQGANFC",
+    "ns-vq":       "harness.plugins.quantizers.ns_vq:NonStationaryVQ",
+    "transvq":     "harness.plugins.quantizers.transvq:TransVQ",
+    "transvq-mlp": "harness.plugins.quantizers.transvq:TransVQMLP",
+    "nsvq":        "harness.plugins.quantizers.nsvq:NSVQ",
+    "ibq":         "harness.plugins.quantizers.ibq:IBQ",
+    "bsq":         "harness.plugins.quantizers.bsq:BSQ",
+    "gsq":         "harness.plugins.quantizers.gsq:GSQ",
+    "optvq":       "harness.plugins.quantizers.optvq:OptVQ",
+    "cvq":         "harness.plugins.quantizers.cvq:CVQ",
+    "sqvae":       "harness.plugins.quantizers.sqvae:SQVAE",
+    "diveq":       "harness.plugins.quantizers.diveq:DiVeQ",
+    "sf-diveq":    "harness.plugins.quantizers.diveq:SFDiVeQ",
+}
 
 
 @hookimpl
 def harness_register_quantizers(register):
-    from harness.plugins.quantizers.drifting import DriftingVQ
-    from harness.plugins.quantizers.vq import VectorQuantizer
-
-    register(VectorQuantizer)
-    register(DriftingVQ)
-
-    from harness.plugins.quantizers.fsq import FSQ
-    from harness.plugins.quantizers.gumbel import GumbelQuantizer
-    from harness.plugins.quantizers.lfq import LFQ
-    from harness.plugins.quantizers.residual import ResidualVQ
-    from harness.plugins.quantizers.rotation import RotationTrickVQ
-
-    for cls in (GumbelQuantizer, RotationTrickVQ, FSQ, LFQ, ResidualVQ):
-        register(cls)
-
-    from harness.plugins.quantizers.ema import EMAQuantizer
-    from harness.plugins.quantizers.ns_vq import NonStationaryVQ
-    from harness.plugins.quantizers.nsvq import NSVQ
-    from harness.plugins.quantizers.simvq import SimVQ
-    from harness.plugins.quantizers.transvq import TransVQ, TransVQMLP
-    from harness.plugins.quantizers.vqgan_fc import VQGANFC
-
-    for cls in (EMAQuantizer, SimVQ, VQGANFC, NonStationaryVQ, TransVQ, TransVQMLP, NSVQ):
-        register(cls)
-
-    from harness.plugins.quantizers.bsq import BSQ
-    from harness.plugins.quantizers.gsq import GSQ
-    from harness.plugins.quantizers.ibq import IBQ
-    from harness.plugins.quantizers.optvq import OptVQ
-
-    for cls in (IBQ, BSQ, GSQ, OptVQ):
-        register(cls)
-
-    from harness.plugins.quantizers.cvq import CVQ
-    from harness.plugins.quantizers.sqvae import SQVAE
-
-    for cls in (CVQ, SQVAE):
-        register(cls)
-
-    from harness.plugins.quantizers.diveq import DiVeQ, SFDiVeQ
-
-    for cls in (DiVeQ, SFDiVeQ):
-        register(cls)
-
-    from harness.plugins.quantizers.residual_fsq import ResidualFSQ
-
-    for cls in (ResidualFSQ,):
-        register(cls)
+    for name, target in QUANTIZERS.items():
+        register(target, name=name)

@@ -1,17 +1,23 @@
-"""Schedule plugins: act on the training state, one module per family, registered here."""
+"""Schedule plugins: act on the training state, one module per family, registered here.
+
+Each entry is lazy: ``name: "module:Class"``, imported the first time a cell, a check or
+a kit uses it, so ``harness list`` imports no torch (docs/hooks.md). Adding one is one line
+here, beside its module.
+"""
 
 from harness import hookimpl
+
+#: registry name -> the class, as a lazy ``"module:Class"`` target
+SCHEDULES = {
+    "constant":      "harness.plugins.schedules.basic:Constant",
+    "decay":         "harness.plugins.schedules.decay:Decay",
+    "nsvq-stages":   "harness.plugins.schedules.stages:NSVQStages",
+    "staged-freeze": "harness.plugins.schedules.stages:StagedFreeze",
+    "warmup-cosine": "harness.plugins.schedules.lr:WarmupCosine",
+}
 
 
 @hookimpl
 def harness_register_schedules(register):
-    from harness.plugins.schedules.basic import Constant
-    from harness.plugins.schedules.decay import Decay
-    from harness.plugins.schedules.lr import WarmupCosine
-    from harness.plugins.schedules.stages import NSVQStages, StagedFreeze
-
-    register(Constant)
-    register(Decay)
-    register(NSVQStages)
-    register(StagedFreeze)
-    register(WarmupCosine)
+    for name, target in SCHEDULES.items():
+        register(target, name=name)

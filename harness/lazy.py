@@ -1,0 +1,164 @@
+"""Lazy plugin targets: ``"module:Class"`` strings imported on first use, described without importing.
+
+A registry entry may hold its class or a ``"package.module:Class"`` string (the way
+lm-evaluation-harness registers tasks). Listing commands need only the entry's name,
+kind and one-line summary, so those come from the plugin's *source text*: the module
+file is located without running it, parsed with :mod:`ast`, and the class's docstring
+(first line) and literal ``name`` and ``paper`` attributes are read. Importing the
+module (and torch with it) waits until a cell, a check or a kit needs the class.
+
+Only the standard library is imported here: ``harness list`` must stay cheap.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.machinery
+import importlib.util
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+#: separates the module from the attribute path in a lazy target
+SEPARATOR = ":"
+
+
+def is_target(obj: Any) -> bool:
+    """Whether ``obj`` is a lazy ``"module:attr"`` string rather than the object itself."""
+    return isinstance(obj, str) and SEPARATOR in obj
+
+
+def split(target: str) -> tuple[str, str]:
+    module, _, attr = target.partition(SEPARATOR)
+    if not module or not attr:
+        raise ValueError(f"a lazy plugin target is 'package.module:Class', got {target!r}")
+    return module.strip(), attr.strip()
+
+
+def load(target: str) -> Any:
+    """Import ``target``'s module and return the attribute (``a.b:C.D`` walks ``C`` then ``D``)."""
+    module, attr = split(target)
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def module_file(module: str) -> Path | None:
+    """The source file of ``module``, found without executing it or its parent packages."""
+    loaded = sys.modules.get(module)
+    if loaded is not None:
+        file = getattr(loaded, "__file__", None)
+        return Path(file) if file else None
+    parts = module.split(".")
+    try:
+        spec = importlib.util.find_spec(parts[0])  # a top-level name: nothing runs
+        for depth in range(1, len(parts)):
+            locations = spec.submodule_search_locations if spec else None
+            if not locations:
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(".".join(parts[: depth + 1]), list(locations))
+    except (ImportError, ValueError):
+        return None
+    origin = spec.origin if spec else None
+    return Path(origin) if origin and origin.endswith(".py") else None
+
+
+@dataclass(frozen=True)
+class StaticInfo:
+    """What the source text says about a class: its ``name`` and ``paper`` literals, its summary."""
+
+    found: bool = False
+    name: str = ""
+    summary: str = ""
+    paper: str = ""
+
+
+def static_info(target: str) -> StaticInfo:
+    """The class's literal attributes and docstring, read from source (see the module docstring)."""
+    try:
+        module, attr = split(target)
+    except ValueError:
+        return StaticInfo()
+    return _class_info(module, attr.split(".")[-1], 0)
+
+
+@lru_cache(maxsize=512)
+def _class_info(module: str, cls: str, depth: int) -> StaticInfo:
+    tree = _parse(module)
+    if tree is None or depth > 4:
+        return StaticInfo()
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == cls:
+            return _read_class(node, module, _constants(tree), depth)
+    for node in tree.body:  # a class re-exported from another module: follow the import
+        if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == cls for a in node.names):
+            original = next(a.name for a in node.names if (a.asname or a.name) == cls)
+            return _class_info(_absolute(module, node), original, depth + 1)
+    return StaticInfo()
+
+
+def _constants(tree: ast.Module) -> dict[str, str]:
+    """Module-level ``NAME = "text"`` assignments (a class may say ``paper = PAPER``)."""
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            value = _literal(node.value, {})
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name) and value is not None:
+                    found[target.id] = value
+    return found
+
+
+def _literal(node: ast.AST | None, constants: dict[str, str]) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.Name):
+        return constants.get(node.id)
+    return None
+
+
+def _absolute(module: str, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    parts = module.split(".")
+    path = module_file(module)
+    keep = len(parts) - node.level + (1 if path is not None and path.name == "__init__.py" else 0)
+    base = parts[:keep]
+    return ".".join([*base, *([node.module] if node.module else [])])
+
+
+@lru_cache(maxsize=256)
+def _parse(module: str) -> ast.Module | None:
+    path = module_file(module)
+    if path is None:
+        return None
+    try:
+        return ast.parse(path.read_text(encoding="utf-8"), str(path))
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def _read_class(node: ast.ClassDef, module: str, constants: dict[str, str], depth: int) -> StaticInfo:
+    """The class's own docstring and literals; what it lacks, from its bases (as Python inherits)."""
+    doc = (ast.get_docstring(node) or "").strip()
+    values = {"summary": doc.splitlines()[0] if doc else ""}
+    for statement in node.body:
+        targets = (statement.targets if isinstance(statement, ast.Assign)
+                   else [statement.target] if isinstance(statement, ast.AnnAssign) else [])
+        value = _literal(getattr(statement, "value", None), constants)
+        for target in targets:
+            if isinstance(target, ast.Name) and target.id in ("name", "paper") and value is not None:
+                values[target.id] = value
+    for base in node.bases:
+        if all(values.get(k) for k in ("name", "paper", "summary")):
+            break
+        if isinstance(base, ast.Name):
+            inherited = _class_info(module, base.id, depth + 1)
+            for key in ("name", "paper", "summary"):
+                values[key] = values.get(key) or getattr(inherited, key)
+    return StaticInfo(True, values.get("name", ""), values["summary"], values.get("paper", ""))
