@@ -141,6 +141,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.leaderboard.page import build_page, log_page
     from harness.leaderboard.render import RENDERERS
     from harness.leaderboard.source import check_known, open_store, page_source
+    from harness.tracking import resolve_uri
 
     source = page_source(args.suite, args.profile)
     tracker = open_store(args.tracking_uri, write=args.log)
@@ -149,7 +150,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
                        references=source.references, primary=source.primary,
                        default_primary=source.default_primary, description=source.description,
                        claims=source.claims, claim_groups=source.groups or None,
-                       plots=args.log or args.format == "html")
+                       plots=args.log or args.format == "html", store=resolve_uri(args.tracking_uri))
     texts = {fmt: render(board) for fmt, render in RENDERERS.items()}
     if args.log and tracker is not None:
         run_id = log_page(tracker, board, texts)

@@ -106,12 +106,14 @@ def build_leaderboard(
     references: list[dict[str, Any]] | None = None,
     primary: str | None = None,
     default_primary: str | None = None,
+    store: str | None = None,
 ) -> Leaderboard:
     """Read the suite's cells; never mix profiles, suite versions or plugin digests.
 
     ``primary`` forces the ranking metric (a suite given as a file); otherwise the
     one the newest suite run recorded, else ``default_primary``, else ``mse``.
-    With no recorded cell the board holds only the ``references`` and says so.
+    With no recorded cell the board holds only the ``references`` and says so, naming
+    the store it read (``store``, the resolved URI, when ``tracker`` is ``None``: no store yet).
     """
     host = host or get_host()
     runs = tracker.runs(suite, CELLS) if tracker is not None else []
@@ -119,10 +121,11 @@ def build_leaderboard(
     if profile and profile not in recorded_profiles:
         runs = []
     if not runs:
-        board = empty_board(suite, tracker, profile, host, references, primary or default_primary)
+        board = empty_board(suite, tracker, profile, host, references, primary or default_primary, store)
         if recorded_profiles:
             board.meta["no_runs"] = (f"no {board.profile!r} run of suite {suite!r} is recorded in "
-                                     f"{board.meta['store']} (profiles recorded: {', '.join(recorded_profiles)})")
+                                     f"{board.meta['store']} (profiles recorded: {', '.join(recorded_profiles)})"
+                                     f"; {OTHER_STORE}")
         return board
     profile, version, runs, hidden = select_runs(suite, runs, profile)
     suite_runs = parent_runs(tracker, suite, profile, version)
@@ -144,19 +147,24 @@ def build_leaderboard(
     return board
 
 
+#: how to read a store other than the one named (the end of every "no run recorded" line)
+OTHER_STORE = "to read another store pass --tracking-uri URI or set MLFLOW_TRACKING_URI"
+
+
 def empty_board(suite: str, tracker: Tracker | None, profile: str | None, host: Host,
-                references: list[dict[str, Any]] | None, primary: str | None) -> Leaderboard:
-    """No cell recorded yet: the papers' rows alone, and a line saying no run is recorded."""
+                references: list[dict[str, Any]] | None, primary: str | None,
+                store: str | None = None) -> Leaderboard:
+    """No cell recorded yet: the papers' rows alone, and a line saying where no run is recorded."""
     rows: list[Row] = []
     add_references(rows, references or [])
     primary = primary or "mse"
     columns = ordered_columns(rows, primary)
-    uri = tracker.uri if tracker is not None else "(no store yet)"
+    uri = tracker.uri if tracker is not None else f"{store or 'the default store'} (no store there yet)"
     board = Leaderboard(suite, profile or "full", None, primary, columns,
                         {c: metric_direction(host, c) for c in columns}, rows,
                         meta={"store": uri, "built": _now()})
     board.meta["no_runs"] = (f"no run of suite {suite!r} is recorded in {uri}; "
-                             f"`harness run {suite}` records them")
+                             f"`harness run {suite}` records them there; {OTHER_STORE}")
     return board
 
 

@@ -39,16 +39,17 @@ def build_page(
     claims: list[Any] | None = None,
     claim_groups: frozenset[str] | None = None,
     plots: bool = True,
+    store: str | None = None,
 ) -> Leaderboard:
     """The leaderboard with its claims and (unless ``plots=False``) its figures attached.
 
     ``claims`` (the suite's :class:`harness.suite.Claim` list) are re-checked over all
     recorded cells when the newest suite run was one shard of several or ran fewer cells
     than the board holds (``-q``, ``--set matrix...``). ``tracker`` may be
-    ``None`` (no store exists yet): the page then shows the reference rows alone.
+    ``None`` (no store exists yet at ``store``): the page then shows the reference rows alone.
     """
     board = build_leaderboard(suite, tracker=tracker, profile=profile, host=host, references=references,
-                              primary=primary, default_primary=default_primary)
+                              primary=primary, default_primary=default_primary, store=store)
     if description:
         board.meta["description"] = description
     if tracker is None or not board.measured:

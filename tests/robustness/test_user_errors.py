@@ -51,3 +51,16 @@ def test_a_server_that_stops_by_itself_is_a_failure(capsys):
     assert serve([sys.executable, "-c", "print('Address already in use')"]) == 1
     assert "the server stopped by itself" in capsys.readouterr().err
     assert serve([sys.executable, "-c", "raise SystemExit(3)"]) == 3
+
+
+def test_leaderboard_with_no_store_names_where_it_looked(workdir: Path):
+    rc, out, _ = run(["leaderboard", "toy2d"], workdir)
+    assert rc == 0
+    store = f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
+    assert (f"no run of suite 'toy2d' is recorded in {store} (no store there yet); `harness run toy2d` "
+            "records them there; to read another store pass --tracking-uri URI or set "
+            "MLFLOW_TRACKING_URI") in out
+    other = workdir / "elsewhere" / "x.db"
+    rc, out, _ = run(["leaderboard", "toy2d", "--tracking-uri", f"sqlite:///{other}"], workdir)
+    assert rc == 0 and f"recorded in sqlite:///{other} (no store there yet)" in out
+    assert not (workdir / "mlflow.db").exists() and not other.parent.exists()  # reading created nothing
