@@ -27,6 +27,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "drifting": {"params": {"max_tokens": 256}},
     # no start-up phase (1,000 forwards by default, in which z passes unquantized)
     "sf-diveq": {"params": {"skip_iters": 0, "avg_iters": 0}},
+    "fsp": {"params": {"levels": [4, 4]}},  # FSQ's levels, as fsq above
 }
 
 NAMES = get_host().quantizers.names()

@@ -31,6 +31,7 @@ QUANTIZERS = {
     "sqvae":       "harness.plugins.quantizers.sqvae:SQVAE",
     "diveq":       "harness.plugins.quantizers.diveq:DiVeQ",
     "sf-diveq":    "harness.plugins.quantizers.diveq:SFDiVeQ",
+    "fsp":         "harness.plugins.quantizers.fsp:FSP",
 }
 
 

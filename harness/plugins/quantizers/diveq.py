@@ -11,8 +11,7 @@ from torch import Tensor, nn
 from harness.contracts import QuantizeOutput, Quantizer
 from harness.ops import all_reduce_sum_, broadcast_, nearest_code
 
-PAPER = ("Vali, Baeckstroem and Solin 2025 (ICLR 2026), \"DiVeQ: Differentiable Vector "
-         "Quantization Using the Reparameterization Trick\"")
+PAPER = "Vali et al. 2025, DiVeQ"
 
 
 def directional_error(z: Tensor, target: Tensor, noise: Tensor) -> Tensor:
