@@ -34,6 +34,8 @@ def peer_builders() -> dict[str, Callable[[int, int], torch.nn.Module]]:
                                                    learnable_codebook=True, ema_update=False, rotation_trick=False),
         "residual-fsq": lambda d, k: vqp.ResidualFSQ(levels=list(residual_levels(k, None)), num_quantizers=4,
                                                      dim=d),
+        "residual-lfq": lambda d, k: vqp.ResidualLFQ(dim=d, codebook_size=k, num_quantizers=4,
+                                                     entropy_loss_weight=0.1, commitment_loss_weight=0.25),
     }
 
 

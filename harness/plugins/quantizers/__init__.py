@@ -29,6 +29,8 @@ QUANTIZERS = {
     "optvq":       "harness.plugins.quantizers.optvq:OptVQ",
     "cvq":         "harness.plugins.quantizers.cvq:CVQ",
     "sqvae":       "harness.plugins.quantizers.sqvae:SQVAE",
+    "residual-fsq": "harness.plugins.quantizers.residual_fsq:ResidualFSQ",
+    "residual-lfq": "harness.plugins.quantizers.residual_lfq:ResidualLFQ",
     "diveq":       "harness.plugins.quantizers.diveq:DiVeQ",
     "sf-diveq":    "harness.plugins.quantizers.diveq:SFDiVeQ",
     "fsp":         "harness.plugins.quantizers.fsp:FSP",
