@@ -218,14 +218,17 @@ def cmd_new(args: argparse.Namespace) -> int:
         PluginNames,
         editable_warning,
         harness_requirement,
+        install_command,
         scaffold_quantizer,
     )
 
     folder = scaffold_quantizer(args.name, args.dir, harness_source=args.harness_source)
     names = PluginNames.from_name(args.name)
+    requirement = harness_requirement(args.harness_source)
     print(f"wrote the {names.distribution} plugin package to {folder}\n"
-          f"next: cd {folder} && pip install -e \".[test]\" && harness run toy2d -q {args.name} --profile smoke")
-    note = editable_warning(harness_requirement(args.harness_source))
+          f"next: cd {folder} && {install_command(requirement)} && harness run toy2d -q {args.name} "
+          "--profile smoke")
+    note = editable_warning(requirement)
     if note:
         print(f"harness: {note}", file=sys.stderr)
     return 0

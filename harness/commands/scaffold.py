@@ -41,6 +41,8 @@ MAX_NAME = 40
 #: the environment variable that sets the scaffold's harness requirement (as --harness-source)
 HARNESS_SOURCE_ENV = "HARNESS_SOURCE"
 HARNESS_DISTRIBUTION = "vq-harness"
+#: the package's ``[test]`` extra
+TEST_REQUIREMENTS = ("pytest>=8", "pytest-xdist>=3.5")
 
 
 @dataclass(frozen=True)
@@ -166,22 +168,46 @@ def editable_checkout() -> Path | None:
     return Path(unquote(urlparse(info["url"]).path))
 
 
+def install_command(requirement: str) -> str:
+    """The install step to print: one that keeps this environment's harness as it is.
+
+    A URL dependency (the default) makes ``pip install -e ".[test]"`` replace an editable
+    harness with a copy from that URL, so beside an editable harness the package goes in
+    with ``--no-deps`` (everything it needs is the harness's, already here) and the test
+    extra's packages are named when they are missing.
+    """
+    if editable_checkout() is None or "@" not in requirement:
+        return 'pip install -e ".[test]"'
+    from importlib.metadata import PackageNotFoundError, version
+
+    missing = []
+    for spec in TEST_REQUIREMENTS:
+        try:
+            version(re.split(r"[<>=!~ ]", spec, maxsplit=1)[0])
+        except PackageNotFoundError:
+            missing.append(f'"{spec}"')
+    return "pip install --no-deps -e ." + (f" && pip install {' '.join(missing)}" if missing else "")
+
+
 def editable_warning(requirement: str) -> str | None:
-    """Why installing the package would replace an editable harness, and what to do instead."""
+    """Why the printed install step says ``--no-deps`` (an editable harness), and what CI does."""
     checkout = editable_checkout()
     if checkout is None or "@" not in requirement:
         return None
-    return (f"note: this harness is an editable install of {checkout}; `pip install -e .` in the package "
-            f"would replace it with {requirement.split('@', 1)[1].strip()}. To keep the checkout, scaffold "
-            f"with --harness-source {HARNESS_DISTRIBUTION} (any installed harness satisfies it) or install "
-            "the package with --no-deps")
+    return (f"note: this harness is an editable install of {checkout}; the package's dependency "
+            f"{requirement.split('@', 1)[1].strip()} would make `pip install -e \".[test]\"` replace it, so "
+            "install the package with --no-deps as shown (elsewhere, e.g. in CI, `pip install -e "
+            "\".[test]\"` brings the harness from that URL)")
 
 
 def render(names: PluginNames, harness: str | None = None) -> dict[str, str]:
     """The package's files: relative path -> text; ``harness`` as :func:`harness_requirement`."""
+    requirement = harness_requirement(harness)
     values = {"name": names.quantizer, "distribution": names.distribution,
               "package": names.package, "cls": names.cls,
-              "harness_requirement": json.dumps(harness_requirement(harness))}
+              "harness_requirement": json.dumps(requirement),
+              "test_requirements": ", ".join(json.dumps(r) for r in TEST_REQUIREMENTS),
+              "install": install_command(requirement)}
     files = {
         "pyproject.toml": PYPROJECT,
         "README.md": README,
@@ -206,8 +232,10 @@ def scaffold_quantizer(name: str, folder: Path | None = None, *, check_registry:
         check_not_registered(name)
     folder = Path(folder) if folder is not None else Path.cwd() / names.distribution
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise UsageError(f"{folder} already exists and is not empty; the scaffold never "
-                         "overwrites files (choose another --dir)")
+        raise UsageError(f"{folder} already exists and is not empty, and the scaffold never overwrites "
+                         f"files: to keep it, edit it (the harness dependency is a line of "
+                         f"{folder / 'pyproject.toml'}); to start over, remove it (rm -r {folder}) and "
+                         f"run this again; or write elsewhere with --dir NEW_FOLDER")
     for relative, text in files.items():
         path = folder / relative
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -233,7 +261,7 @@ requires-python = ">=3.10"
 dependencies = [$harness_requirement, "torch"]
 
 [project.optional-dependencies]
-test = ["pytest>=8", "pytest-xdist>=3.5"]
+test = [$test_requirements]
 
 # The harness finds plugins through this entry-point group: the name on the
 # left is the plugin's name (`harness plugins`, HARNESS_DISABLE_PLUGINS), the
@@ -362,13 +390,16 @@ The `$name` quantizer as a vq-harness plugin. Edit `src/$package/quantizer.py`
 (its `quantize` method); the rest is wiring.
 
 ```bash
-pip install -e ".[test]"                           # install (with pytest): the harness now finds `$name`
+$install          # install: the harness now finds `$name`
 harness run toy2d -q $name --profile smoke         # run it on the toy suite, recorded in MLflow
 harness leaderboard toy2d --profile smoke          # rank it against the other methods of that profile
 ```
 
 `pyproject.toml` takes the harness from its git repository (no package index serves
-it); edit that line to pin a commit (`...git@<commit>`) or to use a wheel.
+it); edit that line to pin a commit (`...git@<commit>`) or to use a wheel. Where no
+harness is installed yet (CI, a fresh venv), `pip install -e ".[test]"` brings it, with
+pytest; beside an editable harness checkout, `pip install --no-deps -e .` keeps that
+checkout (the URL would replace it).
 
 Check it keeps the quantizer contract (shapes, dtypes, gradients, index range):
 

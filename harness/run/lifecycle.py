@@ -33,6 +33,7 @@ from harness.run.executors import (
 )
 from harness.run.interrupt import InterruptGuard
 from harness.run.options import RunOptions, executor_choice
+from harness.run.rerun import check_rerun
 from harness.run.signals import deferred
 from harness.suite import Cell, Suite
 from harness.suite.claims import ClaimResult, check_claims
@@ -171,6 +172,8 @@ def run_suite(suite: Suite, methods: list[str] | None = None, options: RunOption
     executor = choose_executor(host, suite, options, uri, torchrun=torchrun)
     tracker = open_tracker(uri)
     preflight.check(host, suite, cells, options, tracker)  # writable folders, data there: else exit 2
+    if distributed.is_main():  # recorded cells this run would redo, or a --resume that matches none
+        check_rerun(tracker, suite, cells, options.resume, uri)
     results: list[CellResult] = []
     with InterruptGuard():  # a signal here raises Interrupted (exit 130/143); cells handle their own
         parent = start_parent(tracker, host, suite, cells, methods, options, executor.name)

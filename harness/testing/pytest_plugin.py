@@ -69,6 +69,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "worker), processes (a worker process per item: isolated), or a plugin's")
     group.addoption("--harness-executor-option", action="append", default=[], metavar="KEY=VALUE",
                     help="an option of --harness-executor (repeatable)")
+    group.addoption("--harness-under-test", metavar="DISTRIBUTION",
+                    help="the plugin distribution these tests exercise: a bare name another plugin "
+                         "registers too means its entry (default: $HARNESS_UNDER_TEST, else the "
+                         "rootdir's pyproject.toml [project] name when installed)")
 
 
 _STATE = pytest.StashKey["HarnessSession"]()
@@ -79,6 +83,9 @@ def _state(config: pytest.Config) -> HarnessSession | None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from harness.testing.under_test import configure
+
+    configure(config.rootpath, config.getoption("harness_under_test"))
     if not config.getoption("harness_suite"):
         return
     state = HarnessSession(config)
@@ -87,6 +94,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         # `pytest --harness-suite X` alone runs the suite, not the project's testpaths
         config.args = []
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """The distribution under test and every plugin name clash, where a reader sees them."""
+    from harness.testing.under_test import header_lines
+
+    return header_lines()
 
 
 @pytest.hookimpl(optionalhook=True)

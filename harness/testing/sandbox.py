@@ -83,12 +83,14 @@ class Sandbox:
         ``options`` are :class:`harness.run.options.RunOptions` fields (``executor``,
         ``executor_options``, ``jobs``, ``device``, ...); progress bars are off.
         """
+        from harness.host import prefer_owner
         from harness.run.lifecycle import run_suite
         from harness.run.options import RunOptions
         from harness.suite import load_suite
 
         path = str(suite) if suite is not None else str(self.suite_file())
         loaded = load_suite(path, profile, overrides=tuple(overrides), seeds=seeds)
+        prefer_owner(loaded.path)  # a plugin package's own suite: its bare names mean its entries
         return run_suite(loaded, methods, RunOptions(**{"tracking_uri": self.uri, "progress": False, **options}))
 
     def cells(self, experiment: str = "sandbox") -> list[Any]:

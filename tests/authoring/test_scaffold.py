@@ -187,8 +187,9 @@ def test_scaffold_install_run_rank_and_generated_tests_pass(tmp_path):
     assert " passed" in tests.stdout and "failed" not in tests.stdout
 
 
-def test_an_editable_harness_is_warned_about_before_pip_replaces_it(tmp_path, capsys, monkeypatch):
-    """A URL dependency makes pip swap an editable harness for the git one: `harness new` says so."""
+def test_an_editable_harness_is_kept_by_the_printed_install_step(tmp_path, capsys, monkeypatch):
+    """A URL dependency makes `pip install -e ".[test]"` swap an editable harness for the git one:
+    beside an editable harness, `harness new` prints the --no-deps install and says why."""
     from harness.commands.scaffold import editable_checkout, editable_warning
 
     monkeypatch.delenv("HARNESS_SOURCE", raising=False)
@@ -196,8 +197,23 @@ def test_an_editable_harness_is_warned_about_before_pip_replaces_it(tmp_path, ca
     if checkout is None:
         pytest.skip("the harness is not an editable install here")
     assert main(["new", "quantizer", "my-vq", "--dir", str(tmp_path / "a")]) == 0
-    err = capsys.readouterr().err
-    assert f"editable install of {checkout}" in err and "--harness-source vq-harness" in err
+    out, err = capsys.readouterr()
+    assert "next: cd" in out and "pip install --no-deps -e ." in out and '".[test]"' not in out
+    assert f"editable install of {checkout}" in err and "--no-deps" in err
+    assert "pip install --no-deps -e ." in (tmp_path / "a/README.md").read_text()
     assert main(["new", "quantizer", "my-vq", "--dir", str(tmp_path / "b"), "--harness-source", "vq-harness"]) == 0
-    assert "editable" not in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert 'pip install -e ".[test]"' in out and "editable" not in err  # a bare name keeps any harness
     assert editable_warning("vq-harness>=0.1") is None
+
+
+def test_rescaffolding_an_existing_folder_says_what_to_do(tmp_path, capsys):
+    folder = tmp_path / "pkg"
+    assert main(["new", "quantizer", "my-vq", "--dir", str(folder)]) == 0
+    before = {p: p.read_text() for p in folder.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(["new", "quantizer", "my-vq", "--dir", str(folder), "--harness-source", "vq-harness"]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder} already exists" in err and "never overwrites" in err
+    assert f"{folder / 'pyproject.toml'}" in err and f"rm -r {folder}" in err and "--dir" in err
+    assert {p: p.read_text() for p in folder.rglob("*") if p.is_file()} == before
