@@ -62,8 +62,8 @@ def test_rows_average_seeds_and_sort_by_direction(tracker):
     assert [r.method for r in by_util.rows] == ["b", "a"]
     assert by_util.best("utilization") == pytest.approx(0.9)
 
-    text = to_markdown(board)
-    assert "0.06 ± 0.01" in text and "**0.06 ± 0.01**" in text
+    text = to_markdown(board)  # mean [95% t-interval]; two seeds of a cannot tell it from b: both bold
+    assert "**0.06 [0.03516, 0.08484]**" in text and "**0.15 [-0.4853, 0.7853]**" in text
 
 
 def test_failed_cells_show_as_failed_never_as_numbers(tracker):
@@ -128,13 +128,14 @@ def test_regenerate_skips_a_suite_that_is_not_registered(tmp_path, capsys):
 
 
 def test_per_stage_metrics_get_their_own_table_and_a_lone_value_is_not_best(tracker):
-    record(tracker, "rvq", 0, {"mse": 0.1, "utilization/stage0": 0.25})
-    record(tracker, "vq", 0, {"mse": 0.2})
+    for seed, jitter in enumerate((-0.001, 0.001)):
+        record(tracker, "rvq", seed, {"mse": 0.1 + jitter, "utilization/stage0": 0.25 + jitter})
+        record(tracker, "vq", seed, {"mse": 0.2 + jitter})
     text = to_markdown(build_leaderboard("board", tracker=tracker, primary="mse"))
     main, stages = text.split("### Per-stage metrics")
     assert "utilization/stage0" not in main and "utilization/stage0 ↑" in stages
-    assert "**0.1**" in main  # two rows compared: the lower mse is best
-    assert "| 0.25 " in stages and "**0.25**" not in stages  # one row alone wins nothing
+    assert "**0.1 [" in main and "**0.2 [" not in main  # two rows compared: the lower mse is best
+    assert "| 0.25 [" in stages and "**0.25" not in stages  # one row alone wins nothing
     assert "| vq " not in stages
 
 
@@ -144,11 +145,12 @@ def rate(bits, tokens=16, pixels=64):
 
 
 def test_rows_are_grouped_by_rate_and_best_is_marked_within_a_group(tracker):
-    record(tracker, "a", 0, {"mse": 0.10}, k=256, tags=rate(8))
-    record(tracker, "b", 0, {"mse": 0.20}, k=256, tags=rate(8))
-    record(tracker, "fsq", 0, {"mse": 0.30}, k=256, tags=rate(math.log2(240)))  # within 0.15 bit of 8
-    record(tracker, "rvq", 0, {"mse": 0.01}, k=256, tags=rate(32))
-    record(tracker, "c", 0, {"mse": 0.05}, k=256, tags=rate(32))
+    for seed, jitter in enumerate((-0.001, 0.001)):  # two seeds each: enough to test
+        record(tracker, "a", seed, {"mse": 0.10 + jitter}, k=256, tags=rate(8))
+        record(tracker, "b", seed, {"mse": 0.20 + jitter}, k=256, tags=rate(8))
+        record(tracker, "fsq", seed, {"mse": 0.30 + jitter}, k=256, tags=rate(math.log2(240)))  # within 0.15 bit
+        record(tracker, "rvq", seed, {"mse": 0.01 + jitter}, k=256, tags=rate(32))
+        record(tracker, "c", seed, {"mse": 0.05 + jitter}, k=256, tags=rate(32))
     board = build_leaderboard("board", tracker=tracker, primary="mse")
     assert [(label, [r.method for r in rows]) for label, rows in board.groups()] == [
         ("7.91–8 bits/token", ["a", "b", "fsq"]), ("32 bits/token", ["rvq", "c"])]
@@ -158,8 +160,8 @@ def test_rows_are_grouped_by_rate_and_best_is_marked_within_a_group(tracker):
     text = to_markdown(board)
     low, high = text.split("#### 32 bits/token")
     assert "#### 7.91–8 bits/token" in low
-    assert "**0.1**" in low and "**0.2**" not in low  # best of its own group, though 0.01 is lower
-    assert "**0.01**" in high and "**0.05**" not in high
+    assert "**0.1 [" in low and "**0.2 [" not in low  # best of its own group, though 0.01 is lower
+    assert "**0.01 [" in high and "**0.05 [" not in high
     assert re.search(r"\| bits/token +\| bits/pixel +\|", text) and re.search(r"\| a +\| 256 +\| 2 +\| 8 +\| 2 +\|", text)
     page = to_html(board)
     assert page.count('class="best"') == 2
@@ -216,7 +218,7 @@ def test_interrupted_killed_and_nan_cells_are_never_ok(tracker):
     dead = next(line for line in text.splitlines() if line.startswith("| dead "))
     assert "1 killed (never resumed) (of 2 seeds)" in dead and "| ok " not in dead
     nan = next(line for line in text.splitlines() if line.startswith("| nan "))
-    assert "0.05 (NaN in 1)" in nan and "mse NaN in 1 (of 2 seeds)" in nan
+    assert "0.05 (n=1: no interval) (NaN in 1)" in nan and "mse NaN in 1 (of 2 seeds)" in nan
     assert "**0.05" not in nan  # a value with NaN seeds never wins
     allnan = next(line for line in text.splitlines() if line.startswith("| allnan "))
     assert "| NaN " in allnan and rows["allnan"].n == 1

@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="rank a suite's recorded runs (reads only; --log publishes the page)")
     p.add_argument("suite", help="a registered suite, a suite file (ranked by its own primary metric), "
                    "or a suite name recorded in the store")
-    p.add_argument("--format", choices=("md", "html", "csv"), default="md")
+    p.add_argument("--format", choices=("md", "html", "csv", "json"), default="md")
     p.add_argument("--output", type=Path)
     p.add_argument("--profile", help="full or smoke (default: full if recorded, else smoke)")
     p.add_argument("--tracking-uri")

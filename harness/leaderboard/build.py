@@ -51,6 +51,9 @@ class Leaderboard:
     figures: list[Any] = field(default_factory=list)
     #: metric -> {stack: cells}: what produced each number (``harness.metric_stack.<metric>`` tags)
     stacks: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: intervals, tie sets, mean ranks: a :class:`~harness.leaderboard.stats.BoardStats`, computed
+    #: on first use by :func:`harness.leaderboard.stats.board_stats`
+    stats: Any = None
 
     @property
     def measured(self) -> list[Row]:

@@ -6,6 +6,8 @@ import base64
 import html
 
 from harness.leaderboard.build import Leaderboard, Row
+from harness.leaderboard.stats import INTERVAL_NOTE, TIE_NOTE
+from harness.leaderboard.stats_html import TIED_TITLE, group_row_html, stats_section_html
 from harness.leaderboard.text import (
     META,
     cell_text,
@@ -63,13 +65,13 @@ def _metric_cell(board: Leaderboard, row: Row, column: str) -> str:
     text = cell_text(board, row, column)
     best = is_best(board, row, column)
     css = "best" if best else "nan" if row.nan.get(column) else WORDS.get(text, "")
-    title = " title=\"best measured value of this rate group, in this metric's direction\"" if best else ""
+    title = f' title="{_e(TIED_TITLE)}"' if best else ""
     if column in row.unavailable and column not in row.metrics:
         title = f' title="{_e(row.unavailable[column])}"'
     stat = row.metrics.get(column)
-    if stat is not None and stat.n > 1:  # the std on its own line keeps wide tables readable
-        mean, std = text.split(" ± ", 1)
-        text_html = f'{_e(mean)}<span class="std"> ± {_e(std)}</span>'
+    if stat is not None and not row.reported:  # the interval on its own line keeps wide tables readable
+        mean, interval = text.split(" ", 1)
+        text_html = f'{_e(mean)}<span class="std">{_e(interval)}</span>'
     else:
         text_html = _e(text)
     return f'<td class="{css}"{title}>{text_html}</td>'
@@ -106,6 +108,7 @@ def _table_html(board: Leaderboard, columns: list[str], table_id: str, stage_col
         if rows and len(groups) > 1:
             body.append(f'<tr class="group rate"><th colspan="{width}">{_e(label)}</th></tr>')
         body += [_row_html(board, r, columns) for r in rows]
+        body.append("" if stage_columns else group_row_html(board, rows, width))
     reported = staged(board, board.reported, columns) if stage_columns else board.reported
     if reported:
         body.append(f'<tr class="group"><th colspan="{width}">Reported by the papers '
@@ -189,15 +192,15 @@ def to_html(board: Leaderboard) -> str:
 {description}
 {_meta_html(board)}
 <h2>Results</h2>
-<p class="legend">Mean ± std over seeds; <b>n</b> = finished seeds. ↑ higher is better, ↓ lower is better.
-Rows are grouped by rate (bits per token, equal within a group); ★ marks the best measured value of each
-column <i>within its rate group</i>, never across groups. Sorted by <code>{_e(board.primary)}</code> within a
-group. Failed, killed or interrupted cells say so, never a number; a metric that came back NaN reads NaN.
+<p class="legend">{_e(INTERVAL_NOTE)} ↑ higher is better, ↓ lower is better.
+Rows are grouped by rate (bits per token, equal within a group). {_e(TIE_NOTE)}
+Sorted by <code>{_e(board.primary)}</code> within a group. Failed, killed or interrupted cells say so, never a number; a metric that came back NaN reads NaN.
 <b>plugin code</b> is the digest of the plugin's source files and the harness version: cells of older
 code are never averaged in. Rows under "Reported by the papers" are numbers from the papers, marked with
 their source.</p>
 {_tables_html(board)}
 {notes_html}
+{stats_section_html(board)}
 {_claims_html(board)}
 {_figures_html(board)}
 </body></html>

@@ -23,7 +23,8 @@ from harness.tracking import Tracker, tags_for
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 #: artifact file names of a leaderboard run, by format
-ARTIFACTS = {"html": "leaderboard.html", "md": "leaderboard.md", "csv": "leaderboard.csv"}
+ARTIFACTS = {"html": "leaderboard.html", "md": "leaderboard.md", "csv": "leaderboard.csv",
+             "json": "leaderboard.json"}
 
 
 def build_page(
@@ -61,8 +62,10 @@ def build_page(
         board.claims = recheck(board, claims, board.claims, claim_groups)
     if plots:
         from harness.leaderboard.figures import page_figures
+        from harness.leaderboard.stats import profile_figure
 
         board.figures = page_figures(board, tracker)
+        board.figures += [f for f in [profile_figure(board)] if f is not None]
     return board
 
 

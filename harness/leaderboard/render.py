@@ -10,6 +10,17 @@ from __future__ import annotations
 from harness.commands.table import csv_table, markdown
 from harness.leaderboard.build import Leaderboard, Row
 from harness.leaderboard.html_page import to_html
+from harness.leaderboard.json_page import to_json
+from harness.leaderboard.stats import (
+    INTERVAL_NOTE,
+    RANK_NOTE,
+    TIE_NOTE,
+    board_stats,
+    group_sentence,
+    rank_text,
+    row_interval,
+    tie_word,
+)
 from harness.leaderboard.text import (
     META,
     cell_text,
@@ -24,7 +35,7 @@ from harness.leaderboard.text import (
     status_text,
 )
 
-__all__ = ["RENDERERS", "to_csv", "to_html", "to_markdown"]
+__all__ = ["RENDERERS", "to_csv", "to_html", "to_json", "to_markdown"]
 
 
 def _md_row(board: Leaderboard, row: Row, columns: list[str]) -> list[str]:
@@ -50,12 +61,26 @@ def _md_tables(board: Leaderboard, columns: list[str], stage_columns: bool = Fal
         if not rows:
             continue
         heading = f"#### {label}\n\n" if len(groups) > 1 else ""
-        parts.append(heading + _md_table(board, rows, columns))
+        parts.append(heading + _md_table(board, rows, columns) + _md_group_stats(board, rows, stage_columns))
     reported = staged(board, board.reported, columns) if stage_columns else board.reported
     if reported:
         heading = "#### Reported by the papers (not measured here; never marked best)\n\n" if parts else ""
         parts.append(heading + _md_table(board, reported, columns))
     return "\n\n".join(parts)
+
+
+def _md_group_stats(board: Leaderboard, rows: list[Row], stage_columns: bool) -> str:
+    """The group's tie set, untested rows and top pair on the primary metric, under its table."""
+    group = None if stage_columns or not rows else board_stats(board).group(rows[0], board.primary)
+    return f"\n\n{group_sentence(group)}" if group is not None else ""
+
+
+def _md_ranks(board: Leaderboard) -> str:
+    ranks = board_stats(board).ranks
+    if not ranks:
+        return ""
+    return (f"\n\n### Mean rank over rate groups (`{board.primary}`)\n\n" + RANK_NOTE + "\n\n"
+            + markdown(["method", "mean rank [95% CI]"], [[name, rank_text(r)] for name, r in ranks.items()]))
 
 
 def _md_header(board: Leaderboard) -> str:
@@ -75,9 +100,9 @@ def _md_header(board: Leaderboard) -> str:
 
 
 def _md_foot(board: Leaderboard) -> str:
-    foot = ("\n\nmean ± std over seeds (n = finished seeds); ↑ higher is better, ↓ lower is better; "
-            "rows are grouped by rate (bits per token) and the best value of each group is in bold, "
-            f"never across groups; sorted by `{board.primary}` within a group; `plugin code` is the "
+    foot = (f"\n\n{INTERVAL_NOTE} ↑ higher is better, ↓ lower is better; "
+            f"rows are grouped by rate (bits per token); {TIE_NOTE} "
+            f"Sorted by `{board.primary}` within a group; `plugin code` is the "
             "digest of the plugin's source files and the harness version (cells of older code are never "
             "averaged in); rows marked `reported` are the papers' numbers, not measured here, and "
             "never marked best.")
@@ -89,7 +114,7 @@ def _md_foot(board: Leaderboard) -> str:
 
 def to_markdown(board: Leaderboard) -> str:
     main, stages = split_columns(board)
-    text = _md_header(board) + _md_tables(board, main) + _md_foot(board)
+    text = _md_header(board) + _md_tables(board, main) + _md_foot(board) + _md_ranks(board)
     if stages:
         text += "\n\n### Per-stage metrics (multi-stage quantizers)\n\n" + _md_tables(board, stages, True)
     if board.claims is not None:
@@ -113,7 +138,8 @@ def to_csv(board: Leaderboard) -> str:
             "bits_per_token", "bits_per_pixel", "tokens_per_item", "pixels_per_item", "plugin_digest",
             "older_digest_cells", "seed_states"]
     for c in board.columns:
-        head += [f"{c}_mean", f"{c}_std", f"{c}_nan"]
+        head += [f"{c}_mean", f"{c}_std", f"{c}_nan", f"{c}_ci_low", f"{c}_ci_high", f"{c}_tied_with_best"]
+    head.append("rate_group")
     rows = []
     for r in board.rows:
         states = " ".join(f"{s.seed}:{s.state}" for s in r.seeds.values())
@@ -124,8 +150,11 @@ def to_csv(board: Leaderboard) -> str:
             stat = r.metrics.get(c)
             line += [f"{stat.mean:.6g}", f"{stat.std:.6g}"] if stat else ["", ""]
             line.append(r.nan.get(c, 0))
-        rows.append(line)
+            bounds = row_interval(r, c)
+            line += [_num(bounds[0]), _num(bounds[1])] if bounds else ["", ""]
+            line.append(tie_word(board_stats(board), r, c))
+        rows.append(line + [board_stats(board).group_of.get(id(r), "")])
     return csv_table(head, rows)
 
 
-RENDERERS = {"md": to_markdown, "csv": to_csv, "html": to_html}
+RENDERERS = {"md": to_markdown, "csv": to_csv, "html": to_html, "json": to_json}

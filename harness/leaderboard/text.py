@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from harness.cell.provenance import short
 from harness.leaderboard.build import Leaderboard, Row
+from harness.leaderboard.stats import board_stats, interval_text
 
 ARROW = {True: "↑", False: "↓"}
 #: header lines: (label, meta key); the first three come from the board itself
@@ -27,16 +28,13 @@ def has_pixels(board: Leaderboard) -> bool:
 
 
 def is_best(board: Leaderboard, row: Row, column: str) -> bool:
-    """The best clean value of a column within the row's rate group, in that metric's direction.
+    """In the set of rows tied with the best of the row's rate group, in that metric's direction
+    (:mod:`harness.leaderboard.stats`: Welch t-tests over seeds, Holm-corrected).
 
-    Reported rows never win, a value with NaN seeds never wins, and a column only one
-    row of the group has is not a comparison, so nothing there is marked.
+    Reported rows never win, a value with NaN seeds never wins, a row with one seed is not
+    tested, and a column fewer than two tested rows of the group have marks nothing.
     """
-    if row.reported or column not in row.metrics or row.nan.get(column):
-        return False
-    peers = board.peers(row)
-    best = board.best(column, peers)
-    return best is not None and row.metrics[column].mean == best and sum(column in r.metrics for r in peers) > 1
+    return bool(board_stats(board).tied(row, column))
 
 
 def empty_word(row: Row) -> str:
@@ -49,7 +47,8 @@ def cell_text(board: Leaderboard, row: Row, column: str) -> str:
     stat = row.metrics.get(column)
     nan = row.nan.get(column, 0)
     if stat is not None:
-        return stat.format() + (f" (NaN in {nan})" if nan else "")
+        text = stat.format() if row.reported else interval_text(stat)
+        return text + (f" (NaN in {nan})" if nan else "")
     if nan:
         return "NaN"
     if column in row.unavailable:

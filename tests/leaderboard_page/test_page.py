@@ -52,7 +52,8 @@ def test_claims_fall_back_to_tags_and_skip_other_profiles(recorded):
 
 def test_plots_are_inline_pngs_and_nothing_is_fetched(page):
     ids = {f.id for f in page.figures}
-    assert ids == {"rate-distortion", "utilization", "metric-vs-k", *(f"latent-{m}-K{k}-d2" for m, k in MEASURED)}
+    assert ids == {"rate-distortion", "utilization", "metric-vs-k", "performance-profile",
+                   *(f"latent-{m}-K{k}-d2" for m, k in MEASURED)}
     page_html = to_html(page)
     sources = re.findall(r'(?:src|href)="([^"]*)"', page_html)
     assert len(sources) == len(page.figures)
@@ -81,7 +82,7 @@ def test_failed_cells_and_reported_rows_on_every_form(page):
     assert page.meta["cells"] == "12" and page.meta["failed_cells"] == "4"
     html_text = to_html(page)
     assert html_text.count('<td class="failed">failed</td>') == 2 * len(page.columns)
-    assert "reported: paper 000, figure 2" in html_text and "reported: paper 000, figure 2" in to_markdown(page)
+    assert "reported: Liu 2026, figure 2" in html_text and "reported: Liu 2026, figure 2" in to_markdown(page)
     csv_lines = to_csv(page).splitlines()
     assert csv_lines[0].startswith("method,quantizer,codebook_size,dim,n,failed,status,source")
     assert sum(line.startswith("broken,") and ",failed," in line for line in csv_lines) == 2
