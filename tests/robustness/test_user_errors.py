@@ -64,3 +64,51 @@ def test_leaderboard_with_no_store_names_where_it_looked(workdir: Path):
     rc, out, _ = run(["leaderboard", "toy2d", "--tracking-uri", f"sqlite:///{other}"], workdir)
     assert rc == 0 and f"recorded in sqlite:///{other} (no store there yet)" in out
     assert not (workdir / "mlflow.db").exists() and not other.parent.exists()  # reading created nothing
+
+
+def test_ctrl_c_prints_the_exact_resume_command_and_a_wrong_resume_is_refused(workdir: Path, store: str,
+                                                                                suite_file):
+    import shlex
+    import signal
+
+    from tests.conftest import TINY_SUITE
+    from tests.robustness.conftest import (
+        cell_runs,
+        finish,
+        interrupt,
+        running_cell_with_metric,
+        start,
+        suite_runs,
+        wait_for,
+    )
+
+    path = suite_file(TINY_SUITE.replace("train.steps = 10", "train.steps = 1000\ntrain.log_every = 5"))
+    args = ["run", str(path), "-q", "vq", "--profile", "smoke", "--seeds", "1", "--no-progress"]
+    proc = start(args, workdir)
+    wait_for(lambda: running_cell_with_metric(store), "a RUNNING cell with a train metric", proc=proc)
+    interrupt(proc, signal.SIGINT)
+    rc, _, err = finish(proc)
+    assert rc == 130, err
+    command = f"harness run {path} -q vq --profile smoke --seeds 1 --no-progress --resume"
+    assert f"to continue: {command}" in err
+
+    # --resume without the original --profile smoke: refused, naming what the store holds
+    rc, _, err = finish(start(["run", str(path), "-q", "vq", "--seeds", "1", "--resume"], workdir))
+    assert rc == 2
+    assert (f"--resume matches no recorded cell of suite 'tiny' with profile 'full' (suite version 1) in "
+            f"{store}; the store holds profile 'smoke' (suite version 1): 1 unfinished run. To continue "
+            "those, pass --profile smoke") in err
+    assert len(suite_runs(store)) == 1  # nothing was started
+
+    # the printed command, as printed, continues the cell
+    rc, _, err = finish(start(shlex.split(command)[1:], workdir))
+    assert rc == 0, err
+    resumed = [r for r in cell_runs(store) if r.info.status == "FINISHED"]
+    assert len(resumed) == 1 and "harness.resumed_from" in resumed[0].data.tags
+
+    # the same run again without --resume: allowed, but it says what it redoes and how to skip it
+    rc, _, err = finish(start(args, workdir))
+    assert rc == 0, err
+    assert ("harness: note: of the 1 cells of this run (suite 'tiny', profile 'smoke'), 1 already "
+            f"finished and 0 were interrupted or failed in {store}; without --resume they run again") in err
+    assert "Add --resume to skip the finished ones" in err
