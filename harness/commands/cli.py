@@ -125,9 +125,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         result = run_suite(suite, methods, options, host)
     except KeyboardInterrupt as exc:
+        from harness.run.rerun import resume_command
+
         print(f"\nharness: {exc or 'interrupted'}: the interrupted cells are recorded KILLED (what each "
-              f"saved is listed above); `harness run {args.suite} --resume` (same options) continues",
-              file=sys.stderr)
+              f"saved is listed above); to continue: {resume_command(args)}", file=sys.stderr)
         raise
     from harness.run.summary import report
 
