@@ -89,7 +89,7 @@ def section_overhead(tmp: Path) -> str:
 
 
 def section_xdist(tmp: Path) -> str:
-    """The smoke profile (8 cells: start-up dominates) and paper 000's full-profile cells (32)."""
+    """The smoke profile (8 cells: start-up dominates) and Liu 2026's full-profile cells (32)."""
     lines = ["| command | wall time | speed-up over -n 0 | result |", "|---|---|---|---|"]
     for extra in ([], ["--harness-profile", "full", "--harness-method", "vq", "--harness-method", "drifting"]):
         base = None

@@ -101,20 +101,20 @@ def test_a_rerun_replaces_instead_of_doubling(tracker):
 def test_reference_rows_are_marked_reported(tracker):
     record(tracker, "a", 0, {"mse": 1.0})
     board = build_leaderboard("board", tracker=tracker, references=[
-        {"method": "paper-x", "codebook_size": 8192, "dim": 64, "source": "paper 002, Table 4",
+        {"method": "paper-x", "codebook_size": 8192, "dim": 64, "source": "Beyond Stationarity, Table 4",
          "metrics": {"mse": 0.1}}])
     assert board.rows[-1].reported and board.rows[-1].status == "reported"
     assert board.best("mse") == 1.0  # reported numbers never win "best measured"
-    assert "reported: paper 002, Table 4" in to_markdown(board)
+    assert "reported: Beyond Stationarity, Table 4" in to_markdown(board)
 
 
 def test_a_suite_without_runs_shows_its_reference_rows_and_says_so(tracker):
     board = build_leaderboard("nothing", tracker=tracker, references=[
-        {"method": "paper-x", "codebook_size": 256, "dim": 8, "source": "paper 002", "metrics": {"psnr": 20.0}}])
+        {"method": "paper-x", "codebook_size": 256, "dim": 8, "source": "Beyond Stationarity", "metrics": {"psnr": 20.0}}])
     assert not board.measured and [r.method for r in board.reported] == ["paper-x"]
     assert "`harness run nothing` records them" in board.meta["no_runs"]
     text = to_markdown(board)
-    assert "No run recorded yet" in text and "reported: paper 002" in text
+    assert "No run recorded yet" in text and "reported: Beyond Stationarity" in text
     assert "No run recorded yet." in to_html(board)
 
 
@@ -286,7 +286,7 @@ seeds = 1
 method = "paper-x"
 codebook_size = 4
 dim = 2
-source = "paper 000, figure 2"
+source = "Liu 2026, figure 2"
 metrics = { utilization = 1.0 }
 """
 
@@ -299,7 +299,7 @@ def test_the_command_only_reads_and_a_file_suite_ranks_by_its_own_primary(suite_
     uri = f"sqlite:///{store}"
     assert main(["leaderboard", str(path), "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out
-    assert "No run recorded yet" in out and "reported: paper 000, figure 2" in out
+    assert "No run recorded yet" in out and "reported: Liu 2026, figure 2" in out
     assert not store.exists() and not (workdir / "mlflow.db").exists()  # reading created nothing
 
     assert main(["leaderboard", "toy2e", "--tracking-uri", uri]) == 2

@@ -1,4 +1,4 @@
-"""Paper 000's claims, checked by running the real ``toy2d`` training (full profile).
+"""Liu 2026's claims, checked by running the real ``toy2d`` training (full profile).
 
 The suite is split by codebook size into two xdist groups, so the two halves
 train on two workers at once; every claim is checked on the cells it names.

@@ -1,4 +1,4 @@
-"""toy2d's profiles: the default run is paper 000's comparison; `all` leaves no method of the file out."""
+"""toy2d's profiles: the default run is Liu 2026's comparison; `all` leaves no method of the file out."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]) -
 class LrDecay:
     """``train.lr_decay``: every parameter group's rate times ``factor`` after each epoch.
 
-    As paper 002's public NS-VQ code (x0.995 per epoch, an ``ExponentialLR``
+    As Beyond Stationarity's public NS-VQ code (x0.995 per epoch, an ``ExponentialLR``
     stepped once per epoch). A factor of 1 adds nothing to the loop. On resume
     the restored optimizer state already carries the decayed rates.
     """

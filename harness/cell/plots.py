@@ -26,7 +26,7 @@ def panels(ncols: int, width: float, height: float, nrows: int = 1) -> tuple[Fig
 
 
 def latent_snapshots(snapshots: list[dict[str, Any]], title: str) -> Any:
-    """Paper 000's figure: hidden states as points (coloured by cluster), codes as stars."""
+    """Liu 2026's figure: hidden states as points (coloured by cluster), codes as stars."""
     n = len(snapshots)
     fig, axes = panels(n, 3.2, 3.2)
     for ax, snap in zip(axes[0], snapshots, strict=True):

@@ -111,7 +111,7 @@ def utilization_curves(board: Leaderboard, tracker: Tracker) -> Figure | None:
 
 
 def metric_vs_codebook_size(board: Leaderboard, metrics: list[str]) -> Figure | None:
-    """Paper 002's figure 3: a metric against K (log scale), one line per method; reported points hollow."""
+    """Beyond Stationarity's figure 3: a metric against K (log scale), one line per method; reported points hollow."""
     sizes = {r.codebook_size for r in board.measured if r.metrics}
     metrics = [m for m in metrics if any(m in r.metrics for r in board.measured)][:3]
     if len(sizes) < 2 or not metrics:
@@ -141,7 +141,7 @@ def metric_vs_codebook_size(board: Leaderboard, metrics: list[str]) -> Figure | 
         ax.legend(fontsize=8)
     fig.tight_layout()
     return Figure("metric-vs-k", "Metrics against codebook size",
-                  "Mean ± std over seeds at the end of training (paper 002, figure 3 style); "
+                  "Mean ± std over seeds at the end of training (Beyond Stationarity, figure 3 style); "
                   "hollow diamonds are numbers the papers report.", _png(fig))
 
 

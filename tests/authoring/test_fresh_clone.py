@@ -42,7 +42,7 @@ def test_readme_commands_on_a_fresh_clone(tmp_path):
     assert run.returncode in (0, 1), run.stderr[-3000:]  # 1: a claim of the paper needs the full 3,000 steps
     last = run.stdout.strip().splitlines()[-3:]
     assert last[0].startswith(f"results: 4 cell runs in sqlite:///{work / 'mlflow.db'}, experiment 'toy2d'")
-    assert run.stdout.count("| FINISHED |") == 4 and "claims (paper 000):" in run.stdout
+    assert run.stdout.count("| FINISHED |") == 4 and "claims (Liu 2026):" in run.stdout
 
     # ... and the leaderboard command it printed, as printed
     command = shlex.split(last[-1].split(":", 1)[1])

@@ -75,7 +75,7 @@ def test_a_remote_executor_refuses_a_local_store_unless_forced():
     check_tracking_uri(executor, "http://127.0.0.1:5000")
     forced = build_executor(host, "fake-remote", {"allow_sqlite": "true"})
     assert forced.options == {"allow_sqlite": True}
-    check_tracking_uri(forced, "sqlite:////shared/mlflow.db")
+    check_tracking_uri(forced, "sqlite:////nfs/team/mlflow.db")
     with pytest.raises(UsageError, match="did you mean 'partition'"):
         build_executor(host, "fake-remote", {"partiton": "gpu"})
 

@@ -74,7 +74,7 @@ kind = "report"
 method = "paper-x"
 codebook_size = 4
 dim = 2
-source = "paper 000, figure 2"
+source = "Liu 2026, figure 2"
 metrics = { utilization = 1.0 }
 """
 

@@ -37,7 +37,7 @@ def test_page_renders_in_headless_chromium(page, tmp_path):
         assert all(cell == "failed" for r in failed for cell in r[6:-2])
         assert {r[4] for r in rows if r[0] == "ok" and r[2] == "2"} == {"1"}  # K = 2: one bit per token
         reported = [r for r in rows if r[0] == "reported"]
-        assert [r[1] for r in reported] == ["paper-x"] and "paper 000, figure 2" in reported[0][-2]
+        assert [r[1] for r in reported] == ["paper-x"] and "Liu 2026, figure 2" in reported[0][-2]
         assert browser.execute_script("return document.querySelectorAll('#leaderboard td.best').length") > 0
 
         claims = browser.execute_script(

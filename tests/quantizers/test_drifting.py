@@ -1,4 +1,4 @@
-"""drifting (paper 000): the potential's value and gradient on hand-computed cases."""
+"""drifting (Liu 2026): the potential's value and gradient on hand-computed cases."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""nsvq (paper 004, reconstructed): the reservoir, replacement of exactly the unused codes, NS-VQ's loss."""
+"""nsvq (NSVQ 2026, reconstructed): the reservoir, replacement of exactly the unused codes, NS-VQ's loss."""
 
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ def test_narrowing_the_matrix_does_not_turn_claims_into_errors():
 
 @pytest.mark.slow
 def test_toy2d_vanilla_vq_at_k2_is_shown_not_reproduced(tmp_path):
-    """Paper 000's vanilla-VQ-at-K=2 finding, on the real toy (smoke profile, vq at K=2 only)."""
+    """Liu 2026's vanilla-VQ-at-K=2 finding, on the real toy (smoke profile, vq at K=2 only)."""
     from harness.run.lifecycle import RunOptions, run_suite
 
     suite = load_suite("toy2d", "smoke", overrides=["matrix.codebook_size=[2]"])

@@ -1,4 +1,4 @@
-"""Paper 002's toy-demo claim, checked by running the real ``toy2d-drift`` training (full profile).
+"""Beyond Stationarity's toy-demo claim, checked by running the real ``toy2d-drift`` training (full profile).
 
 Only the methods the claims compare (EMA and NS-VQ) are trained; the vanilla VQ
 rows of the suite are a reference the claims do not use. One claim per demo:

@@ -19,7 +19,7 @@ from harness.plugins.datasets.image_folder import (
 
 log = logging.getLogger(__name__)
 
-#: folder name -> description of the distribution it comes from (PROTOCOLS.md)
+#: folder name -> description of the distribution it comes from (docs/protocols.md)
 LAYOUTS = {
     "celeba_hq_256": "celeba_hq_256/00000.jpg ... 29999.jpg (256x256 JPEG)",
     "CelebA-HQ-img": "CelebA-HQ-img/0.jpg ... 29999.jpg (CelebAMask-HQ, 1024x1024 JPEG)",
@@ -41,9 +41,9 @@ HOW_TO_GET = (
 class CelebAHQ(DatasetPlugin):
     """CelebA-HQ faces from a local JPEG/PNG folder, resized to ``resolution`` (default 256).
 
-    Paper 002 section 4 trains and tests on CelebA-HQ at 256x256. Split by
-    rule, as paper 002's public code does (NS-VQ-TransVQ
-    ``NS_Trans_VQ_CelebA/dataset.py``; PROTOCOLS.md): sort the file names, the
+    Beyond Stationarity section 4 trains and tests on CelebA-HQ at 256x256. Split by
+    rule, as Beyond Stationarity's public code does (NS-VQ-TransVQ
+    ``NS_Trans_VQ_CelebA/dataset.py``; docs/protocols.md): sort the file names, the
     first 75% train (22,500), the next 10% val (3,000), the last 15% test
     (4,500). Names sort by number when they are numbers (``2.jpg`` before
     ``10.jpg``), so the padded and unpadded distributions give the same split.
@@ -58,7 +58,7 @@ class CelebAHQ(DatasetPlugin):
     """
 
     name = "celebahq"
-    paper = "paper 002"
+    paper = "Beyond Stationarity"
     modality = "images"
     needs_root = True
 

@@ -33,19 +33,19 @@ HOW_TO_GET = (
 class ImageNet(DatasetPlugin):
     """ImageNet-1k train/val from ``<root>/{train,val}/<wnid>/*.JPEG``, center-cropped to 128.
 
-    Paper 004 (and SimVQ, whose protocol it follows) trains on ImageNet-1k
+    NSVQ 2026 (and SimVQ, whose protocol it follows) trains on ImageNet-1k
     train and reports on the full 50,000-image val at 128x128. Order: sorted
     ``wnid/filename``, no shuffle, so the eval split is the same on every
     machine. Labels: the index of the wnid among the sorted train folders
     (the torchvision ``ImageFolder`` convention). Preprocessing as SimVQ /
-    Open-MAGVIT2 ``ImagePaths`` (PROTOCOLS.md): PIL bilinear (antialiased)
+    Open-MAGVIT2 ``ImagePaths`` (docs/protocols.md): PIL bilinear (antialiased)
     shorter side to ``resolution`` (default 128), center crop, scale to
     ``[-1, 1]``; no random crop or flip, which the papers do not state for
     training either. ``on_error = "skip"`` skips unreadable files and counts them.
     """
 
     name = "imagenet"
-    paper = "paper 004"
+    paper = "NSVQ 2026"
     modality = "images"
     needs_root = True
 

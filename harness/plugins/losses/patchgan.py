@@ -1,4 +1,4 @@
-"""Adversarial refinement as a loss: taming's PatchGAN, hinge loss and adaptive weight (paper 004's stage 3).
+"""Adversarial refinement as a loss: taming's PatchGAN, hinge loss and adaptive weight (NSVQ 2026's stage 3).
 
 A PatchGAN discriminator trained with the hinge loss; the generator term
 ``-mean D(x_hat)`` enters the model's loss as ``adv``, scaled by taming's
@@ -15,8 +15,8 @@ that weight is above zero, so a schedule (``nsvq-stages``) switches it on,
 playing taming's ``disc_factor`` / ``disc_start``. While inactive neither the
 term nor the discriminator runs.
 
-Parameters: ``disc_weight`` (0.8, taming's ImageNet configs; METHODS.md gives
-0.75-0.8), ``lr`` (default: ``train.lr``, as taming uses one learning rate for
+Parameters: ``disc_weight`` (0.8, taming's ImageNet configs),
+``lr`` (default: ``train.lr``, as taming uses one learning rate for
 both), ``layers`` (3). The discriminator has its own Adam with betas
 (0.5, 0.9); under torchrun its gradients are averaged over ranks.
 """
@@ -89,7 +89,7 @@ class PatchGAN(Loss):
 
     name = "patchgan"
     term = "adv"
-    paper = "Esser et al. 2021 (taming-transformers VQGAN); paper 004's adversarial refinement"
+    paper = "Esser et al. 2021 (taming-transformers VQGAN); NSVQ 2026's adversarial refinement"
     state_key = "discriminator"  # its place in state.extras (checkpoints)
 
     def __init__(self, weight: float = 1.0, disc_weight: float = 0.8, lr: float | None = None,

@@ -11,7 +11,7 @@ from harness.contracts import Loss, QuantizeOutput
 
 
 class MSE(Loss):
-    """Mean squared error over all elements: the papers' ``rec`` term (paper 002's protocol)."""
+    """Mean squared error over all elements: the papers' ``rec`` term (Beyond Stationarity's protocol)."""
 
     name = "mse"
     term = "rec"

@@ -74,7 +74,7 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
 class RFID(Metric):
     """rFID: FID between the val originals and their reconstructions (torch-fidelity, 2048-d Inception).
 
-    The stack that produces the number (PROTOCOLS.md asks to record it):
+    The stack that produces the number (docs/protocols.md asks to record it):
     torch-fidelity's ``FeatureExtractorInceptionV3`` (TF-1.x-compatible
     bilinear resize to 299, ``(x - 128) / 128``), pool3 2048-d features, its
     ``fid_statistics_to_metric`` (with fewer than 2,048 images per side the

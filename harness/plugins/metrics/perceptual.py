@@ -51,7 +51,7 @@ def build_lpips(weights_dir=None, metric: str = "lpips", device: torch.device | 
 class LPIPS(Metric):
     """LPIPS distance (AlexNet, v0.1) per image, mean over images; inputs in [-1, 1].
 
-    Zhang et al. 2018 through the ``lpips`` package, as PROTOCOLS.md fixes:
+    Zhang et al. 2018 through the ``lpips`` package, as docs/protocols.md fixes:
     AlexNet backbone, inputs in ``[-1, 1]`` (reconstructions clamped; no
     uint8 rounding, LPIPS is a float metric), one spatially averaged distance
     per image. Needs ``alexnet-owt-7be5be79.pth`` in ``$TORCH_HOME/hub/checkpoints/``;

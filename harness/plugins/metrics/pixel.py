@@ -1,4 +1,4 @@
-"""Pixel metrics on 8-bit images: PSNR and SSIM, per image then averaged (PROTOCOLS.md)."""
+"""Pixel metrics on 8-bit images: PSNR and SSIM, per image then averaged (docs/protocols.md)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ class PSNR(_PerImageMean):
     """
 
     name = "psnr"
-    paper = "PROTOCOLS.md"
+    paper = "harness protocol (docs/protocols.md)"
     higher_is_better = True
 
     stack = "harness psnr: per image, uint8 (clamp, round), data_range 255, mean over images"

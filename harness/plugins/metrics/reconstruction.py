@@ -11,7 +11,7 @@ class MSE(Metric):
     """Mean squared error between inputs and reconstructions, over every element of the split.
 
     Images are compared in the model's ``[-1, 1]`` range after clamping the
-    reconstruction (PROTOCOLS.md); points as they are.
+    reconstruction (docs/protocols.md); points as they are.
     """
 
     name = "mse"

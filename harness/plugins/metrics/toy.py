@@ -1,4 +1,4 @@
-"""Metrics for labelled toy data (paper 000's question: does each cluster get its own codes?)."""
+"""Metrics for labelled toy data (Liu 2026's question: does each cluster get its own codes?)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class Separated(_ClusterUsage):
     """1 when no code serves two clusters (each cluster has codes of its own), else 0."""
 
     name = "separated"
-    paper = "paper 000"
+    paper = "Liu 2026"
     higher_is_better = True
 
     def compute(self) -> dict[str, float]:
@@ -48,7 +48,7 @@ class ClusterCodes(_ClusterUsage):
     """Number of codes each cluster uses (``cluster_codes/<label>``) and the smallest of them."""
 
     name = "cluster_codes"
-    paper = "paper 000"
+    paper = "Liu 2026"
     higher_is_better = True
 
     def compute(self) -> dict[str, float]:

@@ -3,7 +3,7 @@
 Files are looked up in ``context.weights_dir`` when the runner sets one, else
 in torch's hub cache ``$TORCH_HOME/hub/checkpoints/`` (default
 ``~/.cache/torch/hub/checkpoints/``), the folder torchvision and
-torch-fidelity would download into (PROTOCOLS.md, "Weights for offline machines").
+torch-fidelity would download into (docs/protocols.md, "Weights on an offline machine").
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from harness.contracts import Model
 class ConvSmall(Model):
     """Small conv VQ-VAE for 8x8 images: one stride-2 stage, f = 2 (4x4 tokens).
 
-    Not from a paper: a CPU-sized stand-in with the shape of paper 002's Table 1
+    Not from a paper: a CPU-sized stand-in with the shape of Beyond Stationarity's Table 1
     net, for the ``digits`` sanity suite. Encoder: Conv3x3 3->32, LReLU;
     Conv4x4 s2 32->64, LReLU; Conv3x3 64->64, LReLU; Conv1x1 64->D. Decoder:
     Conv3x3 D->64, LReLU; ConvTranspose4x4 s2 64->32, LReLU; Conv3x3 32->3, Tanh.

@@ -1,4 +1,4 @@
-"""The conv VQ-VAE of paper 002's Table 1 (CelebA-HQ), as its public code builds it."""
+"""The conv VQ-VAE of Beyond Stationarity's Table 1 (CelebA-HQ), as its public code builds it."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ class ResidualLayer(nn.Module):
 class ConvVQVAE(Model):
     """Conv VQ-VAE of NS-VQ's Table 1: two stride-2 convs, 6 residual layers, f = 4.
 
-    Paper 002 (NS-VQ / TransVQ), Table 1, with the layer details of its public
-    code (``NS_Trans_VQ_CelebA/models/vq_vae.py``; see METHODS.md, "Image models"):
+    Beyond Stationarity (NS-VQ / TransVQ), Table 1, with the layer details of its public
+    code (``NS_Trans_VQ_CelebA/models/vq_vae.py``):
 
     - encoder: Conv4x4 s2 3->128, LReLU; Conv4x4 s2 128->256, LReLU;
       Conv3x3 256->256, LReLU; 6 residual layers; LReLU; Conv1x1 256->D, LReLU;
@@ -42,7 +42,7 @@ class ConvVQVAE(Model):
     """
 
     name = "vqvae-celeba"
-    paper = "paper 002"
+    paper = "Beyond Stationarity"
 
     def __init__(self, latent_dim: int = 64, hidden: tuple[int, int] | list[int] = (128, 256),
                  num_residual: int = 6, in_channels: int = 3) -> None:

@@ -1,4 +1,4 @@
-"""The toy2d-drift model: a 2D encoder that drifts during training, as in paper 002's demos."""
+"""The toy2d-drift model: a 2D encoder that drifts during training, as in Beyond Stationarity's demos."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class DriftingEncoder(nn.Module):
     batch with the current map, then takes one step
     ``theta <- theta + rate (theta* - theta)`` toward the demo's target map
     ``theta*``: gradient descent on ``1/2 ||theta - theta*||^2``, which is how
-    paper 002's demos "learn" their drift state online. The state is a set of
+    Beyond Stationarity's demos "learn" their drift state online. The state is a set of
     buffers (checkpointed, never touched by the optimizer); eval mode (and a
     frozen encoder) encodes without drifting.
     """
@@ -64,7 +64,7 @@ class DriftingEncoder(nn.Module):
 class Drift2d(Model):
     """A 2D encoder that drifts during training (translation, expansion, shrink, split) and an affine decoder.
 
-    Paper 002, section 11 (toy demos): codebook-update rules are compared "on a
+    Beyond Stationarity, section 11 (toy demos): codebook-update rules are compared "on a
     simple non-stationary 2D dataset where a global drift variable evolves
     during training"; the paper's point (section 3.1) is that *encoder* drift
     leaves codes behind as dead codes. Here the drift is the encoder's: the data
@@ -94,7 +94,7 @@ class Drift2d(Model):
     """
 
     name = "drift2d"
-    paper = "paper 002 (section 11, toy demos)"
+    paper = "Beyond Stationarity (section 11, toy demos)"
 
     def __init__(self, latent_dim: int = 2, demo: str = "translation", strength: float | None = None,
                  rate: float = 0.005) -> None:

@@ -8,15 +8,15 @@ from harness.contracts import Model
 
 
 class Linear2d(Model):
-    """Linear encoder and decoder between R^2 and the latent space (paper 000).
+    """Linear encoder and decoder between R^2 and the latent space (Liu 2026).
 
-    Paper 000 uses ``R^2 -> R^2`` linear maps; ``latent_dim`` other than 2 is
+    Liu 2026 uses ``R^2 -> R^2`` linear maps; ``latent_dim`` other than 2 is
     allowed for experiments. Both layers have biases (PyTorch's default
     ``nn.Linear``), which the blog does not specify.
     """
 
     name = "linear2d"
-    paper = "paper 000"
+    paper = "Liu 2026"
 
     def __init__(self, latent_dim: int = 2, in_dim: int = 2) -> None:
         super().__init__(latent_dim)

@@ -1,4 +1,4 @@
-"""The Taming-style three-stage conv net of paper 002's ImageNet appendix (f = 8)."""
+"""The Taming-style three-stage conv net of Beyond Stationarity's ImageNet appendix (f = 8)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ class ResidualBlock(nn.Module):
 class Taming3Stage(Model):
     """Taming-style 3-stage conv VQ-VAE of NS-VQ's ImageNet appendix: 128-256-512, f = 8.
 
-    Paper 002, supplementary section 12 (table "Encoder | Decoder"); METHODS.md,
-    "Image models". Encoder: per stage a Conv4x4 s2 (3->128, 128->256,
+    Beyond Stationarity, supplementary section 12 (table "Encoder | Decoder").
+    Encoder: per stage a Conv4x4 s2 (3->128, 128->256,
     256->512) with LeakyReLU, then 2 residual blocks at that width; then
     Conv3x3 512->D and ``quant_conv`` (1x1, D->D). Decoder: ``post_quant_conv``
     (1x1, D->D); Conv3x3 D->512, LeakyReLU; per stage 2 residual blocks then a
@@ -39,8 +39,8 @@ class Taming3Stage(Model):
     Values the table leaves out, and the choices made here:
 
     - The table's decoder has two ConvTranspose layers against the encoder's
-      three stride-2 convs, which cannot invert f = 8 (the appendix text and
-      METHODS.md say f = 8, 16x16 tokens at 128). We add the missing third
+      three stride-2 convs, which cannot invert f = 8 (the appendix text
+      says f = 8, 16x16 tokens at 128). We add the missing third
       upsampling as ConvTranspose4x4 s2 128->128 + LeakyReLU after the last
       residual blocks, just before the output conv: the smallest change that
       mirrors the encoder.
@@ -54,7 +54,7 @@ class Taming3Stage(Model):
     """
 
     name = "taming-3stage"
-    paper = "paper 002"
+    paper = "Beyond Stationarity"
 
     def __init__(self, latent_dim: int = 3, channels: Sequence[int] = (128, 256, 512),
                  num_res_blocks: int = 2, negative_slope: float = 0.01, in_channels: int = 3) -> None:

@@ -104,7 +104,7 @@ def default_reset_noise(dim: int) -> float:
 
 
 def entropy_penalty(distances: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
-    """MAGVIT-v2 / paper 001 diversity term ``mean_n H(p_n) - H(mean_n p_n)``.
+    """MAGVIT-v2 / the VQ-VAE notes diversity term ``mean_n H(p_n) - H(mean_n p_n)``.
 
     ``p_n = softmax_k(-d_nk / temperature)`` over the ``(N, K)`` squared
     distances. Minimising it makes each token's assignment confident (first

@@ -1,4 +1,4 @@
-"""Drifting VQ-VAE (paper 000): an attraction-repulsion potential between tokens and codes."""
+"""Drifting VQ-VAE (Liu 2026): an attraction-repulsion potential between tokens and codes."""
 
 from __future__ import annotations
 
@@ -35,13 +35,13 @@ def drifting_energy(tokens: Tensor, codes: Tensor, tau: float, eps: float = 1e-1
 class DriftingVQ(Quantizer):
     """Drifting VQ-VAE: nearest code with straight-through, trained by ``rec + beta U``.
 
-    Paper 000 (Liu 2026, "Drifting VQ-VAE"). Tokens carry charge ``+1/N``,
+    Liu 2026, "Drifting VQ-VAE" (docs/references.md). Tokens carry charge ``+1/N``,
     codes ``-1/K``; ``U = sum over pairs q_i q_j tau (r + tau) exp(-r / tau)``
     over token-token, token-code and code-code pairs. The loss is ``beta U``
     alone: the blog keeps no codebook or commitment term, so codes move only
     through the potential.
 
-    Choices the blog leaves open (METHODS.md, "not public"):
+    Choices the blog leaves open (docs/methods.md, ``drifting``):
 
     * ``tau = 1.0``: the blog's earlier drifting post settles on 1; the toy
       suites' hidden states have unit scale, so forces peak at the cluster scale.
@@ -54,7 +54,7 @@ class DriftingVQ(Quantizer):
     """
 
     name = "drifting"
-    paper = "Liu 2026, Drifting VQ-VAE (paper 000)"
+    paper = "Liu 2026, Drifting VQ-VAE"
     #: the potential couples every pair of codes: ``harness bench`` skips codebooks past this size
     max_bench_codes = 8192
 

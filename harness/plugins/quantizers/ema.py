@@ -36,7 +36,7 @@ class EMAQuantizer(Quantizer):
     """EMA codebook: nearest code, straight-through, codes updated as running means (VQ-VAE-2).
 
     Papers: van den Oord et al. 2017, appendix A.1; Razavi et al. 2019
-    (VQ-VAE-2); summarised in paper 001. The codebook is not trained by
+    (VQ-VAE-2); background in the VQ-VAE notes (docs/references.md). The codebook is not trained by
     gradients: each training step, with ``n_k`` tokens and their sum assigned
     to code ``k`` (summed over DDP ranks), ``N_k <- g N_k + (1-g) n_k``,
     ``m_k <- g m_k + (1-g) sum``, ``e_k = m_k / N_k'`` with Laplace smoothing
@@ -60,7 +60,7 @@ class EMAQuantizer(Quantizer):
     """
 
     name = "ema"
-    paper = "Razavi et al. 2019, VQ-VAE-2; van den Oord et al. 2017 appendix (paper 001)"
+    paper = "Razavi et al. 2019, VQ-VAE-2; van den Oord et al. 2017 appendix"
 
     def __init__(self, dim: int, codebook_size: int, beta: float = 0.25, decay: float = 0.99,
                  eps: float = 1e-5, kmeans_init: bool = False, kmeans_iters: int = 10,

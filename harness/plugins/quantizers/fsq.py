@@ -125,7 +125,7 @@ class FSQ(Quantizer):
     """FSQ: bound each of a few channels, round it to L_i levels; implicit grid, no codebook loss.
 
     Paper: Mentzer et al. 2023, "Finite Scalar Quantization: VQ-VAE Made Simple"
-    (official notebook; METHODS.md, "FSQ"). ``f(z) = tanh(z + shift) h - offset``
+    (official notebook: google-research/google-research ``fsq/fsq.ipynb``). ``f(z) = tanh(z + shift) h - offset``
     with ``h = (L - 1)(1 - 1e-3)/2``, ``offset = 0.5`` for even ``L`` else 0,
     ``shift = tan(offset / h)``; ``z_hat = round_ste(f(z)) / floor(L/2)``. The index
     packs the digits ``z_hat_i floor(L_i/2) + floor(L_i/2)`` with basis

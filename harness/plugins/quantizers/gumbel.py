@@ -22,7 +22,7 @@ class GumbelQuantizer(Quantizer):
 
     Paper: Jang et al. 2017 / Maddison et al. 2017 (Gumbel-softmax), as used for
     image tokens by DALL-E (Ramesh et al. 2021) and taming-transformers'
-    ``GumbelQuantize`` (METHODS.md, "Gumbel-softmax VQ").
+    ``GumbelQuantize`` (docs/methods.md, ``gumbel``).
 
     Logits over the K codes come from a linear map D -> K (taming's 1x1 conv on
     a feature map is the same map per token). In training ``y`` is a hard
@@ -35,7 +35,7 @@ class GumbelQuantizer(Quantizer):
     ``tau`` is a plain attribute a schedule may change), ``kl_weight = 5e-4``
     (taming). Choices the sources leave open:
 
-    * eval takes the argmax (METHODS.md); taming instead keeps sampling in eval,
+    * eval takes the argmax (our choice); taming instead keeps sampling in eval,
       which makes evaluation random;
     * the codebook starts N(0, 1), the ``nn.Embedding`` default taming's module
       keeps; the logit map keeps PyTorch's default ``nn.Linear`` init;

@@ -67,7 +67,7 @@ class LFQ(Quantizer):
     """LFQ: sign of log2(K) channels, straight-through; entropy loss spreads code usage.
 
     Paper: Yu et al. 2023, "Language Model Beats Diffusion: Tokenizer is Key to
-    Visual Generation" (MAGVIT-v2); losses as in Open-MAGVIT2 (METHODS.md, "LFQ").
+    Visual Generation" (MAGVIT-v2); losses as in Open-MAGVIT2 (docs/methods.md, ``lfq``).
     ``z_q = sign(z)`` in ``{-1, +1}^d`` with ``K = 2^d`` codes, straight-through.
     Loss: ``entropy_weight * (mean_n H(p_n) - H(mean_n p_n)) + commitment_weight *
     mse(z, sg(z_q))`` with ``p_n = softmax_k(2 <z_n, c_k> / temperature)`` over the

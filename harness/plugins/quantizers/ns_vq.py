@@ -1,4 +1,4 @@
-"""NS-VQ (paper 002): kernel-weighted updates of non-selected codes and a modified straight-through."""
+"""NS-VQ (Beyond Stationarity): kernel-weighted updates of non-selected codes and a modified straight-through."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def kernel_weights(distances: Tensor, winner: Tensor, lam: float, tau: float,
                    winner_weight: float = 1.0) -> Tensor:
     """``c_nk``: ``winner_weight`` for the chosen code, ``lam K softmax_k(-d_nk / tau)`` for the others.
 
-    Clipped to ``[0, 1]`` and detached (paper 002, eq. 15-17; the public code).
+    Clipped to ``[0, 1]`` and detached (Beyond Stationarity, eq. 15-17; the public code).
     Each row is shifted by its minimum first (softmax is unchanged) and ``tau``
     is floored at ``1e-30`` (float32 range), so a late-training ``tau = 0.5^epoch``
     cannot produce ``inf / inf``; at that floor the weights are already one-hot
@@ -75,7 +75,7 @@ def modified_ste(z: Tensor, e: Tensor, a: float) -> Tensor:
 class NonStationaryVQ(Quantizer):
     """NS-VQ: kernel-weighted codebook loss over all codes plus a modified straight-through.
 
-    Paper 002 ("Beyond Stationarity", sections 3.3 and 9-10); details from
+    "Beyond Stationarity" (sections 3.3 and 9-10); details from
     CAIR-LAB-WFUSM/NS-VQ-TransVQ ``NS_Trans_VQ_CelebA/models/vq_vae.py`` (the
     reference; its ImageNet port does not run as committed).
 
@@ -119,7 +119,7 @@ class NonStationaryVQ(Quantizer):
     """
 
     name = "ns-vq"
-    paper = "paper 002 (Beyond Stationarity: NS-VQ)"
+    paper = "Beyond Stationarity (NS-VQ)"
 
     def __init__(self, dim: int, codebook_size: int, beta: float = 0.25, alpha: float = 1.0,
                  lam: float = 0.01, kernel_decay: str = "code", modified_ste: bool = True,

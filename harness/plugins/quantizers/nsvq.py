@@ -1,4 +1,4 @@
-"""NSVQ (paper 004), reconstructed from its abstract: dense NS-VQ loss plus reservoir code replacement."""
+"""NSVQ (arXiv 2606.11363), reconstructed from its abstract: dense NS-VQ loss plus reservoir code replacement."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class Reservoir(nn.Module):
 class NSVQ(NonStationaryVQ):
     """NSVQ: NS-VQ's dense kernel loss with reservoir replacement of unused codes (a reconstruction).
 
-    Paper 004 (2026, "NSVQ: Mitigating Codebook Collapse by Stabilizing Encoder
+    NSVQ 2026 ("NSVQ: Mitigating Codebook Collapse by Stabilizing Encoder
     Drift"). ONLY ITS ABSTRACT IS PUBLIC: this plugin is a reconstruction from
     the abstract and its nearest public precursors, not the authors' method.
     The abstract names three parts: a dense non-stationary embedding loss,
@@ -59,7 +59,7 @@ class NSVQ(NonStationaryVQ):
 
     Taken from public precursors:
 
-    * the loss is NS-VQ's (paper 002, ``ns-vq``): every code ``k`` is pulled
+    * the loss is NS-VQ's (Beyond Stationarity, ``ns-vq``): every code ``k`` is pulled
       to every token ``n`` with weight ``clip(lam K softmax(-d_nk / tau_t))``,
       the winner with weight 1, plus the modified straight-through; the same
       defaults (``beta = 0.25``, ``alpha = 1``, ``lam = 0.01``, ``tau_t = 0.5^epoch``);
@@ -79,7 +79,7 @@ class NSVQ(NonStationaryVQ):
     """
 
     name = "nsvq"
-    paper = "paper 004 (NSVQ, 2026; reconstruction from the abstract)"
+    paper = "NSVQ 2026 (reconstruction from the abstract)"
 
     def __init__(self, dim: int, codebook_size: int, beta: float = 0.25, alpha: float = 1.0,
                  lam: float = 0.01, kernel_decay: str = "code", modified_ste: bool = True,

@@ -25,7 +25,7 @@ def build_base(name: str, dim: int, codebook_size: int, params: dict[str, Any]) 
 class ResidualVQ(Quantizer):
     """Residual VQ: L stages quantize successive residuals; the output is the sum of stage outputs.
 
-    Paper: Zeghidour et al. 2021, "SoundStream" (METHODS.md, "Residual VQ").
+    Paper: Zeghidour et al. 2021, "SoundStream" (docs/methods.md, ``residual-vq``).
     ``r_1 = z``; stage ``l`` returns ``q_l = base_l(r_l)``; ``r_{l+1} = r_l - sg(q_l)``;
     ``z_q = sum_l q_l``. Indices are ``(N, L)``, one column per stage; the loss is
     the sum of the stages' losses, and each stage's logs appear as ``stage<l>/<name>``.
@@ -34,7 +34,7 @@ class ResidualVQ(Quantizer):
     quantizer, built through the host registry with ``base_params``, each stage
     with its own parameters); ``quantizer_dropout = 0.0``. Choices:
 
-    * the gradient path is the one METHODS.md fixes: each stage keeps its own
+    * the gradient path (our choice; docs/methods.md, ``residual-vq``): each stage keeps its own
       (e.g. straight-through) path to its input and ``r_{l+1}`` depends on ``z``
       through ``r_l`` only, so with a straight-through base ``z`` receives the
       upstream gradient once per stage (L times it). EnCodec instead subtracts

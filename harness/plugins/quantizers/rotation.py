@@ -10,7 +10,7 @@ from harness.contracts import QuantizeOutput, Quantizer
 from harness.ops import all_reduce_sum_, code_counts, nearest_code
 from harness.plugins.quantizers.ema import ema_update
 
-#: the authors' two code paths (METHODS.md, "Rotation trick")
+#: the authors' two code paths (docs/methods.md, ``rotation``)
 PATHS = ("vqvae", "vqgan")
 
 

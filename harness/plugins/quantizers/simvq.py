@@ -1,4 +1,4 @@
-"""SimVQ (paper 003): a frozen random codebook seen through one learned linear layer."""
+"""SimVQ (Zhu et al. 2024): a frozen random codebook seen through one learned linear layer."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from harness.plugins.quantizers.codebook_tools import float32_region, straight_t
 class SimVQ(Quantizer):
     """SimVQ: nearest code in ``W(C)`` (frozen ``C``, learned linear ``W``), straight-through.
 
-    Paper 003 (Zhu et al. 2024, "Addressing Representation Collapse in Vector
+    Zhu et al. 2024 ("Addressing Representation Collapse in Vector
     Quantized Models with One Linear Layer"); details from youngsheen/SimVQ
     ``taming/modules/vqvae/quantize.py``. ``C (K, D)`` is drawn once from
     ``N(0, 1/D)`` and kept frozen as a buffer; ``W = Linear(D, D)`` with bias
@@ -24,7 +24,7 @@ class SimVQ(Quantizer):
     """
 
     name = "simvq"
-    paper = "Zhu et al. 2024, SimVQ (paper 003)"
+    paper = "Zhu et al. 2024, SimVQ"
 
     def __init__(self, dim: int, codebook_size: int, beta: float = 0.25) -> None:
         super().__init__(dim, codebook_size)

@@ -1,4 +1,4 @@
-"""TransVQ (paper 002): a frozen codebook mapped by a one-layer linear-attention transformer."""
+"""TransVQ (Beyond Stationarity): a frozen codebook mapped by a one-layer linear-attention transformer."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ class MLPBlock(nn.Module):
 class TransVQ(Quantizer):
     """TransVQ: nearest code in ``T(C)``, a frozen codebook mapped by a linear-attention transformer.
 
-    Paper 002 ("Beyond Stationarity", section 3.4); architecture from
+    "Beyond Stationarity" (section 3.4); architecture from
     CAIR-LAB-WFUSM/NS-VQ-TransVQ ``sim_vq.py`` (``CodebookTransformer``).
     ``C (K, D)`` is frozen, ``randn / sqrt(D)``. ``T``: ``Linear(D, width, no
     bias)`` plus a learned per-code embedding ``(K, width)``; ``depth``
@@ -93,7 +93,7 @@ class TransVQ(Quantizer):
     """
 
     name = "transvq"
-    paper = "paper 002 (Beyond Stationarity: TransVQ)"
+    paper = "Beyond Stationarity (TransVQ)"
     block = CodebookBlock
 
     def __init__(self, dim: int, codebook_size: int, beta: float = 0.25, width: int = 256,
@@ -125,7 +125,7 @@ class TransVQ(Quantizer):
 class TransVQMLP(TransVQ):
     """TransVQ-MLP: TransVQ with a two-layer MLP in place of the attention block.
 
-    Paper 002, discussion (section 6): "replacing the transformer block with a
+    Beyond Stationarity, discussion (section 6): "replacing the transformer block with a
     two-layer MLP slightly reduces performance but significantly improves
     speed". The paper gives no further detail and the public code has no such
     module; we keep everything of ``transvq`` (frozen ``C``, input projection,

@@ -21,7 +21,7 @@ class VectorQuantizer(Quantizer):
     """Vanilla VQ-VAE: nearest code, codebook + beta commitment loss, straight-through.
 
     Paper: van den Oord et al. 2017, "Neural Discrete Representation Learning"
-    (summarised in paper 001). Loss ``||sg(z) - e||^2 + beta ||z - sg(e)||^2``
+    (background: the VQ-VAE notes, docs/references.md). Loss ``||sg(z) - e||^2 + beta ||z - sg(e)||^2``
     (the paper's form, not taming's ``legacy`` form that moves beta to the
     codebook term); both terms are means over elements.
 
@@ -36,22 +36,22 @@ class VectorQuantizer(Quantizer):
       vectors; an empty cluster keeps its centroid. Done once; the ``initted``
       buffer records it, so a reloaded model is not re-initialised.
     * ``dead_code_reset``: a window in training steps (0 = off). We follow
-      vqtorch's countdown variant of METHODS.md: a code chosen by no token for
+      vqtorch's countdown variant (docs/methods.md, ``vq``): a code chosen by no token for
       that many consecutive steps (over all ranks) is re-seeded, at the start
       of the next training step, with a random encoder output of that step's
       batch (rank 0's, copied to every rank) plus Gaussian noise of std ``reset_noise`` (default Jukebox's
       ``0.01 / sqrt(D)``, so two codes seeded from one vector separate).
-    * ``entropy_weight`` (0 = off) and ``entropy_temperature``: paper 001 /
+    * ``entropy_weight`` (0 = off) and ``entropy_temperature``: the VQ-VAE notes /
       MAGVIT-v2 diversity penalty ``mean_n H(p_n) - H(mean_n p_n)`` with
       ``p_n = softmax(-||z_n - e_k||^2 / temperature)``, added to the loss in
       training. Temperature 0.01 follows MAGVIT-v2's logits ``2<z, c> / 0.01``;
-      MAGVIT-v2 configs weigh it 0.1, and paper 001 warns strong weights hurt
+      MAGVIT-v2 configs weigh it 0.1, and the VQ-VAE notes warn strong weights hurt
       reconstruction. Its gradient reaches both the tokens and the codes; it is
       computed per rank (no all-reduce) and needs the full ``(N, K)`` distances.
     """
 
     name = "vq"
-    paper = "van den Oord et al. 2017 (paper 001)"
+    paper = "van den Oord et al. 2017"
 
     def __init__(self, dim: int, codebook_size: int, beta: float = 0.25, kmeans_init: bool = False,
                  kmeans_iters: int = 10, dead_code_reset: int = 0, reset_noise: float | None = None,

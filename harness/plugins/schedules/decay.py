@@ -22,14 +22,14 @@ def numeric_attributes(module: torch.nn.Module) -> list[str]:
 class Decay(Schedule):
     """Multiplies a named quantizer attribute by ``factor`` after every epoch.
 
-    Paper 002 (NS-VQ, section 4): the weight of the kernel updates of
+    Beyond Stationarity (NS-VQ, section 4): the weight of the kernel updates of
     non-selected codes "starts at 1 and decays x0.9 per epoch", so NS-VQ
     becomes vanilla VQ as training converges. The public NS-VQ code instead
-    halves a temperature per epoch (METHODS.md); this schedule serves the
+    halves a temperature per epoch (docs/methods.md, ``ns-vq``); this schedule serves the
     paper's form and any other per-epoch decay.
 
     Parameters: ``attribute`` (required: the quantizer attribute, a number or a
-    one-element float buffer), ``factor = 0.9`` (paper 002), ``min_value``
+    one-element float buffer), ``factor = 0.9`` (Beyond Stationarity), ``min_value``
     (optional floor, none by default as in the paper). The value after epoch
     ``e`` (counted from 0) is ``v0 * factor ** (e + 1)``, floored at
     ``min_value``. An attribute the quantizer lacks is an error at train start
@@ -37,7 +37,7 @@ class Decay(Schedule):
     """
 
     name = "decay"
-    paper = "paper 002 (NS-VQ: kernel weight x0.9 per epoch)"
+    paper = "Beyond Stationarity (NS-VQ: kernel weight x0.9 per epoch)"
 
     def __init__(self, attribute: str, factor: float = 0.9, min_value: float | None = None) -> None:
         if not attribute:

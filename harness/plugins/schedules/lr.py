@@ -27,8 +27,8 @@ class WarmupCosine(Schedule):
     """Linear learning-rate warm-up, then cosine decay to ``min_lr_ratio`` x the base rate.
 
     Cosine annealing: Loshchilov & Hutter 2017 (SGDR, without restarts); linear
-    warm-up: Goyal et al. 2017. None of the project's papers 000-004 gives a
-    learning-rate schedule for its runs (paper 002's public code decays the rate
+    warm-up: Goyal et al. 2017. None of the papers the suites reproduce gives a
+    learning-rate schedule for its runs (Beyond Stationarity's public code decays the rate
     x0.995 per epoch instead), so this is offered for users' recipes.
 
     Defaults: ``warmup_steps = 0`` and ``min_lr_ratio = 0.0`` (plain cosine

@@ -49,7 +49,7 @@ def switch_step(label: str, step: int | None, epoch: int | None, steps_per_epoch
 class NSVQStages(Schedule):
     """NSVQ's stages: joint training, then a frozen encoder, then adversarial refinement.
 
-    Paper 004 (NSVQ; only the abstract and figure captions are public): stage 1
+    NSVQ 2026 (NSVQ; only the abstract and figure captions are public): stage 1
     trains encoder, codebook and decoder together so the codebook tracks encoder
     drift; then the encoder is frozen to consolidate the codebook under a fixed
     latent geometry (the "frozen-encoder warm-up stage"); finally adversarial
@@ -71,7 +71,7 @@ class NSVQStages(Schedule):
     """
 
     name = "nsvq-stages"
-    paper = "paper 004 (NSVQ: stage-wise encoder freezing, adversarial refinement)"
+    paper = "NSVQ 2026 (stage-wise encoder freezing, adversarial refinement)"
 
     def __init__(self, freeze_encoder_at: int | None = None, freeze_encoder_epoch: int | None = None,
                  adversarial_at: int | None = None, adversarial_epoch: int | None = None,
@@ -91,7 +91,7 @@ class NSVQStages(Schedule):
         self.adversarial_at = switch_step("adversarial", *self.adversarial_args, state.steps_per_epoch)
         if self.freeze_at is not None and self.adversarial_at is not None and self.adversarial_at < self.freeze_at:
             raise ValueError(f"nsvq-stages: adversarial refinement (step {self.adversarial_at}) must start "
-                             f"after the encoder is frozen (step {self.freeze_at}): paper 004 refines "
+                             f"after the encoder is frozen (step {self.freeze_at}): NSVQ 2026 refines "
                              "under a fixed latent geometry")
         if self.freeze_at is not None:
             part(state, "encoder")
@@ -112,9 +112,9 @@ class NSVQStages(Schedule):
 
 
 class StagedFreeze(Schedule):
-    """Decoder frozen at the start, released later (staged training of paper 001).
+    """Decoder frozen at the start, released later (staged training of the VQ-VAE notes).
 
-    Paper 001 (VQ-VAE study notes, on training stability): "first fix the
+    the VQ-VAE notes (on training stability): "first fix the
     decoder and train the encoder and codebook so they learn an initial
     discrete representation, then release the decoder for joint optimization",
     so the decoder cannot dominate reconstruction early and ignore the latents.
@@ -125,7 +125,7 @@ class StagedFreeze(Schedule):
     """
 
     name = "staged-freeze"
-    paper = "paper 001 (staged training: decoder fixed first, released later)"
+    paper = "VQ-VAE notes (staged training: decoder fixed first, released later)"
 
     def __init__(self, release_decoder_at: int | None = None, release_decoder_epoch: int | None = None) -> None:
         switch_step("release_decoder", release_decoder_at, release_decoder_epoch, 1)
