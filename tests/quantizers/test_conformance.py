@@ -28,6 +28,9 @@ SMALL: dict[str, dict[str, Any]] = {
     # no start-up phase (1,000 forwards by default, in which z passes unquantized)
     "sf-diveq": {"params": {"skip_iters": 0, "avg_iters": 0}},
     "fsp": {"params": {"levels": [4, 4]}},  # FSQ's levels, as fsq above
+    # the authors' zero-initialised head: no gradient below it on the first step only
+    # (tests/quantizers/test_vqbridge.py shows every parameter learning from the second)
+    "vqbridge": {"no_grad_params": ("embedding", "bridge.embed.*", "bridge.blocks.*")},
 }
 
 NAMES = get_host().quantizers.names()

@@ -34,6 +34,7 @@ QUANTIZERS = {
     "diveq":       "harness.plugins.quantizers.diveq:DiVeQ",
     "sf-diveq":    "harness.plugins.quantizers.diveq:SFDiVeQ",
     "fsp":         "harness.plugins.quantizers.fsp:FSP",
+    "vqbridge":    "harness.plugins.quantizers.vqbridge:VQBridge",
 }
 
 
