@@ -36,6 +36,9 @@ def peer_builders() -> dict[str, Callable[[int, int], torch.nn.Module]]:
                                                      dim=d),
         "residual-lfq": lambda d, k: vqp.ResidualLFQ(dim=d, codebook_size=k, num_quantizers=4,
                                                      entropy_loss_weight=0.1, commitment_loss_weight=0.25),
+        "grouped-residual-vq": lambda d, k: vqp.GroupedResidualVQ(
+            dim=d, groups=2, codebook_size=k, num_quantizers=4, learnable_codebook=True, ema_update=False,
+            rotation_trick=False),
     }
 
 

@@ -31,6 +31,7 @@ QUANTIZERS = {
     "sqvae":       "harness.plugins.quantizers.sqvae:SQVAE",
     "residual-fsq": "harness.plugins.quantizers.residual_fsq:ResidualFSQ",
     "residual-lfq": "harness.plugins.quantizers.residual_lfq:ResidualLFQ",
+    "grouped-residual-vq": "harness.plugins.quantizers.grouped_residual:GroupedResidualVQ",
     "diveq":       "harness.plugins.quantizers.diveq:DiVeQ",
     "sf-diveq":    "harness.plugins.quantizers.diveq:SFDiVeQ",
     "fsp":         "harness.plugins.quantizers.fsp:FSP",
