@@ -168,6 +168,8 @@ class Suite:
     profile: str
     data: dict[str, Any]
     locator: KeyLocator
+    #: key path -> the command-line option that set it (``--set``, ``--seeds``): errors point there
+    origins: dict[tuple[str, ...], str] = field(default_factory=dict)
 
     @property
     def version(self) -> int:
@@ -197,6 +199,10 @@ class Suite:
         return list(self.data.get("reference", []))
 
     def error(self, message: str, path: Sequence[Any]) -> SuiteError:
+        """An error at ``path``: the file and line, or the option that set the value there."""
+        origin = origin_of(self.origins, path)
+        if origin:
+            return SuiteError(f"{origin}: {message}")
         return SuiteError(message, str(self.path), self.locator.line(path))
 
     # -- cells ---------------------------------------------------------------
@@ -307,6 +313,12 @@ def apply_set(data: dict[str, Any], assignment: str, path: Path) -> dict[str, An
     return out
 
 
+def origin_of(origins: dict[tuple[str, ...], str], path: Sequence[Any]) -> str | None:
+    """The option that set the value at ``path`` (or at a table above it), if one did."""
+    key = tuple(str(p) for p in path)
+    return next((origins[key[:n]] for n in range(len(key), 0, -1) if key[:n] in origins), None)
+
+
 def _known_keys() -> list[str]:
     return [f"{t}.{k}" for t, keys in SCHEMA.items() for k in keys]
 
@@ -329,13 +341,16 @@ def load_suite(
     if overrides or seeds is not None:  # claims name cells of the file's matrix, not of a narrowed one
         validate(data, path, locator, where=f" (profile {profile!r})")
         check_claims(Suite(data["suite"]["name"], path, profile, data, locator))
+    origins: dict[tuple[str, ...], str] = {}
     for assignment in overrides:
         data = apply_set(data, assignment, path)
+        origins[tuple(p.strip() for p in assignment.split("=", 1)[0].split("."))] = f"--set {assignment}"
     if seeds is not None:
         data.setdefault("matrix", {})["seeds"] = seeds
-    validate(data, path, locator, where=f" (profile {profile!r})")
+        origins[("matrix", "seeds")] = f"--seeds {seeds}"
+    validate(data, path, locator, where=f" (profile {profile!r})", origins=origins)
     name = data["suite"]["name"]
-    suite = Suite(name, path, profile, data, locator)
+    suite = Suite(name, path, profile, data, locator, origins)
     check_claims(suite, claims=not (overrides or seeds is not None))
     return suite
 
@@ -358,7 +373,8 @@ def check_claims(suite: Suite, claims: bool = True) -> None:
         suitevalues.check_claims_match(suite.data.get("claims", []), keys, metrics, suite.profile, fail)
 
 
-def validate(data: dict[str, Any], path: Path, locator: KeyLocator, where: str = "") -> None:
+def validate(data: dict[str, Any], path: Path, locator: KeyLocator, where: str = "",
+             origins: dict[tuple[str, ...], str] | None = None) -> None:
     """Structural validation: unknown keys and wrong types name the file, key and line.
 
     The raw file is checked table by table, each profile against the same schema
@@ -367,6 +383,9 @@ def validate(data: dict[str, Any], path: Path, locator: KeyLocator, where: str =
     """
 
     def fail(message: str, key_path: Sequence[Any]) -> SuiteError:
+        origin = origin_of(origins or {}, key_path)  # a value from --set or --seeds: name the option
+        if origin:
+            return SuiteError(f"{origin}: {message}{where}")
         return SuiteError(message + where, str(path), locator.line(key_path))
 
     _check_structure(data, fail, ())

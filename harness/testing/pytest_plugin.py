@@ -96,11 +96,15 @@ def pytest_configure(config: pytest.Config) -> None:
         config.args = []
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    """The distribution under test and every plugin name clash, where a reader sees them."""
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The distribution under test and every plugin name clash, at the end (shown under ``-q`` too)."""
     from harness.testing.under_test import header_lines
 
-    return header_lines()
+    lines = header_lines()
+    if lines:
+        terminalreporter.section("harness: plugin names", sep="-")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(optionalhook=True)

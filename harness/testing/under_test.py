@@ -6,7 +6,7 @@ its own conformance tests must still run its class. The pytest plugin therefore 
 order: ``--harness-under-test``, the variable already set, or the ``[project] name`` of
 the ``pyproject.toml`` in pytest's rootdir when that distribution is installed. The
 registry then resolves a clashing bare name to that distribution's entry, and says so:
-in the session header, and as a ``NameClashWarning`` in pytest's warnings summary.
+in a section of the session's summary, and as a ``NameClashWarning`` in pytest's warnings summary.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def configure(rootpath: Path, option: str | None) -> str | None:
 
 
 def header_lines() -> list[str]:
-    """The session header's lines: the distribution under test and every name clash."""
+    """The summary's lines: the distribution under test and every name clash."""
     lines = []
     name = os.environ.get(UNDER_TEST_ENV)
     if name:
