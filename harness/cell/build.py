@@ -87,6 +87,11 @@ def check_suite(host: Host, suite: Suite, cells: list[Cell]) -> None:
         try:
             entry = host.quantizers.get(cell.quantizer)
             check_params(entry.obj, "quantizers", entry.name, cell.config["quantizer"]["params"])
+        except UnknownNameError as exc:  # the parameter's own line, or the --set that named it
+            raise at((*path, "params", exc.name), exc) from None
+        except UsageError as exc:
+            raise at(path, exc) from None
+        try:
             model = host.models.get(cell.config["model"]["name"])
             check_params(model.obj, "models", model.name, cell.config["model"]["params"])
             for sched in cell.config["schedules"]:

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import shlex
 import site
 import subprocess
 import sys
@@ -205,6 +206,35 @@ def test_an_editable_harness_is_kept_by_the_printed_install_step(tmp_path, capsy
     out, err = capsys.readouterr()
     assert 'pip install -e ".[test]"' in out and "editable" not in err  # a bare name keeps any harness
     assert editable_warning("vq-harness>=0.1") is None
+
+
+def test_the_printed_install_step_keeps_an_editable_harness(tmp_path):
+    """In a venv whose harness is an editable checkout, the `next:` line's pip step installs the
+    package and leaves that checkout installed as it was: pip's dry-run report first, then for real."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_") and k not in (
+        "MLFLOW_TRACKING_URI", "HARNESS_DISABLE_PLUGINS", "HARNESS_SOURCE")}
+    python = str(_layered_venv(tmp_path / "venv"))
+    origin = ("from importlib.metadata import distribution; "
+              "print(distribution('vq-harness').read_text('direct_url.json'))")
+    before = _run([python, "-c", origin], tmp_path, env).stdout
+    if not json.loads(before).get("dir_info", {}).get("editable"):
+        pytest.skip("the harness is not an editable install here")
+    new = _run([python, "-m", "harness.commands.cli", "new", "quantizer", "keep-vq", "--dir", "pkg"], tmp_path, env)
+    [line] = [x for x in new.stdout.splitlines() if x.startswith("next: ")]
+    steps = line.removeprefix("next: ").split(" && ")
+    assert steps[0] == "cd pkg" and steps[-1] == "harness run toy2d -q keep-vq --profile smoke"
+    installs = [shlex.split(s) for s in steps if s.startswith("pip install")]
+    assert installs
+    offline = ["--no-build-isolation", "--no-index"]  # nothing may be fetched: all it needs is here
+    for argv in installs:
+        report = tmp_path / "report.json"
+        _run([python, "-m", *argv, *offline, "--dry-run", "--report", str(report)], tmp_path / "pkg", env)
+        assert [i["metadata"]["name"] for i in json.loads(report.read_text())["install"]] == ["harness-keep-vq"]
+        _run([python, "-m", *argv, *offline], tmp_path / "pkg", env)
+    assert _run([python, "-c", origin], tmp_path, env).stdout == before  # the same editable checkout
+    listing = json.loads(_run([python, "-m", "harness.commands.cli", "list", "quantizers", "--json"],
+                              tmp_path, env).stdout)
+    assert [q["distribution"] for q in listing["quantizers"] if q["name"] == "keep-vq"] == ["harness-keep-vq"]
 
 
 def test_rescaffolding_an_existing_folder_says_what_to_do(tmp_path, capsys):
