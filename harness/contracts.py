@@ -41,6 +41,9 @@ class Quantizer(nn.Module):
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    #: knobs ``harness tune`` may search when a suite's ``[tuning]`` sets ``plugin_knobs = true``:
+    #: constructor parameter -> ``(low, high, scale)`` with scale ``"log"`` or ``"linear"``
+    tuning_space: ClassVar[dict[str, tuple[float, float, str]]] = {}
 
     def __init__(self, dim: int, codebook_size: int) -> None:
         super().__init__()
@@ -103,6 +106,10 @@ class DatasetPlugin:
     modality: ClassVar[str] = "points"
     #: True for datasets read from disk (``--data-root`` or ``$HARNESS_DATA/<name>``)
     needs_root: ClassVar[bool] = False
+    #: selection splits for ``harness tune``: selection split -> the split its trials train on.
+    #: A selection split never overlaps ``val`` (what the leaderboard reports) nor its training
+    #: split, so choosing a setting never sees the reported numbers (docs/suites.md, "Tuning").
+    selection_splits: ClassVar[dict[str, str]] = {}
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = root

@@ -82,7 +82,16 @@ def cell_tags(host: Host, suite: Suite, cell: Cell, device: torch.device) -> dic
         ("plugin", source.plugin), ("plugin_distribution", source.distribution),
         ("plugin_version", source.version), ("device", str(device)),
         ("config_hash", cell.config_hash), ("group_hash", cell.group_hash),
+        ("tuning", tuning_role(cell.config)),
     ])}
+
+
+def tuning_role(config: dict[str, Any]) -> str:
+    """``trial`` (a `harness tune` trial, scored on the selection split: never on a page),
+    ``tuned`` (at a setting `harness tune` chose) or ``shared`` (the suite's own recipe)."""
+    if config["dataset"].get("splits"):
+        return "trial"
+    return "tuned" if config.get("tuned") else "shared"
 
 
 class CellRunner:

@@ -62,7 +62,8 @@ def build(runner: Any, cell: Cell, run_id: str) -> Built:
     tracker.log_json(run_id, config, "config.json")
     seed_everything(cell.seed)
     data = build_dataset(host, config, runner.options.data_root)
-    train_set, val_set = data.build("train"), data.build("val")
+    splits = config["dataset"].get("splits") or {}  # a tuning trial: fit and select (harness.run.tune)
+    train_set, val_set = data.build(splits.get("train", "train")), data.build(splits.get("eval", "val"))
     model = build_model(host, config).to(device)
     quantizer = build_quantizer(host, config).to(device)
     tracker.set_tags(run_id, rate_tags(model, quantizer, val_set, device))  # harness.cell.provenance
@@ -125,6 +126,8 @@ def train(runner: Any, built: Built) -> None:
     callbacks = [FlushThenCheckpoint(built.checkpointer, tracker.flush), *built.schedules]
     callbacks = standard_callbacks(state, callbacks, TrackerLog(tracker, built.run_id, built.history),
                                    on_snapshot=snapshot_taker(built), progress=progress)
+    if distributed.is_main():  # after the usage window, before the logger (harness.cell.diagnosis)
+        callbacks.insert(len(callbacks) - 1, diagnosis_for(tracker, built))
     runner.guard.watch(state)  # a signal now stops the loop between steps
     try:
         run(state, cell_inputs(state, built.train_set), built.losses, callbacks)
@@ -132,6 +135,16 @@ def train(runner: Any, built: Built) -> None:
         runner.guard.unwatch()
         if progress is not None:
             progress.close()
+
+
+def diagnosis_for(tracker: Any, built: Built) -> Any:
+    """The cell's collapse diagnosis, logged as ``diag/*`` metrics and ``diagnosis.json``."""
+    from harness.cell.diagnosis import ARTIFACT, diagnosis_callback
+
+    run_id = built.run_id
+    return diagnosis_callback(built.state, built.val_set,
+                              lambda values, step: tracker.log_metrics(run_id, values, step),
+                              lambda report: tracker.log_json(run_id, report, ARTIFACT))
 
 
 class TrackerLog:

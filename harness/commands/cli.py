@@ -119,7 +119,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.run.options import parse_executor_options
 
     options = RunOptions(device=args.device, data_root=args.data_root, tracking_uri=args.tracking_uri,
-                         shard=parse_shard(args.shard) if args.shard else None,
+                         shard=parse_shard(args.shard) if args.shard else None, bits=args.bits,
                          progress=not args.no_progress, resume=args.resume, jobs=args.jobs,
                          executor=args.executor, executor_options=parse_executor_options(args.executor_option))
     try:
@@ -274,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
     p.add_argument("--shard", metavar="I/N", help="run the I-th of N interleaved slices of the cells (1-based)")
+    p.add_argument("--bits", type=float, metavar="B",
+                   help="only the cells at B bits per token (one leaderboard rate group, e.g. 8)")
     p.add_argument("--data-root", type=Path, help="dataset folder (default $HARNESS_DATA/<dataset>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--resume", action="store_true",

@@ -22,6 +22,7 @@ from harness.leaderboard.rows import (
     Seed,
     Stat,
     add_references,
+    label_tuning,
     label_variants,
     make_row,
     rate_groups,
@@ -120,6 +121,7 @@ def build_leaderboard(
     """
     host = host or get_host()
     runs = tracker.runs(suite, CELLS) if tracker is not None else []
+    runs = [r for r in runs if r.data.tags.get("harness.tuning") != "trial"]  # scored on select: never ranked
     recorded_profiles = sorted({r.data.tags.get("harness.profile") or "" for r in runs} - {""})
     if profile and profile not in recorded_profiles:
         runs = []
@@ -139,6 +141,7 @@ def build_leaderboard(
         rows.append(row)
         used += kept
     label_variants(rows)
+    label_tuning(rows)
     add_references(rows, references or [])
     primary = primary or recorded_primary or default_primary or "mse"
     columns = ordered_columns(rows, primary)

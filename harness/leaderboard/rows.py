@@ -78,10 +78,19 @@ class Row:
     bits_per_token: float | None = None
     tokens_per_item: int | None = None
     pixels_per_item: int | None = None
+    #: ``tuned`` (a setting `harness tune` chose), ``shared`` (the suite's recipe) or "" (no tuned row on
+    #: the page); ``recipe`` says it in words: budget, chosen values, cost (:func:`label_tuning`)
+    tuning: str = ""
+    recipe: str = ""
+    #: a tuned row's chosen values, trials per configuration and cost (total trial wall time, seconds)
+    tuned_values: str = ""
+    tuned_budget: int | None = None
+    tuned_cost_s: float | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.method} [{self.variant}]" if self.variant else self.method
+        base = f"{self.method} [{self.variant}]" if self.variant else self.method
+        return f"{base} ({self.recipe})" if self.recipe else base
 
     @property
     def bits_per_pixel(self) -> float | None:
@@ -165,7 +174,20 @@ def make_row(runs: list[Any]) -> tuple[Row, list[Any]]:
     _add_metrics(row, finished)
     _add_rate(row, kept)
     row.params = dict(max(kept, key=lambda r: len(r.data.params)).data.params)
+    _add_tuning(row, kept)
     return row, list(latest.values())
+
+
+def _add_tuning(row: Row, runs: list[Any]) -> None:
+    """A tuned row's budget, chosen values and cost, from its runs' tags and config."""
+    tuned = [r for r in runs if r.data.tags.get("harness.tuning") == "tuned"]
+    if not tuned:
+        return
+    tags = max(tuned, key=lambda r: r.info.start_time or 0).data.tags
+    row.tuning = "tuned"
+    row.tuned_values = tags.get("harness.tuned.values", "")
+    row.tuned_budget = _int(row.params.get("tuned.budget")) or None
+    row.tuned_cost_s = _float(tags.get("harness.tuned.cost_s"))
 
 
 def _add_metrics(row: Row, finished: list[Any]) -> None:
@@ -209,11 +231,35 @@ def label_variants(rows: list[Row]) -> None:
     for group in same.values():
         if len(group) < 2:
             continue
-        keys = sorted({k for r in group for k in r.params} - NOT_A_VARIANT)
+        keys = sorted({k for r in group for k in r.params} - NOT_A_VARIANT - tuning_keys(group))
         differing = [k for k in keys if len({r.params.get(k) for r in group}) > 1]
         for row in group:
             parts = [f"{k}={row.params.get(k, '–')}" for k in differing]
-            row.variant = ", ".join(parts) if parts else f"config {row.group[:8]}"
+            tuning_only = not parts and len({r.tuned_values for r in group}) == len(group)
+            row.variant = ", ".join(parts) if parts or tuning_only else f"config {row.group[:8]}"
+
+
+def tuning_keys(rows: list[Row]) -> set[str]:
+    """Params that differ because a row is tuned: its ``tuned.*`` record and the knobs it chose."""
+    keys = {k for r in rows for k in r.params if k.startswith("tuned.")}
+    for key in [k for k in keys if k.startswith("tuned.values.")]:
+        kind, _, name = key[len("tuned.values."):].partition(".")
+        keys.add(f"train.{name}" if kind == "train" else f"quantizer.params.{name}")
+    return keys
+
+
+def label_tuning(rows: list[Row]) -> None:
+    """On a page with tuned rows, every measured row says its recipe: tuned (how) or the shared one."""
+    if not any(r.tuning == "tuned" for r in rows):
+        return
+    for row in rows:
+        if row.reported:
+            continue
+        if row.tuning != "tuned":
+            row.tuning, row.recipe = "shared", "shared recipe"
+            continue
+        cost = f"{row.tuned_cost_s:.0f} s" if row.tuned_cost_s is not None else "cost not recorded"
+        row.recipe = f"tuned: {row.tuned_values}; {row.tuned_budget or '?'} trials, {cost}"
 
 
 def add_references(rows: list[Row], references: list[dict[str, Any]]) -> None:

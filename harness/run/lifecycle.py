@@ -81,13 +81,16 @@ def select_shard(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]
 # -- before anything is recorded -----------------------------------------------------------------
 
 def select_cells(host: Host, suite: Suite, methods: list[str] | None,
-                 shard: tuple[int, int] | None = None) -> list[Cell]:
-    """The suite's cells (checked: every name and parameter exists), this shard's slice."""
+                 shard: tuple[int, int] | None = None, bits: float | None = None) -> list[Cell]:
+    """The suite's cells (checked: every name and parameter exists), at rate ``bits`` if given
+    (harness.run.rate), this shard's slice."""
+    from harness.run.rate import select_rate
+
     cells = suite.cells(methods)
     check_suite(host, suite, cells)
     if any((c.config["train"].get("timeout") or 0) < 0 for c in cells):
         raise suite.error("train.timeout must be >= 0 seconds (0: no limit)", ("train", "timeout"))
-    return select_shard(cells, shard)
+    return select_shard(select_rate(host, cells, bits), shard)
 
 
 def choose_executor(host: Host, suite: Suite, options: RunOptions, uri: str,
@@ -165,7 +168,7 @@ def run_suite(suite: Suite, methods: list[str] | None = None, options: RunOption
               host: Host | None = None) -> SuiteResult:
     """Run every cell of ``suite`` (this shard's) on the chosen executor, record them, check the claims."""
     options, host = options or RunOptions(), host or get_host()
-    cells = select_cells(host, suite, methods, options.shard)
+    cells = select_cells(host, suite, methods, options.shard, options.bits)
     torchrun = distributed.init_from_env()  # every rank trains, rank 0 records (harness.cell.distributed)
     options = replace(options, progress=options.progress and distributed.is_main())
     uri = _resolve(options.tracking_uri)

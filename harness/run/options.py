@@ -27,6 +27,7 @@ class RunOptions:
     data_root: Path | None = None
     tracking_uri: str | None = None
     shard: tuple[int, int] | None = None
+    bits: float | None = None  # --bits B: only the cells of that rate group (harness.run.rate)
     progress: bool = True
     resume: bool = False  # skip finished cells, continue interrupted ones (harness.recovery.resume)
     jobs: int | None = None  # --jobs N: the processes executor with N workers (None: not given)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import SuiteError, UnknownNameError, suggest
+from harness.suite import tuning as suitetuning
 from harness.suite import values as suitevalues
 from harness.suite.tomlsource import KeyLocator, load_toml, parse_value
 
@@ -30,7 +31,8 @@ Number = (int, float)
 SCHEMA: dict[str, dict[str, tuple[type, ...] | str]] = {
     "suite": {"name": (str,), "version": (int,), "description": (str,), "paper": (str,),
               "primary_metric": (str,)},
-    "dataset": {"name": (str,), "params": "table"},
+    # splits: {train, eval} split names, written by `harness tune` for its trials (harness.run.tune)
+    "dataset": {"name": (str,), "params": "table", "splits": "table"},
     "model": {"name": (str,), "params": "table"},
     "train": {"steps": (int,), "epochs": (int,), "batch_size": (int,), "lr": Number,
               "optimizer": (str,), "betas": (list,), "weight_decay": Number,
@@ -42,6 +44,11 @@ SCHEMA: dict[str, dict[str, tuple[type, ...] | str]] = {
     "eval": {"metrics": (list,), "plots": (list,), "batch_size": (int,), "max_items": (int,)},
     "matrix": {"method": (list,), "codebook_size": (list,), "dim": (list,), "seeds": (int,)},
     "executor": {"name": (str,), "options": "table"},  # where cells run (harness.run.options)
+    # the tuning protocol of `harness tune` (harness.suite.tuning checks the values)
+    "tuning": {"budget": (int,), "space": "table", "metric": (str,), "direction": (str,), "split": (str,),
+               "plugin_knobs": (bool,)},
+    # written by `harness tune` on the cells it runs at a chosen setting (part of their config)
+    "tuned": {"budget": (int,), "values": "table", "metric": (str,), "split": (str,)},
 }
 METHOD_KEYS: dict[str, tuple[type, ...] | str] = {
     "quantizer": (str,), "params": "table", "schedules": (list,), "description": (str,),
@@ -65,7 +72,7 @@ REFERENCE_KEYS: dict[str, tuple[type, ...] | str] = {
 TOP_LEVEL = {*SCHEMA, "methods", "schedules", "profiles", "claims", "reference"}
 POSITIVE = {("train", "steps"), ("train", "epochs"), ("train", "batch_size"), ("train", "lr"),
             ("eval", "batch_size"), ("eval", "max_items"), ("matrix", "seeds"),
-            ("train", "log_every")}
+            ("train", "log_every"), ("tuning", "budget")}
 AGGREGATES = ("mean", "min", "max", "all", "any", "fraction")
 OPS = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__,
        "==": float.__eq__}
@@ -247,7 +254,7 @@ class Suite:
     def resolve(self, label: str, method: dict[str, Any], k: int, d: int, seed: int) -> dict[str, Any]:
         data = self.data
         schedules = [*data.get("schedules", []), *method.get("schedules", [])]
-        return {
+        config = {
             "suite": {"name": self.name, "version": self.version, "profile": self.profile},
             "dataset": {"name": data["dataset"]["name"], "params": dict(data["dataset"].get("params", {}))},
             "model": {"name": data["model"]["name"],
@@ -259,6 +266,11 @@ class Suite:
             "eval": {**DEFAULT_EVAL, **data.get("eval", {})},
             "seed": seed,
         }
+        if data["dataset"].get("splits"):  # a tuning trial (absent otherwise: config hashes unchanged)
+            config["dataset"]["splits"] = dict(data["dataset"]["splits"])
+        if data.get("tuned"):  # a cell at a setting `harness tune` chose: its own row
+            config["tuned"] = copy.deepcopy(data["tuned"])
+        return config
 
 
 # -- loading -------------------------------------------------------------------
@@ -370,7 +382,18 @@ def check_claims(suite: Suite, claims: bool = True) -> None:
     if claims:
         metrics = [m if isinstance(m, str) else str(m.get("name")) for m in
                    suite.data.get("eval", {}).get("metrics", DEFAULT_EVAL["metrics"])]
-        suitevalues.check_claims_match(suite.data.get("claims", []), keys, metrics, suite.profile, fail)
+        suitevalues.check_claims_match(suite.data.get("claims", []), keys, metrics, suite.profile, fail,
+                                       registered_metric)
+
+
+def registered_metric(name: str) -> bool:
+    """Whether a metric plugin registers ``name`` (asked only to word an error, never to pass one)."""
+    try:
+        from harness.host import get_host
+
+        return name in get_host().metrics
+    except Exception:  # noqa: BLE001 - no registry, no better wording; the error is raised either way
+        return True
 
 
 def validate(data: dict[str, Any], path: Path, locator: KeyLocator, where: str = "",
@@ -394,6 +417,7 @@ def validate(data: dict[str, Any], path: Path, locator: KeyLocator, where: str =
             raise fail(f"profile {name!r} must be a table", ("profiles", name))
         _check_structure(profile, fail, ("profiles", name))
     suitevalues.check_raw(data, fail)
+    suitetuning.check_table(data, fail)
     if "profiles" not in data:
         _check_required(data, fail)
         suitevalues.check_merged(data, fail)

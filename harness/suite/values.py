@@ -173,8 +173,12 @@ def _check_claim_fields(claim: Any, i: int, fail: Fail) -> None:
 
 
 def check_claims_match(claims: list[dict[str, Any]], keys: list[dict[str, Any]], metrics: list[str],
-                       profile: str, fail: Fail) -> None:
-    """Each claim of this profile names cells the matrix has and a metric ``[eval]`` computes."""
+                       profile: str, fail: Fail, registered: Callable[[str], bool] | None = None) -> None:
+    """Each claim of this profile names cells the matrix has and a metric ``[eval]`` computes.
+
+    ``registered`` (is this a metric plugin's name?) puts the blame where the typo is: a claim
+    naming a real metric that ``[eval]`` misspells is an error in ``[eval] metrics``.
+    """
     from harness.suite.claims import matches
 
     for i, claim in enumerate(claims):
@@ -189,10 +193,22 @@ def check_claims_match(claims: list[dict[str, Any]], keys: list[dict[str, Any]],
                            f"(profile {profile!r}){_closest(where, keys)}", (*at, table))
         base = claim["metric"].split("/", 1)[0]
         if base not in metrics:
+            check_eval_spelling(base, metrics, registered, fail)
             close = suggest(base, metrics)
             hint = f"; did you mean {close[0]!r}?" if close else f"; [eval] metrics: {', '.join(metrics)}"
             raise fail(f"claim {claim['id']!r}: metric {claim['metric']!r} is not computed by any "
                        f"[eval] metric{hint}", (*at, "metric"))
+
+
+def check_eval_spelling(base: str, metrics: list[str], registered: Callable[[str], bool] | None,
+                        fail: Fail) -> None:
+    """A claim's registered metric that ``[eval]`` lists misspelled: the error is in ``[eval]``."""
+    if registered is None or not registered(base):
+        return
+    for typo in suggest(base, metrics):
+        if not registered(typo):
+            raise fail(f"unknown metric {typo!r} in [eval] metrics; did you mean {base!r}? (a claim "
+                       f"uses {base!r})", ("eval", "metrics"))
 
 
 def _show(where: dict[str, Any]) -> str:

@@ -9,6 +9,8 @@ from harness.contracts import DatasetPlugin
 from harness.errors import DatasetMissing
 
 N_IMAGES = 1797
+#: training positions held out as the selection split (``harness tune``): the last of the train part
+N_SELECT = 200
 
 
 def load_digit_arrays() -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,11 +35,16 @@ class Digits(DatasetPlugin):
     ``data_seed = 0``; the last ``n_val = 300`` positions are val, the first
     1,497 train. The data never depends on the cell's seed, so seeds vary the
     model, not the task.
+
+    Selection split (``harness tune``): ``select`` is the last ``N_SELECT = 200``
+    train positions of that permutation and ``fit`` the 1,297 before them, so a
+    trial trains on ``fit``, is chosen on ``select``, and never sees ``val``.
     """
 
     name = "digits"
     paper = "Alpaydin & Kaynak 1998 (UCI optical recognition of handwritten digits)"
     modality = "images"
+    selection_splits = {"select": "fit"}
 
     def __init__(self, n_val: int = 300, data_seed: int = 0) -> None:
         super().__init__()
@@ -53,11 +60,18 @@ class Digits(DatasetPlugin):
         return None
 
     def build(self, split: str) -> Dataset:
-        if split not in ("train", "val"):
-            raise ValueError(f"unknown split {split!r}; expected 'train' or 'val'")
         images, labels = load_digit_arrays()
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.data_seed))
-        n_train = len(images) - self.n_val
-        chosen = order[:n_train] if split == "train" else order[n_train:]
+        chosen = order[self.positions(split, len(images))]
         x = (images[chosen] / 16.0 * 2.0 - 1.0).unsqueeze(1).repeat(1, 3, 1, 1).contiguous()
         return TensorDataset(x, labels[chosen])
+
+    def positions(self, split: str, n_images: int) -> slice:
+        """Where ``split`` lies in the seeded permutation (train = fit + select, then val)."""
+        n_train = n_images - self.n_val
+        n_fit = max(1, n_train - N_SELECT)
+        spans = {"train": slice(0, n_train), "val": slice(n_train, n_images),
+                 "fit": slice(0, n_fit), "select": slice(n_fit, n_train)}
+        if split not in spans:
+            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(spans)}")
+        return spans[split]

@@ -7,7 +7,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from harness.contracts import DatasetPlugin
 
-SPLIT_OFFSETS = {"train": 0, "val": 1}
+SPLIT_OFFSETS = {"train": 0, "val": 1, "select": 2}
 
 
 class Drift2dCloud(DatasetPlugin):
@@ -32,12 +32,14 @@ class Drift2dCloud(DatasetPlugin):
     name = "drift2d"
     paper = "Beyond Stationarity (section 11, toy demos)"
     modality = "points"
+    #: the selection split is an independent sample (its own seed, ``n_val`` points); trials train on train
+    selection_splits = {"select": "train"}
 
     def __init__(self, n_train: int = 4096, n_val: int = 4096, data_seed: int = 0) -> None:
         super().__init__()
         if n_train < 1 or n_val < 1:
             raise ValueError("n_train and n_val must be positive")
-        self.sizes = {"train": n_train, "val": n_val}
+        self.sizes = {"train": n_train, "val": n_val, "select": n_val}
         self.data_seed = data_seed
 
     def build(self, split: str) -> Dataset:

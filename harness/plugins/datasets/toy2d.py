@@ -7,7 +7,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from harness.contracts import DatasetPlugin
 
-SPLIT_OFFSETS = {"train": 0, "val": 1}
+SPLIT_OFFSETS = {"train": 0, "val": 1, "select": 2}
 
 
 class TwoClusters(DatasetPlugin):
@@ -24,13 +24,15 @@ class TwoClusters(DatasetPlugin):
     name = "two-clusters"
     paper = "Liu 2026"
     modality = "points"
+    #: the selection split is an independent sample (its own seed, ``n_val`` points); trials train on train
+    selection_splits = {"select": "train"}
 
     def __init__(self, n_train: int = 4096, n_val: int = 2048, separation: float = 2.0,
                  half_width: float = 0.25, data_seed: int = 0) -> None:
         super().__init__()
         if n_train < 2 or n_val < 2:
             raise ValueError("n_train and n_val must be at least 2")
-        self.sizes = {"train": n_train, "val": n_val}
+        self.sizes = {"train": n_train, "val": n_val, "select": n_val}
         self.separation, self.half_width, self.data_seed = separation, half_width, data_seed
 
     def build(self, split: str) -> Dataset:

@@ -1,0 +1,140 @@
+"""The per-cell collapse diagnosis (harness.cell.diagnosis): what it measures, that it leaves training alone,
+and that a real cell records it at step 0 and at its last step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.cell.callbacks import UsageWindow
+from harness.cell.diagnosis import ARTIFACT, Diagnosis, explicit_codebook, measure
+from harness.cell.losses import build_losses
+from harness.cell.train import run, standard_callbacks
+from harness.contracts import QuantizeOutput, Quantizer
+from harness.host import get_host
+from harness.ops import nearest_code
+from harness.run.lifecycle import RunOptions, run_suite
+from harness.suite import load_suite
+from harness.tracking import Tracker
+from tests.test_train_loop import points, toy_state
+
+
+class Shrink(torch.nn.Module):
+    """An "encoder" that maps every input to one short vector plus a little noise: a collapsed start."""
+
+    def __init__(self, direction: torch.Tensor, noise: float) -> None:
+        super().__init__()
+        self.direction, self.noise = direction, noise
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.direction + self.noise * x
+
+
+def test_measure_sees_short_aligned_latents_and_long_codes() -> None:
+    quantizer = get_host().quantizers.get("ibq").obj(dim=8, codebook_size=256)  # the authors' N(0, 1) codes
+    direction = torch.full((8,), 0.1)
+    x = torch.randn(500, 8, generator=torch.Generator().manual_seed(0))
+    values, unavailable = measure(Shrink(direction, 0.005), quantizer, x)
+    assert unavailable == {}
+    assert values["latent_norm"].item() == pytest.approx(direction.norm().item(), rel=0.05)
+    assert values["latent_cosine"].item() > 0.99
+    assert values["code_to_latent"].item() == pytest.approx(
+        quantizer.embedding.norm(dim=1).mean().item() / values["latent_norm"].item(), rel=1e-5)
+    assert values["codes_won"].item() <= 3  # a dot product with one direction: one code (or two) wins
+    spread, _ = measure(Shrink(torch.zeros(8), 1.0), quantizer, x)  # latents in every direction
+    assert spread["latent_cosine"].item() < 0.2 and spread["codes_won"].item() > 50
+
+
+@pytest.mark.parametrize("name", ["fsq", "lfq", "bsq", "residual-vq"])
+def test_methods_without_a_stored_codebook_report_the_code_norm_unavailable(name: str) -> None:
+    quantizer = get_host().quantizers.get(name).obj(dim=8, codebook_size=256)
+    codes, why = explicit_codebook(quantizer)
+    assert codes is None and why
+    values, unavailable = measure(Shrink(torch.zeros(8), 1.0), quantizer, torch.randn(64, 8))
+    assert set(unavailable) == {"code_norm", "code_to_latent"} and "code_norm" not in values
+    assert {"latent_norm", "latent_cosine", "codes_won"} <= set(values)
+
+
+class Jitter(Quantizer):
+    """Nearest code of a jittered token, in training and in eval: any draw the diagnosis took would show."""
+
+    name = "jitter"
+
+    def __init__(self, dim: int = 2, codebook_size: int = 4) -> None:
+        super().__init__(dim, codebook_size)
+        self.embedding = torch.nn.Parameter(torch.randn(codebook_size, dim))
+
+    def codebook(self) -> torch.Tensor:
+        return self.embedding
+
+    def quantize(self, z: torch.Tensor) -> QuantizeOutput:
+        indices = nearest_code(z.detach() + 0.1 * torch.randn_like(z), self.embedding.detach())
+        e = self.embedding[indices]
+        return QuantizeOutput(z + (e - z).detach(), indices, torch.nn.functional.mse_loss(e, z.detach()))
+
+
+def train_toy(with_diagnosis: bool) -> tuple[dict[str, torch.Tensor], list, dict]:
+    """A random quantizer on toy points, with or without the diagnosis callback."""
+    torch.manual_seed(0)  # the quantizer is built before toy_state seeds the model
+    state = toy_state(Jitter(), steps=12, log_every=4)
+    losses = build_losses(get_host(), ["mse"])
+    losses.setup(state)
+    logged, saved = [], {}
+    callbacks = standard_callbacks(state, [], lambda values, step: logged.append((step, dict(values))))
+    if with_diagnosis:
+        diagnosis = Diagnosis(points(16).tensors[0], (4,), lambda v, s: logged.append((s, v)), saved.update)
+        callbacks.insert(len(callbacks) - 1, diagnosis)
+    data = points(96).tensors[0]
+    run(state, iter(data[i:i + 8] for i in range(0, 96, 8)), losses, callbacks)
+    weights = {**state.model.state_dict(), **{f"q.{k}": v for k, v in state.quantizer.state_dict().items()}}
+    return weights, logged, saved
+
+
+def test_the_diagnosis_leaves_training_exactly_as_it_was() -> None:
+    plain, _, _ = train_toy(False)
+    diagnosed, logged, saved = train_toy(True)
+    assert plain.keys() == diagnosed.keys()
+    assert all(torch.equal(plain[k], diagnosed[k]) for k in plain)
+    assert saved["init"]["step"] == 0 and saved["final"]["step"] == 12
+    assert [step for step, _ in saved["dead_codes"]] == [4, 8, 12]
+    steps_with_dead = [step for step, values in logged if "diag/dead_codes" in values]
+    assert steps_with_dead == [4, 8, 12]
+
+
+def test_dead_codes_come_from_the_usage_window_per_stage() -> None:
+    window = UsageWindow((4, 8), torch.device("cpu"))
+    window.update(torch.tensor([[0, 7], [1, 7]]))
+    logs = window.flush()
+    diagnosis = Diagnosis(torch.zeros(1, 2), (4, 8), lambda v, s: None, lambda r: None)
+    diagnosis.on_log(type("S", (), {"step": 5})(), logs)
+    assert logs["diag/dead_codes"].item() == 2 + 7
+
+
+@pytest.fixture(scope="module")
+def digits_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, str]]:
+    """IBQ (its authors' defaults) and FSQ on digits at 8 bits, 30 steps, in a real store."""
+    folder = tmp_path_factory.mktemp("diagnosis")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    suite = load_suite("digits", "smoke", overrides=["train.steps=30", "train.log_every=10",
+                                                     "eval.max_items=300"])
+    result = run_suite(suite, ["ibq", "fsq"], RunOptions(device="cpu", tracking_uri=uri, progress=False,
+                                                          executor="local"))
+    assert all(c.status == "FINISHED" for c in result.cells), [c.error for c in result.cells]
+    return uri, {c.cell.method: c.run_id for c in result.cells}
+
+
+def test_a_real_cell_records_its_diagnosis_at_step_0_and_at_the_end(digits_runs) -> None:
+    uri, runs = digits_runs
+    client = Tracker(uri).client
+    history = {m.step: m.value for m in client.get_metric_history(runs["ibq"], "diag/init/code_to_latent")}
+    assert list(history) == [0] and history[0] > 1
+    assert [m.step for m in client.get_metric_history(runs["ibq"], "diag/final/codes_won")] == [30]
+    assert [m.step for m in client.get_metric_history(runs["ibq"], "diag/dead_codes")] == [10, 20, 30]
+    report = json.loads(Path(client.download_artifacts(runs["ibq"], ARTIFACT)).read_text())
+    assert report["init"]["step"] == 0 and report["final"]["step"] == 30
+    assert report["tokens"] == 300 * 16 and report["codebook_sizes"] == [256]
+    fsq = json.loads(Path(client.download_artifacts(runs["fsq"], ARTIFACT)).read_text())
+    assert "code_norm" in fsq["unavailable"] and "code_norm" not in fsq["init"]
