@@ -96,6 +96,9 @@ def test_holm_adjusts_step_down():
 def test_probability_of_improvement_counts_seed_pairs_and_ties_half():
     assert stats.prob_improvement([1, 2, 3], [2, 2, 0]) == pytest.approx(6 / 9)
     assert stats.prob_improvement([1, 2, 3], [2, 2, 0], higher=False) == pytest.approx(3 / 9)
+    x, y = np.random.default_rng(4).normal(size=5), np.random.default_rng(5).normal(size=3)
+    u = sps.mannwhitneyu(x, y).statistic  # scipy's U: the same count
+    assert stats.prob_improvement(x, y) == pytest.approx(u / 15)
 
 
 def test_seeds_needed_gives_the_power_it_promises():

@@ -22,6 +22,7 @@ Why these choices is written up in docs/leaderboard.md.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +46,14 @@ TAUS = np.linspace(0.0, 1.0, 101)
 
 def critical_value(n: Any, confidence: float = CONFIDENCE) -> Any:
     """Student's t quantile for a two-sided interval over ``n`` seeds (n - 1 degrees of freedom)."""
+    if np.ndim(n) == 0:  # every cell of a page asks: one quantile per seed count
+        return _scalar_critical(int(n), confidence)
     return sps.t.ppf(0.5 + confidence / 2, np.asarray(n) - 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _scalar_critical(n: int, confidence: float) -> float:
+    return float(sps.t.ppf(0.5 + confidence / 2, n - 1))
 
 
 def t_interval(mean: Any, std: Any, n: Any, confidence: float = CONFIDENCE) -> tuple[Any, Any] | None:
@@ -113,12 +121,10 @@ def tied_with_best(means: Sequence[float], stds: Sequence[float], ns: Sequence[i
 
 def prob_improvement(x: Sequence[float], y: Sequence[float], higher: bool = True) -> float:
     """P(X > Y) over seeds: the share of seed pairs where x beats y, ties counting half
-    (the Mann-Whitney statistic over n_x * n_y; rliable's probability of improvement)."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if not higher:
-        x, y = -x, -y
-    u = sps.mannwhitneyu(x, y, alternative="greater", method="asymptotic").statistic
-    return float(u / (len(x) * len(y)))
+    (the Mann-Whitney U statistic over n_x * n_y; rliable's probability of improvement)."""
+    x, y = np.asarray(x, dtype=float)[:, None], np.asarray(y, dtype=float)[None, :]
+    wins = (x > y) if higher else (x < y)
+    return float(np.mean(wins + 0.5 * (x == y)))
 
 
 def welch_power(diff: float, s1: float, s2: float, n: np.ndarray, alpha: float) -> np.ndarray:
@@ -127,20 +133,33 @@ def welch_power(diff: float, s1: float, s2: float, n: np.ndarray, alpha: float) 
     dof = (n - 1) * (s1 ** 2 + s2 ** 2) ** 2 / (s1 ** 4 + s2 ** 4)
     crit = sps.t.ppf(1 - alpha / 2, dof)
     nc = abs(diff) / np.sqrt(var)
-    return sps.nct.sf(crit, dof, nc) + sps.nct.cdf(-crit, dof, nc)
+    power = sps.nct.sf(crit, dof, nc) + sps.nct.cdf(-crit, dof, nc)
+    # scipy's noncentral t returns NaN far in its tail (large nc): the normal limit is exact enough there
+    return np.where(np.isnan(power), sps.norm.sf(crit - nc) + sps.norm.cdf(-crit - nc), power)
 
 
 def seeds_needed(diff: float, s1: float, s2: float, alpha: float = ALPHA, power: float = POWER,
                  limit: int = MAX_SEEDS) -> int | None:
     """Seeds per row for a Welch test at ``alpha`` to separate two rows with ``power``, if the
-    measured difference and spreads are the truth; None when ``limit`` seeds do not suffice."""
+    measured difference and spreads are the truth; None when ``limit`` seeds do not suffice.
+    (Power grows with n: a bisection over [2, limit].)"""
     if diff == 0:
         return None
     if s1 == 0 and s2 == 0:
         return 2
-    n = np.arange(2, limit + 1, dtype=float)
-    enough = np.nonzero(welch_power(diff, s1, s2, n, alpha) >= power)[0]
-    return int(n[enough[0]]) if len(enough) else None
+
+    def enough(n: int) -> bool:
+        return bool(welch_power(diff, s1, s2, np.float64(n), alpha) >= power)
+
+    low, high = 2, limit
+    if enough(low):
+        return low
+    if not enough(high):
+        return None
+    while high - low > 1:  # enough(high), not enough(low)
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high
 
 
 def stratified_means(values: Sequence[Sequence[float]], reps: int, rng: np.random.Generator) -> np.ndarray:
@@ -251,8 +270,10 @@ def clean_values(row: Any, column: str) -> list[float]:
     return [m[column] for m in row.seed_metrics.values() if column in m] or [row.metrics[column].mean]
 
 
-def group_stats(label: str, rows: list[Any], column: str, higher: bool) -> GroupStats | None:
-    """The tie set and top pair of one group and column; None when fewer than two rows have it."""
+def group_stats(label: str, rows: list[Any], column: str, higher: bool,
+                detail: bool = True) -> GroupStats | None:
+    """The tie set of one group and column (and with ``detail`` its top pair, P(X > Y) and seeds
+    needed); None when fewer than two rows have the column."""
     valued = [r for r in rows if clean_values(r, column)]
     if len(valued) < 2:
         return None
@@ -266,7 +287,8 @@ def group_stats(label: str, rows: list[Any], column: str, higher: bool) -> Group
                         for r in tested])
     mask = tied_with_best(summary[:, 0], summary[:, 1], summary[:, 2], higher)
     stats.tied = [r for r, keep in zip(tested, mask, strict=True) if keep]
-    _top_pair(stats, summary)
+    if detail:
+        _top_pair(stats, summary)
     return stats
 
 
@@ -308,14 +330,15 @@ def rank_tasks(boards: Iterable[Any], column: str | None = None) -> list[tuple[d
 
 
 def compute(board: Any) -> BoardStats:
-    """Every group's tie sets (every column), the primary's mean ranks and performance profile."""
+    """Every group's tie sets (every column); the primary's top pairs, mean ranks and profile."""
     groups: dict[tuple[str, str], GroupStats] = {}
     group_of: dict[int, str] = {}
     for label, rows in board.groups():
         for row in rows:
             group_of[id(row)] = label
         for column in board.columns:
-            stats = group_stats(label, rows, column, board.higher_is_better.get(column, True))
+            stats = group_stats(label, rows, column, board.higher_is_better.get(column, True),
+                                detail=column == board.primary)
             if stats is not None:
                 groups[(label, column)] = stats
     tasks = rank_tasks([board])
