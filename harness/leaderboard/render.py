@@ -101,7 +101,7 @@ def _md_header(board: Leaderboard) -> str:
 
 def _md_foot(board: Leaderboard) -> str:
     foot = (f"\n\n{INTERVAL_NOTE} ↑ higher is better, ↓ lower is better; "
-            f"rows are grouped by rate (bits per token); {TIE_NOTE} "
+            f"rows are grouped by rate (bits per token). {TIE_NOTE} "
             f"Sorted by `{board.primary}` within a group; `plugin code` is the "
             "digest of the plugin's source files and the harness version (cells of older code are never "
             "averaged in); rows marked `reported` are the papers' numbers, not measured here, and "
