@@ -31,6 +31,7 @@ SMALL: dict[str, dict[str, Any]] = {
     # the authors' zero-initialised head: no gradient below it on the first step only
     # (tests/quantizers/test_vqbridge.py shows every parameter learning from the second)
     "vqbridge": {"no_grad_params": ("embedding", "bridge.embed.*", "bridge.blocks.*")},
+    "qinco": {"params": {"stages": 2, "blocks": 2, "hidden": 16}},
 }
 
 NAMES = get_host().quantizers.names()

@@ -36,6 +36,7 @@ QUANTIZERS = {
     "sf-diveq":    "harness.plugins.quantizers.diveq:SFDiVeQ",
     "fsp":         "harness.plugins.quantizers.fsp:FSP",
     "vqbridge":    "harness.plugins.quantizers.vqbridge:VQBridge",
+    "qinco":       "harness.plugins.quantizers.qinco:QINCo",
 }
 
 
