@@ -11,10 +11,23 @@ from collections.abc import Callable
 import torch
 
 
+class ChannelsFirst(torch.nn.Module):
+    """Adapts a peer module that takes ``(B, D, N)`` (LatentQuantize) to ``(B, N, D)`` tokens."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        quantized, *rest = self.module(x.transpose(1, 2))
+        return (quantized.transpose(1, 2), *rest)
+
+
 def peer_builders() -> dict[str, Callable[[int, int], torch.nn.Module]]:
     """vector-quantize-pytorch modules configured like our plugins of the same name."""
     import vector_quantize_pytorch as vqp
 
+    from harness.plugins.quantizers.qlae import qlae_levels
     from harness.plugins.quantizers.residual_fsq import residual_levels
 
     def fsq_levels(k: int) -> list[int]:
@@ -39,6 +52,8 @@ def peer_builders() -> dict[str, Callable[[int, int], torch.nn.Module]]:
         "grouped-residual-vq": lambda d, k: vqp.GroupedResidualVQ(
             dim=d, groups=2, codebook_size=k, num_quantizers=4, learnable_codebook=True, ema_update=False,
             rotation_trick=False),
+        "qlae": lambda d, k: ChannelsFirst(vqp.LatentQuantize(
+            levels=list(qlae_levels(k, None)), dim=d, commitment_loss_weight=0.01, quantization_loss_weight=0.01)),
     }
 
 

@@ -32,6 +32,7 @@ QUANTIZERS = {
     "residual-fsq": "harness.plugins.quantizers.residual_fsq:ResidualFSQ",
     "residual-lfq": "harness.plugins.quantizers.residual_lfq:ResidualLFQ",
     "grouped-residual-vq": "harness.plugins.quantizers.grouped_residual:GroupedResidualVQ",
+    "qlae": "harness.plugins.quantizers.qlae:LatentQuantization",
     "diveq":       "harness.plugins.quantizers.diveq:DiVeQ",
     "sf-diveq":    "harness.plugins.quantizers.diveq:SFDiVeQ",
     "fsp":         "harness.plugins.quantizers.fsp:FSP",
