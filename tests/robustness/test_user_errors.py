@@ -112,3 +112,33 @@ def test_ctrl_c_prints_the_exact_resume_command_and_a_wrong_resume_is_refused(wo
     assert ("harness: note: of the 1 cells of this run (suite 'tiny', profile 'smoke'), 1 already "
             f"finished and 0 were interrupted or failed in {store}; without --resume they run again") in err
     assert "Add --resume to skip the finished ones" in err
+
+
+TOY2D = Path(__file__).resolve().parents[2] / "harness" / "suites" / "toy2d.toml"
+
+
+def test_a_metric_typo_in_eval_is_blamed_on_eval_not_on_a_claim(workdir: Path):
+    text = TOY2D.read_text()
+    old = '"separated", "cluster_codes"]'
+    assert old in text, "toy2d's [eval] metrics changed"
+    path = workdir / "typo.toml"
+    path.write_text(text.replace(old, '"separated", "cluster_code"]'))
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if ln.startswith("metrics = ") and old in ln)
+    rc, _, err = run(["run", str(path)], workdir)
+    assert rc == 2
+    assert (f"{path}:{line}: unknown metric 'cluster_code' in [eval] metrics; did you mean "
+            "'cluster_codes'?") in err
+    assert "claim 'drifting" not in err
+
+
+def test_bad_command_line_values_name_the_option_not_a_suite_line(workdir: Path):
+    cases = [(["--set", "train.steps=-3"], "--set train.steps=-3: train.steps must be positive, got -3"),
+             (["--seeds", "0"], "--seeds 0: matrix.seeds must be positive, got 0"),
+             (["--seeds", "100000"], "--seeds 100000: matrix.seeds = 100000 is more than 1000 seeds"),
+             (["--set", "methods.vq.params.bogus=1"],
+              "--set methods.vq.params.bogus=1: unknown parameter of quantizer 'vq' 'bogus'")]
+    for extra, message in cases:
+        rc, _, err = run(["run", "toy2d", *extra], workdir)
+        assert rc == 2 and f"harness: error: {message}" in err, err
+        assert "toy2d.toml:" not in err
+    assert not (workdir / "mlflow.db").exists()
