@@ -379,9 +379,10 @@ def check_claims(suite: Suite, claims: bool = True) -> None:
         return suite.error(message + f" (profile {suite.profile!r})" * ("profile" not in message), key_path)
 
     suitevalues.check_size(len(keys), fail)
+    metrics = [m if isinstance(m, str) else str(m.get("name")) for m in
+               suite.data.get("eval", {}).get("metrics", DEFAULT_EVAL["metrics"])]
+    suitevalues.check_primary(suite.data, metrics, fail)
     if claims:
-        metrics = [m if isinstance(m, str) else str(m.get("name")) for m in
-                   suite.data.get("eval", {}).get("metrics", DEFAULT_EVAL["metrics"])]
         suitevalues.check_claims_match(suite.data.get("claims", []), keys, metrics, suite.profile, fail,
                                        registered_metric)
 

@@ -200,6 +200,19 @@ def check_claims_match(claims: list[dict[str, Any]], keys: list[dict[str, Any]],
                        f"[eval] metric{hint}", (*at, "metric"))
 
 
+def check_primary(data: dict[str, Any], metrics: list[str], fail: Fail) -> None:
+    """The ranking metric is one a cell records (an ``[eval]`` metric, or one of its ``name/part`` keys)."""
+    primary = data.get("suite", {}).get("primary_metric")
+    if primary is None and "mse" not in metrics:
+        raise fail(f"suite.primary_metric is not set and the default 'mse' is not in [eval] metrics; set "
+                   f"primary_metric to one of {', '.join(metrics)}", ("suite",))
+    if primary is not None and primary.split("/", 1)[0] not in metrics:
+        close = suggest(primary, metrics)
+        hint = f"did you mean {close[0]!r}?" if close else f"[eval] metrics: {', '.join(metrics)}"
+        raise fail(f"suite.primary_metric {primary!r} is not recorded by any [eval] metric, so nothing "
+                   f"would be ranked; {hint}", ("suite", "primary_metric"))
+
+
 def check_eval_spelling(base: str, metrics: list[str], registered: Callable[[str], bool] | None,
                         fail: Fail) -> None:
     """A claim's registered metric that ``[eval]`` lists misspelled: the error is in ``[eval]``."""
