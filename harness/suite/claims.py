@@ -4,11 +4,45 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import suggest
-from harness.suite import OPS, Claim
+from harness.suite.schema import OPS, PROFILES
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A paper's finding, checked over the finished cells that match ``where``."""
+
+    id: str
+    text: str
+    where: dict[str, Any]
+    metric: str
+    aggregate: str = "mean"
+    op: str = ">="
+    value: float = 0.0
+    kind: str = "assert"  # "assert": must hold; "report": the number is recorded, not judged
+    profiles: tuple[str, ...] = PROFILES
+    #: paired comparison: ``where`` cells minus the cells of ``{**where, **compare}`` with the
+    #: same codebook size, dim and seed; the aggregate runs over those differences
+    compare: dict[str, Any] | None = None
+    #: "holds", or "not reproduced": the suite knows the finding does not reproduce (``reason`` says why);
+    #: it is shown as such and does not fail the run, but holding after all is flagged (a strict xfail)
+    expect: str = "holds"
+    reason: str = ""
+    #: ``file:line`` of the claim in its suite file, for errors found after the cells ran
+    source: str = field(default="", compare=False)
+
+    def describe(self) -> str:
+        target = ", ".join(f"{k}={v}" for k, v in sorted(self.where.items()))
+        if self.compare:
+            other = ", ".join(f"{k}={v}" for k, v in sorted(self.compare.items()))
+            return (f"{self.aggregate}({self.metric}[{target}] - {self.metric}[{other}], paired by "
+                    f"codebook_size, dim, seed) {self.op} {self.value:g}")
+        if self.kind == "report":
+            return f"{self.aggregate}({self.metric} {self.op} {self.value:g}) over [{target}]"
+        return f"{self.aggregate}({self.metric}) {self.op} {self.value:g} over [{target}]"
 
 
 @dataclass(frozen=True)

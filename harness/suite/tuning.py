@@ -84,7 +84,7 @@ def check_table(data: dict[str, Any], fail: Fail) -> None:
 
 def train_numbers() -> list[str]:
     """The numeric ``[train]`` settings a search space may vary."""
-    from harness.suite import SCHEMA
+    from harness.suite.schema import SCHEMA
 
     return sorted(k for k, t in SCHEMA["train"].items() if t == (int, float))
 
@@ -137,7 +137,7 @@ def read_tuning(data: dict[str, Any], primary: str, higher_is_better: Callable[[
 
 def default_space(data: dict[str, Any]) -> dict[str, Any]:
     """The learning rate on a log grid around the suite's own (lr/4 to 4 lr)."""
-    from harness.suite import DEFAULT_TRAIN
+    from harness.suite.schema import DEFAULT_TRAIN
 
     lr = float(data.get("train", {}).get("lr", DEFAULT_TRAIN["lr"]))
     return {"train.lr": {"low": lr / DEFAULT_LR_SPAN, "high": lr * DEFAULT_LR_SPAN, "scale": "log"}}
