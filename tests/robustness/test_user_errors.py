@@ -142,3 +142,17 @@ def test_bad_command_line_values_name_the_option_not_a_suite_line(workdir: Path)
         assert rc == 2 and f"harness: error: {message}" in err, err
         assert "toy2d.toml:" not in err
     assert not (workdir / "mlflow.db").exists()
+
+
+def test_a_primary_metric_no_cell_records_is_refused_at_load(workdir: Path):
+    text = TOY2D.read_text()
+    assert 'primary_metric = "utilization"' in text
+    path = workdir / "primary.toml"
+    path.write_text(text.replace('primary_metric = "utilization"', 'primary_metric = "utilisation"'))
+    line = text.splitlines().index('primary_metric = "utilization"') + 1
+    for command in (["run", str(path)], ["leaderboard", str(path)]):
+        rc, out, err = run(command, workdir)
+        assert rc == 2 and out == ""
+        assert (f"{path}:{line}: suite.primary_metric 'utilisation' is not recorded by any [eval] metric, so "
+                "nothing would be ranked; did you mean 'utilization'?") in err
+    assert not (workdir / "mlflow.db").exists()
