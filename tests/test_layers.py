@@ -1,0 +1,170 @@
+"""The import picture of ``harness/`` keeps the rules docs/architecture.md states.
+
+Every ``import`` of every module counts, at module level or inside a function (an import
+deferred to a function is still a dependency); only ``if TYPE_CHECKING:`` blocks are left
+out. Read from the source with :mod:`ast`, so nothing is imported to check it.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HARNESS = ROOT / "harness"
+#: what any plugin may import: the public face, the test kits, and the homes of the
+#: contract types docs/hooks.md documents (Executor, CellSpec, run_cell, record_lost; TrainState)
+PUBLIC = {"harness", "harness.hookspecs", "harness.host", "harness.registry", "harness.lazy",
+          "harness.contracts", "harness.errors", "harness.ops", "harness.tracking",
+          "harness.run.executors", "harness.cell.train"}
+#: reaches past the public face that exist today, each with why; this list may only shrink
+KNOWN_PLUGIN_REACHES = {
+    ("harness.plugins.executors.processes", "harness.run.signals"): "lost-run helper",
+    ("harness.plugins.executors.ray", "harness.recovery.checkpoint"): "lost-run helper",
+    ("harness.plugins.executors.ray", "harness.run.signals"): "lost-run helper",
+    ("harness.plugins.executors.slurm", "harness.cell.distributed"): "torchrun inside a job",
+    ("harness.plugins.executors.slurm", "harness.recovery.checkpoint"): "lost-run helper",
+    ("harness.plugins.executors.slurm", "harness.recovery.resume"): "lost-run helper",
+    ("harness.plugins.executors.slurm", "harness.run.interrupt"): "lost-run helper",
+    ("harness.plugins.executors.slurm", "harness.run.signals"): "lost-run helper",
+    ("harness.plugins.losses.patchgan", "harness.cell.forward"): "the decoder's last layer",
+}
+#: the host's imports of first-party plugins today, each with why; this list may only shrink
+KNOWN_HOST_TO_PLUGIN = {
+    ("harness.commands.bench", "harness.plugins.peers"): "the peer-library table of `bench --peer`",
+    ("harness.commands.doctor", "harness.plugins.metrics.weights"): "the LPIPS loss backbones doctor lists",
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(HARNESS.rglob("*.py"))}
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    """ids of the nodes under ``if TYPE_CHECKING:`` (annotations only, never executed)."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip |= {id(inner) for stmt in node.body for inner in ast.walk(stmt)}
+    return skip
+
+
+def _resolve(target: str) -> str | None:
+    """The module of ``harness`` an imported name lives in (longest existing prefix)."""
+    while target and target not in MODULES:
+        target = target.rpartition(".")[0]
+    return target or None
+
+
+def imports_of(name: str) -> set[str]:
+    """Every module of ``harness`` that module ``name`` imports."""
+    path = MODULES[name]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    skip, found = _type_checking_nodes(tree), set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            targets = [f"{base}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found |= {module for t in targets if t.startswith("harness") and (module := _resolve(t))}
+    return found - {name}
+
+
+GRAPH = {name: imports_of(name) for name in MODULES}
+
+
+def is_plugin(name: str) -> bool:
+    return name.startswith("harness.plugins.") or name == "harness.plugins"
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return groups
+
+
+def test_the_graph_sees_the_imports_it_should() -> None:
+    assert "harness.contracts" in GRAPH["harness.plugins.quantizers.vq"]
+    assert "harness.suite.schema" in GRAPH["harness.suite.claims"]
+    assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_circles() -> None:
+    found = circles(GRAPH)
+    assert not found, f"import circles (break each by moving what both sides need below them): {found}"
+
+
+def test_the_host_never_imports_a_plugin() -> None:
+    edges = {(a, b) for a, targets in GRAPH.items() if not is_plugin(a) for b in targets if is_plugin(b)}
+    new = sorted(edges - set(KNOWN_HOST_TO_PLUGIN))
+    assert not new, f"the host imports plugins (ask the registry or a hook instead): {new}"
+    gone = sorted(set(KNOWN_HOST_TO_PLUGIN) - edges)
+    assert not gone, f"fixed: remove {gone} from KNOWN_HOST_TO_PLUGIN"
+
+
+def test_plugins_import_only_the_public_face() -> None:
+    edges = {(a, b) for a, targets in GRAPH.items() if is_plugin(a) for b in targets
+             if not is_plugin(b) and b not in PUBLIC and not b.startswith("harness.testing")}
+    new = sorted(edges - set(KNOWN_PLUGIN_REACHES))
+    assert not new, f"plugins reach past the public face (docs/architecture.md, import rules): {new}"
+    gone = sorted(set(KNOWN_PLUGIN_REACHES) - edges)
+    assert not gone, f"fixed: remove {gone} from KNOWN_PLUGIN_REACHES"
+
+
+def _has_code(path: Path) -> bool:
+    """A module that defines something (an ``__init__.py`` with only a docstring is a folder marker)."""
+    body = ast.parse(path.read_text(encoding="utf-8")).body
+    return any(not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)) for n in body)
+
+
+def test_the_architecture_module_map_matches_the_code() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    table = text[text.index("## Module map"):text.index("## Where a change goes")]
+    rows = "\n".join(line for line in table.splitlines() if line.startswith("|"))
+    listed = set(re.findall(r"`([\w/]+\.py)`", rows))
+    host = {p.relative_to(HARNESS).as_posix() for name, p in MODULES.items()
+            if not is_plugin(name) and _has_code(p)}
+    missing = sorted(m for m in listed if not (HARNESS / m).is_file())
+    assert not missing, f"docs/architecture.md's module map lists modules that do not exist: {missing}"
+    unlisted = sorted(host - listed)
+    assert not unlisted, f"docs/architecture.md's module map does not list: {unlisted}"
