@@ -32,6 +32,9 @@ SMALL: dict[str, dict[str, Any]] = {
     # (tests/quantizers/test_vqbridge.py shows every parameter learning from the second)
     "vqbridge": {"no_grad_params": ("embedding", "bridge.embed.*", "bridge.blocks.*")},
     "qinco": {"params": {"stages": 2, "blocks": 2, "hidden": 16}},
+    # whole token maps only: the kit's N = 1 is a map only at one 1 x 1 scale
+    # (tests/quantizers/test_msvq.py runs the kit on 2 x 2 maps over two scales)
+    "msvq": {"params": {"scales": [1]}},
 }
 
 NAMES = get_host().quantizers.names()

@@ -38,6 +38,7 @@ QUANTIZERS = {
     "fsp":         "harness.plugins.quantizers.fsp:FSP",
     "vqbridge":    "harness.plugins.quantizers.vqbridge:VQBridge",
     "qinco":       "harness.plugins.quantizers.qinco:QINCo",
+    "msvq":        "harness.plugins.quantizers.msvq:MultiScaleVQ",
 }
 
 
