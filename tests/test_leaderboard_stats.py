@@ -203,3 +203,20 @@ def test_every_renderer_carries_the_interval_and_the_tie_set(tracker):
     page = to_html(board)
     assert "P(a &gt; b) = 1.00" in page and "scipy.stats" in page and "mean rank" in page
     assert page.count('class="best"') == 1
+
+
+def test_the_command_prints_interval_and_tie_columns_as_csv_and_json(tracker, capsys):
+    import csv
+    import io
+    import json
+
+    from harness.commands.cli import main
+
+    store_rows(tracker, {"a": [25.0, 25.1, 24.9], "b": [20.0, 20.1, 19.9]})
+    assert main(["leaderboard", "board", "--tracking-uri", tracker.uri, "--format", "csv"]) == 0
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(capsys.readouterr().out))}
+    assert rows["a"]["psnr_tied_with_best"] == "yes" and rows["b"]["psnr_tied_with_best"] == "no"
+    assert float(rows["b"]["psnr_ci_low"]) < 20.0 < float(rows["b"]["psnr_ci_high"])
+    assert main(["leaderboard", "board", "--tracking-uri", tracker.uri, "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["groups"][0]["columns"]["psnr"]["tied_with_best"] == ["a"]
