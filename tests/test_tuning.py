@@ -129,6 +129,25 @@ def test_synthetic_selection_split_is_an_independent_sample(name: str) -> None:
     assert type(data).selection_splits == {"select": "train"}
 
 
+def test_image_folder_selection_split_is_every_50th_training_file(tmp_path: Path) -> None:
+    pytest.importorskip("PIL")
+    from harness.plugins.datasets.celebahq import CelebAHQ
+    from harness.plugins.datasets.imagenet import ImageNet
+    from tests.images.test_datasets import write_celebahq, write_imagenet
+
+    write_celebahq(tmp_path / "celeba", n=200)
+    faces = CelebAHQ(root=tmp_path / "celeba", resolution=8)
+    train, fit, select = (faces.split_files(s) for s in ("train", "fit", "select"))
+    assert len(train) == 150 and select == [train[49], train[99], train[149]]
+    assert sorted(fit + select) == sorted(train) and not set(select) & set(faces.split_files("val"))
+    write_imagenet(tmp_path / "inet", {"train": 30, "val": 2})
+    inet = ImageNet(root=tmp_path / "inet", resolution=8)
+    (files, labels), (chosen, chosen_labels) = inet.files("train"), inet.files("select")
+    assert chosen == files[49::50] and chosen_labels == labels[49::50]
+    assert len(inet.files("fit")[0]) + len(chosen) == len(files)
+    assert CelebAHQ.selection_splits == ImageNet.selection_splits == {"select": "fit"}
+
+
 def test_selection_on_val_or_an_unknown_metric_is_refused(tmp_path: Path) -> None:
     from harness.host import get_host
     from harness.run.tune import check_tuning
@@ -184,3 +203,80 @@ def test_tune_runs_trials_chooses_on_select_then_runs_tuned_rows_and_resumes(tmp
     assert set(rows) == {"tuned", "shared"} and len(board.measured) == 2  # trials are never rows
     assert rows["tuned"].label == f"vq (tuned: lr={best:g}; 2 trials, {choice.cost:.0f} s)"
     assert rows["shared"].label == "vq (shared recipe)"
+    from harness.leaderboard.render import to_csv
+
+    csv = to_csv(board).splitlines()
+    head = csv[0].split(",")
+    recipes = {line.split(",")[head.index("recipe")] for line in csv[1:]}
+    assert recipes == {"tuned", "shared"}
+
+
+def test_bits_keeps_one_rate_group_and_dry_run_counts_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.commands.cli import main
+    from harness.host import get_host
+    from harness.run.lifecycle import select_cells
+
+    suite = load_suite("digits")
+    cells = select_cells(get_host(), suite, None, bits=8)
+    assert {c.method for c in cells} == {c.method for c in suite.cells()}  # every method has an 8-bit row
+    assert {c.codebook_size for c in cells if c.method == "residual-vq"} == {16}
+    assert {c.codebook_size for c in cells if c.method == "vq"} == {256}
+    with pytest.raises(UsageError, match="rates: .*8.*10.*12"):
+        select_cells(get_host(), suite, ["vq"], bits=9)
+    assert main(["run", "digits", "--bits", "8", "--seeds", "3", "--dry-run"]) == 0
+    assert f"{len(cells) // 2 * 3} cells of suite 'digits'" in capsys.readouterr().out
+    assert main(["tune", "digits", "--bits", "8", "-q", "vq", "-q", "ibq", "--dry-run"]) == 0
+    assert "6 trials (3 per configuration, max psnr on the 'select' split), then 4 cells" in capsys.readouterr().out
+
+
+def test_shards_split_the_trials_and_a_final_resume_chooses_and_runs_the_rest(tmp_path: Path) -> None:
+    from harness.run.options import RunOptions
+    from harness.run.tune import tune_suite
+    from harness.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = write(tmp_path, TINY + TUNING)
+
+    def tune(**kw: object) -> object:
+        return tune_suite(load_suite(str(path)), None, RunOptions(tracking_uri=uri, progress=False,
+                                                                 executor="local", **kw))
+
+    first = tune(shard=(1, 2))
+    assert len(first.trials) == 1 and first.choices[("vq", 4, 2)].values is None and first.tuned is None
+    assert first.notes and "--resume" in first.notes[0]
+    second = tune(shard=(2, 2))
+    assert len(second.trials) == 1 and second.choices[("vq", 4, 2)].values is not None
+    assert len(second.tuned.cells) == 1  # its slice of the two seeds
+    last = tune(resume=True)
+    assert {r.status for r in last.trials} == {"SKIPPED"}
+    tuned = Tracker(uri).runs("tunebox", "tags.`harness.tuning` = 'tuned' and attributes.status = 'FINISHED'")
+    assert sorted(r.data.tags["harness.seed"] for r in tuned) == ["0", "1"]  # each seed once
+    assert len(Tracker(uri).runs("tunebox", "tags.`harness.tuning` = 'trial'")) == 2
+
+
+def test_every_trial_and_tuned_cell_rebuilds_from_its_spec_on_any_executor(tmp_path: Path) -> None:
+    """Workers, SLURM jobs and Ray tasks rebuild a cell from its CellSpec: trials and tuned cells too."""
+    from harness.host import get_host
+    from harness.run.executors import load_cell
+    from harness.run.specs import cell_specs
+    from harness.run.tune import Choice, Trial, check_tuning, trial_groups, tuned_groups
+
+    host = get_host()
+    suite = load_suite(str(write(tmp_path, TINY + TUNING)))
+    cells = suite.cells()
+    tuning = check_tuning(host, suite, cells)
+    trial = trial_groups(host, suite, tuning, cells)
+    choice = Choice(("vq", 4, 2), [Trial({"train.lr": 0.03})], {"train.lr": 0.03}, 0.1)
+    tuned = tuned_groups(suite, tuning, {choice.slot: choice}, cells)
+    assert [len(g.cells) for g in trial] == [1, 1] and [len(g.cells) for g in tuned] == [2]
+    for group in [*trial, *tuned]:
+        specs = cell_specs(group.suite, [(c, None) for c in group.cells], [group.method], "parent",
+                           "sqlite:///x.db", {})
+        for spec_, cell in zip(specs, group.cells, strict=True):
+            _, rebuilt = load_cell(spec_)
+            assert rebuilt.config == cell.config
+    assert trial[0].cells[0].config["dataset"]["splits"] == {"train": "train", "eval": "select"}
+    assert tuned[0].cells[0].config["tuned"]["values"] == {"train.lr": 0.03}
+    assert tuned[0].cells[0].config["train"]["lr"] == 0.03
+    shared = {c.group_hash for c in cells}
+    assert not shared & {c.group_hash for g in [*trial, *tuned] for c in g.cells}  # rows of their own

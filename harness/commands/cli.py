@@ -123,6 +123,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                          progress=not args.no_progress, resume=args.resume, jobs=args.jobs,
                          executor=args.executor, executor_options=parse_executor_options(args.executor_option))
     try:
+    if args.dry_run:
+        from harness.commands.dryrun import print_run
+
+        return print_run(host, suite, methods, options)
         result = run_suite(suite, methods, options, host)
     except KeyboardInterrupt as exc:
         from harness.run.rerun import resume_command
@@ -277,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=float, metavar="B",
                    help="only the cells at B bits per token (one leaderboard rate group, e.g. 8)")
     p.add_argument("--data-root", type=Path, help="dataset folder (default $HARNESS_DATA/<dataset>)")
+    p.add_argument("--dry-run", action="store_true", help="list and count the cells it would run; run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--resume", action="store_true",
                    help="skip cells already finished, continue interrupted ones from their checkpoint")
@@ -349,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.recovery.repair import add_parser as add_runs_parser  # harness runs repair
 
     add_runs_parser(sub)
-    from harness.commands.tune import add_parser as add_tune_parser  # harness tune (needs run's parser)
+    # harness tune takes run's parser as its parent
+    from harness.commands.tune import add_parser as add_tune_parser
 
     add_tune_parser(sub)
     return parser

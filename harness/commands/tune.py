@@ -24,6 +24,7 @@ def add_parser(sub: Any) -> None:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from harness.commands.cli import _host, select_methods
+    from harness.host import prefer_owner
     from harness.run.lifecycle import parse_shard
     from harness.run.options import RunOptions, parse_executor_options
     from harness.run.tune import tune_suite
@@ -31,16 +32,23 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     suite = load_suite(args.suite, args.profile, overrides=args.set or (), seeds=args.seeds)
     host = _host()
+    prefer_owner(suite.path)  # a plugin package's own suite: its bare names mean its entries
     methods = select_methods(suite, args.quantizer or (), host)
     options = RunOptions(device=args.device, data_root=args.data_root, tracking_uri=args.tracking_uri,
                          shard=parse_shard(args.shard) if args.shard else None, bits=args.bits,
                          progress=False, resume=args.resume, jobs=args.jobs,
                          executor=args.executor, executor_options=parse_executor_options(args.executor_option))
+    if args.dry_run:
+        from harness.commands.dryrun import print_tune
+
+        return print_tune(host, suite, methods, options)
     try:
         result = tune_suite(suite, methods, options, host)
     except KeyboardInterrupt as exc:
-        print(f"\nharness: {exc or 'interrupted'}: `harness tune {args.suite} --resume` (same options) "
-              "continues", file=sys.stderr)
+        from harness.run.rerun import resume_command
+
+        again = resume_command(args).replace("harness run ", "harness tune ", 1)
+        print(f"\nharness: {exc or 'interrupted'}: to continue: {again}", file=sys.stderr)
         raise
     return report(result, args)
 

@@ -139,7 +139,7 @@ def to_csv(board: Leaderboard) -> str:
             "older_digest_cells", "seed_states"]
     for c in board.columns:
         head += [f"{c}_mean", f"{c}_std", f"{c}_nan", f"{c}_ci_low", f"{c}_ci_high", f"{c}_tied_with_best"]
-    head.append("rate_group")
+    head += ["rate_group", "recipe", "tuned_values", "tuned_budget", "tuned_cost_s"]  # recipe: tuned, shared
     rows = []
     for r in board.rows:
         states = " ".join(f"{s.seed}:{s.state}" for s in r.seeds.values())
@@ -153,7 +153,8 @@ def to_csv(board: Leaderboard) -> str:
             bounds = row_interval(r, c)
             line += [_num(bounds[0]), _num(bounds[1])] if bounds else ["", ""]
             line.append(tie_word(board_stats(board), r, c))
-        rows.append(line + [board_stats(board).group_of.get(id(r), "")])
+        rows.append(line + [board_stats(board).group_of.get(id(r), ""), r.tuning, r.tuned_values,
+                            r.tuned_budget or "", _num(r.tuned_cost_s)])
     return csv_table(head, rows)
 
 

@@ -23,7 +23,7 @@ from harness.errors import UsageError
 #: ``harness run`` options that take a value, in the order the resume command writes them
 VALUE_OPTIONS = (("profile", "--profile"), ("seeds", "--seeds"), ("device", "--device"),
                  ("tracking_uri", "--tracking-uri"), ("shard", "--shard"), ("data_root", "--data-root"),
-                 ("jobs", "--jobs"), ("executor", "--executor"))
+                 ("jobs", "--jobs"), ("executor", "--executor"), ("bits", "--bits"))
 DEFAULTS = {"profile": "full", "device": "auto"}
 
 

@@ -133,6 +133,27 @@ def check_dataset_deterministic(case: DatasetCase) -> None:
                    f"{case.label} {split}[{i}]: two builds with the same parameters differ")
 
 
+@DATASET_CHECKS("selection_splits")
+def check_selection_splits(case: DatasetCase) -> None:
+    """Each declared selection split and the split its trials train on build, shaped like ``val``,
+    and the selection split is not ``val`` (``harness tune`` never chooses on reported data)."""
+    declared = dict(getattr(case.cls, "selection_splits", {}) or {})
+    if not declared:
+        pytest.skip(f"{case.label} declares no selection split (harness tune refuses it)")
+    plugin = case.build()
+    val = split_x(plugin.build("val")[0])[0]
+    for select, fit in declared.items():
+        expect(select not in ("val", fit), f"{case.label}: selection split {select!r} must differ from val "
+                                           f"and from the split trials train on ({fit!r})")
+        for split in (select, fit):
+            data = plugin.build(split)
+            expect(len(data) > 0, f"{case.label}: the {split!r} split is empty")
+            x = split_x(data[0])[0]
+            expect(x.shape == val.shape, f"{case.label}: {split} items are {tuple(x.shape)}, val's {tuple(val.shape)}")
+        expect(not torch.equal(split_x(plugin.build(select)[0])[0], val),
+               f"{case.label}: the {select!r} split starts with val's first item")
+
+
 @DATASET_CHECKS("reports_missing_data")
 def check_reports_missing_data(case: DatasetCase) -> None:
     """A file-backed dataset pointed at an empty folder says what it expects (``check()``)."""

@@ -10,11 +10,13 @@ from torch.utils.data import Dataset
 from harness.contracts import DatasetPlugin
 from harness.errors import DatasetMissing
 from harness.plugins.datasets.image_folder import (
+    SELECTION_SPLITS,
     ImageFiles,
     check_on_error,
     check_resolution,
     index_of,
     list_images,
+    selection_indices,
 )
 
 log = logging.getLogger(__name__)
@@ -54,13 +56,16 @@ class CelebAHQ(DatasetPlugin):
     Images are resized with PIL bilinear (antialiased), shorter side then a
     centre crop (a no-op crop for the square CelebA-HQ). The public NS-VQ
     config evaluates at 64x64; the paper says 256, which is the default here.
-    ``on_error = "skip"`` skips unreadable files and counts them.
+    ``on_error = "skip"`` skips unreadable files and counts them. Selection split
+    (``harness tune``): every 50th image of train in that order is ``select``,
+    the rest ``fit`` (image_folder.SELECT_EVERY).
     """
 
     name = "celebahq"
     paper = "Beyond Stationarity"
     modality = "images"
     needs_root = True
+    selection_splits = SELECTION_SPLITS
 
     def __init__(self, root: Path | None = None, resolution: int = 256,
                  split_file: dict[str, str] | None = None, on_error: str = "raise") -> None:
@@ -113,6 +118,9 @@ class CelebAHQ(DatasetPlugin):
 
     # -- splits ----------------------------------------------------------------------
     def split_files(self, split: str) -> list[Path]:
+        if split in ("fit", "select"):  # carved from train (harness tune)
+            train = self.split_files("train")
+            return [train[i] for i in selection_indices(len(train), split)]
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         folder, files = self.find()

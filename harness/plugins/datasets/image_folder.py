@@ -23,10 +23,21 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 ON_ERROR = ("raise", "skip")
+#: the selection split of the image-folder datasets (``harness tune``): every 50th file of the
+#: train split in its fixed order (2%), ``select``; the other 98% are ``fit``, where trials train
+SELECT_EVERY = 50
+SELECTION_SPLITS = {"select": "fit"}
 
 
 class UnreadableImage(RuntimeError):
     """An image file PIL cannot decode; the message names the file."""
+
+
+def selection_indices(n: int, split: str) -> list[int]:
+    """Positions of ``split`` (``select`` or ``fit``) among ``n`` training items (:data:`SELECT_EVERY`)."""
+    if split == "select":
+        return list(range(SELECT_EVERY - 1, n, SELECT_EVERY))
+    return [i for i in range(n) if (i + 1) % SELECT_EVERY]
 
 
 def is_image(path: Path) -> bool:

@@ -11,9 +11,11 @@ from harness.contracts import DatasetPlugin
 from harness.errors import DatasetMissing
 from harness.plugins.datasets.image_folder import (
     IMAGE_SUFFIXES,
+    SELECTION_SPLITS,
     ImageFiles,
     check_on_error,
     check_resolution,
+    selection_indices,
 )
 
 log = logging.getLogger(__name__)
@@ -42,12 +44,15 @@ class ImageNet(DatasetPlugin):
     shorter side to ``resolution`` (default 128), center crop, scale to
     ``[-1, 1]``; no random crop or flip, which the papers do not state for
     training either. ``on_error = "skip"`` skips unreadable files and counts them.
+    Selection split (``harness tune``): every 50th train image in that order
+    (25,623, all classes) is ``select``, the rest ``fit`` (image_folder.SELECT_EVERY).
     """
 
     name = "imagenet"
     paper = "NSVQ 2026"
     modality = "images"
     needs_root = True
+    selection_splits = SELECTION_SPLITS
 
     def __init__(self, root: Path | None = None, resolution: int = 128, on_error: str = "raise") -> None:
         super().__init__(root=Path(root) if root is not None else None)
@@ -74,6 +79,10 @@ class ImageNet(DatasetPlugin):
         return classes or (self._classes(self.root / "val") if self.root is not None else [])
 
     def files(self, split: str) -> tuple[list[Path], list[int]]:
+        if split in ("fit", "select"):  # carved from train (harness tune)
+            files, labels = self.files("train")
+            chosen = selection_indices(len(files), split)
+            return [files[i] for i in chosen], [labels[i] for i in chosen]
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         if self.root is None:
