@@ -122,11 +122,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                          shard=parse_shard(args.shard) if args.shard else None, bits=args.bits,
                          progress=not args.no_progress, resume=args.resume, jobs=args.jobs,
                          executor=args.executor, executor_options=parse_executor_options(args.executor_option))
-    try:
     if args.dry_run:
         from harness.commands.dryrun import print_run
 
         return print_run(host, suite, methods, options)
+    try:
         result = run_suite(suite, methods, options, host)
     except KeyboardInterrupt as exc:
         from harness.run.rerun import resume_command
