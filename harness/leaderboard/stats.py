@@ -308,11 +308,17 @@ def _top_pair(stats: GroupStats, summary: np.ndarray) -> None:
     stats.seeds = seeds_needed(m1 - m2, s1, s2, stats.level)
 
 
-def entry_name(row: Any, peers: list[Any]) -> str:
-    """The row's label, with K and dim when two rows of its group share the label."""
-    if sum(r.label == row.label for r in peers) > 1:
-        return f"{row.label} K={row.codebook_size} d={row.dim}"
-    return row.label
+def entry_name(row: Any, peers: list[Any] = ()) -> str:
+    """What a row is ranked as across groups: method, variant and recipe kind (``tuned`` /
+    ``shared``, not the chosen values, which differ by group); K and dim when two rows of
+    its group would share the name."""
+    def base(r: Any) -> str:
+        name = f"{r.method} [{r.variant}]" if r.variant else r.method
+        return f"{name} ({r.tuning})" if getattr(r, "tuning", "") else name
+
+    if sum(base(r) == base(row) for r in peers) > 1:
+        return f"{base(row)} K={row.codebook_size} d={row.dim}"
+    return base(row)
 
 
 def rank_tasks(boards: Iterable[Any], column: str | None = None) -> list[tuple[dict[str, list[float]], bool]]:
