@@ -23,9 +23,26 @@ class ChannelsFirst(torch.nn.Module):
         return (quantized.transpose(1, 2), *rest)
 
 
+class AssignmentWithReadOut(torch.nn.Module):
+    """A peer that only assigns codes (BEST-RQ's ``RandomProjectionQuantizer`` returns indices),
+    given the read-out our ``best-rq`` adds, so both time the same training step."""
+
+    def __init__(self, module: torch.nn.Module, dim: int, codebook_dim: int) -> None:
+        super().__init__()
+        self.module = module
+        self.project_out = torch.nn.Linear(codebook_dim, dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        indices = self.module(x)
+        y = torch.nn.functional.normalize(self.module.norm(x) @ self.module.rand_projs[0], dim=-1)
+        codes = torch.nn.functional.normalize(self.module.vq.codebook[0], dim=-1)[indices]
+        return self.project_out(y + (codes - y).detach()), indices
+
+
 def peer_builders() -> dict[str, Callable[[int, int], torch.nn.Module]]:
     """vector-quantize-pytorch modules configured like our plugins of the same name."""
     import vector_quantize_pytorch as vqp
+    from vector_quantize_pytorch.random_projection_quantizer import RandomProjectionQuantizer
 
     from harness.plugins.quantizers.qlae import qlae_levels
     from harness.plugins.quantizers.residual_fsq import residual_levels
@@ -54,6 +71,8 @@ def peer_builders() -> dict[str, Callable[[int, int], torch.nn.Module]]:
             rotation_trick=False),
         "qlae": lambda d, k: ChannelsFirst(vqp.LatentQuantize(
             levels=list(qlae_levels(k, None)), dim=d, commitment_loss_weight=0.01, quantization_loss_weight=0.01)),
+        "best-rq": lambda d, k: AssignmentWithReadOut(
+            RandomProjectionQuantizer(dim=d, codebook_size=k, codebook_dim=16), d, 16),
     }
 
 

@@ -33,6 +33,7 @@ QUANTIZERS = {
     "residual-lfq": "harness.plugins.quantizers.residual_lfq:ResidualLFQ",
     "grouped-residual-vq": "harness.plugins.quantizers.grouped_residual:GroupedResidualVQ",
     "qlae": "harness.plugins.quantizers.qlae:LatentQuantization",
+    "best-rq": "harness.plugins.quantizers.best_rq:RandomProjectionQuantizer",
     "diveq":       "harness.plugins.quantizers.diveq:DiVeQ",
     "sf-diveq":    "harness.plugins.quantizers.diveq:SFDiVeQ",
     "fsp":         "harness.plugins.quantizers.fsp:FSP",
