@@ -136,8 +136,9 @@ def build_host(extra_plugins: dict[str, ModuleType | object] | None = None) -> H
     host = Host(manager, {})
     host.registries = {kind: Registry(kind, broken=host.broken) for kind in KINDS}
     blocked = disabled_plugins()
+    installed = entry_points()  # one scan of the installed distributions for every group
 
-    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+    for ep in sorted(installed.select(group=GROUP), key=lambda e: e.name):
         source = _source(ep, ep.name)
         if ep.name in blocked:
             host.disabled.append(ep.name)
@@ -160,7 +161,7 @@ def build_host(extra_plugins: dict[str, ModuleType | object] | None = None) -> H
 
     for kind in KINDS:
         _collect(host, kind)
-        _collect_entry_points(host, kind, blocked)
+        _collect_entry_points(host, kind, blocked, installed.select(group=f"{GROUP}.{kind}"))
     return host
 
 
@@ -170,14 +171,14 @@ def _source(ep: Any, plugin: str | None = None) -> Source:
     return Source(plugin or name, name, dist.version if dist else "unknown")
 
 
-def _collect_entry_points(host: Host, kind: str, blocked: set[str]) -> None:
+def _collect_entry_points(host: Host, kind: str, blocked: set[str], found: Any) -> None:
     """The ``harness.<kind>`` group: ``name = "module:Class"``, registered without importing it.
 
     The plugin of such an entry is its distribution (``harness plugins``, the qualifier,
     ``HARNESS_DISABLE_PLUGINS``).
     """
     blocked_dists = {canonical(b) for b in blocked}
-    for ep in sorted(entry_points(group=f"{GROUP}.{kind}"), key=lambda e: e.name):
+    for ep in sorted(found, key=lambda e: e.name):
         source = _source(ep)
         if canonical(source.distribution) in blocked_dists:
             if source.plugin not in host.disabled:
