@@ -4,6 +4,7 @@ and that a real cell records it at step 0 and at its last step."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from harness.cell.losses import build_losses
 from harness.cell.train import run, standard_callbacks
 from harness.contracts import QuantizeOutput, Quantizer
 from harness.host import get_host
+from harness.leaderboard.collapse import UTILIZATION_BELOW
 from harness.ops import nearest_code
 from harness.run.lifecycle import RunOptions, run_suite
 from harness.suite import load_suite
@@ -138,3 +140,72 @@ def test_a_real_cell_records_its_diagnosis_at_step_0_and_at_the_end(digits_runs)
     assert report["tokens"] == 300 * 16 and report["codebook_sizes"] == [256]
     fsq = json.loads(Path(client.download_artifacts(runs["fsq"], ARTIFACT)).read_text())
     assert "code_norm" in fsq["unavailable"] and "code_norm" not in fsq["init"]
+
+
+def diagnose(uri: str, run_id: str, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
+    from harness.commands.cli import main
+
+    code = main(["diagnose", run_id, "--tracking-uri", uri, *extra])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_the_command_names_ibqs_collapse_from_its_initial_scale(digits_runs, capsys) -> None:
+    uri, runs = digits_runs
+    code, out, _ = diagnose(uri, runs["ibq"][:10], capsys)  # a unique prefix is enough
+    assert code == 0
+    verdict = out.strip().splitlines()[-1]
+    assert re.search(r"codes are \d+x longer than latents", verdict)
+    assert re.search(r"only [1-9] codes win at init", verdict)
+    assert "codebook collapse from initialization scale" in verdict and "collapsed:" in verdict
+    assert "latent cosine to their mean" in out and "dead codes per log window" in out
+
+
+def test_the_command_does_not_flag_a_healthy_run(digits_runs, capsys) -> None:
+    uri, runs = digits_runs
+    client = Tracker(uri).client
+    usage = client.get_run(runs["fsq"]).data.metrics["eval/utilization"]
+    assert usage >= UTILIZATION_BELOW  # the premise: FSQ uses its grid on digits
+    code, out, _ = diagnose(uri, runs["fsq"], capsys, "--json")
+    data = json.loads(out)
+    assert code == 0 and data["verdict"].startswith("no collapse")
+    assert "code_norm" in data["diagnosis"]["unavailable"]
+
+
+def test_an_unknown_run_is_a_usage_error_naming_a_close_one(digits_runs, capsys) -> None:
+    uri, runs = digits_runs
+    typo = runs["ibq"][:-1] + ("0" if runs["ibq"][-1] != "0" else "1")
+    code, _, err = diagnose(uri, typo, capsys)
+    assert code == 2 and f"did you mean {runs['ibq']!r}" in err
+
+
+def test_the_leaderboard_flags_the_collapsed_row_only(digits_runs) -> None:
+    from harness.leaderboard import build_leaderboard
+    from harness.leaderboard.render import to_html, to_markdown
+
+    uri, _ = digits_runs
+    board = build_leaderboard("digits", tracker=Tracker(uri), profile="smoke")
+    page = to_markdown(board).splitlines()
+    lines = {r.method: next(line for line in page if line.startswith(f"| {r.method} ") and "| 256 |" in line)
+             for r in board.rows}
+    assert re.search(r"collapsed: [\d.]+% of codes used", lines["ibq"])
+    assert "collapsed" not in lines["fsq"]
+    assert "collapsed: " in to_html(board)
+
+
+@pytest.mark.parametrize("init, final, expected", [
+    ({"code_to_latent": 40.0, "latent_cosine": 0.99, "codes_won": 3, "codes_won_fraction": 3 / 256},
+     {"utilization": 0.01}, "codes are 40x longer than latents, the latents point one way"),
+    ({"code_to_latent": 1.0, "latent_cosine": 0.2, "codes_won": 200, "codes_won_fraction": 200 / 256},
+     {"utilization": 0.02}, "200 codes won at init, yet the run ended collapsed"),
+    ({"latent_cosine": 0.2, "codes_won": 2, "codes_won_fraction": 2 / 256},  # implicit: no code norm
+     {"utilization": 0.02}, "only 2 codes win at init: the other codes get little or no gradient"),
+    ({"code_to_latent": 40.0, "latent_cosine": 0.99, "codes_won": 3, "codes_won_fraction": 3 / 256},
+     {"utilization": 0.6}, "no collapse: 60% of codes used"),
+    (None, {"utilization": 0.6, "perplexity": 1.2}, "collapsed (usage perplexity 1.2 of 256 codes)"),
+])
+def test_each_sentence_follows_its_threshold(init, final, expected) -> None:
+    from harness.commands.diagnose import verdict
+
+    report = {"init": init, "final": {}, "dead_codes": [[10, 250], [20, 253]], "unavailable": {}}
+    assert expected in verdict(report, final, 256)

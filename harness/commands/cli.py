@@ -358,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.commands.tune import add_parser as add_tune_parser
 
     add_tune_parser(sub)
+    from harness.commands import diagnose  # harness diagnose RUN_ID
+
+    diagnose.add_parser(sub)
     return parser
 
 

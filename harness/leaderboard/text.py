@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from harness.cell.provenance import short
 from harness.leaderboard.build import Leaderboard, Row
+from harness.leaderboard.collapse import collapse_text
 from harness.leaderboard.stats import board_stats, interval_text
 
 ARROW = {True: "↑", False: "↓"}
@@ -102,9 +103,10 @@ def status_text(row: Row, board: Leaderboard | None = None) -> str:
         parts.append(f"{metric} NaN in {count}")
     if row.left_out:
         parts.append(f"{row.left_out} older-code cell(s) left out")
+    flag = collapse_text(row)  # harness.leaderboard.collapse: a collapse is said, not ranked silently
     if not parts:
-        return "ok"
-    return "; ".join(parts) + f" (of {len(row.seeds)} seeds)"
+        return flag or "ok"
+    return (f"{flag}; " if flag else "") + "; ".join(parts) + f" (of {len(row.seeds)} seeds)"
 
 
 def digest_text(row: Row) -> str:
