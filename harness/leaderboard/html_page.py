@@ -192,7 +192,7 @@ def to_html(board: Leaderboard) -> str:
 {description}
 {_meta_html(board)}
 <h2>Results</h2>
-<p class="legend">{_e(INTERVAL_NOTE)} ↑ higher is better, ↓ lower is better.
+<p class="legend">{_e(INTERVAL_NOTE.replace("`", ""))} ↑ higher is better, ↓ lower is better.
 Rows are grouped by rate (bits per token, equal within a group). {_e(TIE_NOTE)}
 Sorted by <code>{_e(board.primary)}</code> within a group. Failed, killed or interrupted cells say so, never a number; a metric that came back NaN reads NaN.
 <b>plugin code</b> is the digest of the plugin's source files and the harness version: cells of older
