@@ -16,6 +16,7 @@ import ast
 import importlib
 import importlib.machinery
 import importlib.util
+import re
 import sys
 from dataclasses import dataclass
 from functools import lru_cache
@@ -88,8 +89,13 @@ def static_info(target: str) -> StaticInfo:
 
 @lru_cache(maxsize=512)
 def _class_info(module: str, cls: str, depth: int) -> StaticInfo:
+    if depth > 4:
+        return StaticInfo()
+    quick = _quick_info(module, cls, depth)
+    if quick is not None:
+        return quick
     tree = _parse(module)
-    if tree is None or depth > 4:
+    if tree is None:
         return StaticInfo()
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == cls:
@@ -99,6 +105,44 @@ def _class_info(module: str, cls: str, depth: int) -> StaticInfo:
             original = next(a.name for a in node.names if (a.asname or a.name) == cls)
             return _class_info(_absolute(module, node), original, depth + 1)
     return StaticInfo()
+
+
+def _quick_info(module: str, cls: str, depth: int) -> StaticInfo | None:
+    """The class read from its head alone (header, docstring, attributes before the first method):
+    a long module then costs a few lines' parse. ``None`` when the head does not settle it."""
+    text = _source(module)
+    found = re.search(rf"^class {re.escape(cls)}\b.*$", text or "", re.MULTILINE)
+    if text is None or found is None:
+        return None
+    head = text[found.start():]
+    body = re.search(r"^[ \t]+(?:@|def |async def )|^\S", head[found.end() - found.start():], re.MULTILINE)
+    if body is not None:
+        head = head[: found.end() - found.start() + body.start()]
+    try:
+        node = ast.parse(head).body[0]
+    except (SyntaxError, IndexError, ValueError):
+        return None
+    if not isinstance(node, ast.ClassDef) or node.bases and not all(isinstance(b, ast.Name) for b in node.bases):
+        return None
+    constants = dict(re.findall(r"^([A-Za-z_]\w*)\s*=\s*\"([^\"\\\n]*)\"\s*$", text, re.MULTILINE))
+    info = _read_class(node, module, constants, depth)
+    assigned = {t.id for st in node.body if isinstance(st, ast.Assign) for t in st.targets
+                if isinstance(t, ast.Name)}
+    unresolved = any(isinstance(st, ast.Assign) and _literal(st.value, constants) is None
+                     for st in node.body if any(getattr(t, "id", "") in ("name", "paper")
+                                                for t in getattr(st, "targets", [])))
+    if unresolved or not {"name", "paper"} <= assigned:  # it may be set further down, or inherited
+        return None
+    return info
+
+
+@lru_cache(maxsize=256)
+def _source(module: str) -> str | None:
+    path = module_file(module)
+    try:
+        return path.read_text(encoding="utf-8") if path is not None else None
+    except (OSError, ValueError):
+        return None
 
 
 def _constants(tree: ast.Module) -> dict[str, str]:
@@ -134,12 +178,10 @@ def _absolute(module: str, node: ast.ImportFrom) -> str:
 
 @lru_cache(maxsize=256)
 def _parse(module: str) -> ast.Module | None:
-    path = module_file(module)
-    if path is None:
-        return None
+    text = _source(module)
     try:
-        return ast.parse(path.read_text(encoding="utf-8"), str(path))
-    except (OSError, SyntaxError, ValueError):
+        return ast.parse(text, str(module_file(module))) if text is not None else None
+    except (SyntaxError, ValueError):
         return None
 
 
