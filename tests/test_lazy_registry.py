@@ -155,3 +155,13 @@ def test_a_broken_plugins_name_says_it_failed_to_load_in_run_suites_and_the_kit(
     err = capsys.readouterr().err
     assert "plugin harness_lfq2 failed to load: ImportError: lfq2 needs CUDA" in err
     assert "did you mean" not in err
+
+
+def test_a_distributions_entry_points_are_blocked_by_its_name(broken_site, monkeypatch):
+    monkeypatch.setenv("HARNESS_DISABLE_PLUGINS", "harness_cosine")  # compared as pip compares names
+    host = build_host()
+    assert "cosine-vq" not in host.quantizers.names() and "harness-cosine" in host.disabled
+    assert {"name": "harness-cosine", "status": "disabled"}.items() <= next(
+        r for r in host.plugins() if r["name"] == "harness-cosine").items()
+    monkeypatch.delenv("HARNESS_DISABLE_PLUGINS")
+    assert build_host().quantizers.get("harness-cosine:cosine-vq").lazy  # the qualifier: its distribution
