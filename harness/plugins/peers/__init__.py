@@ -73,6 +73,12 @@ def peer_builders() -> dict[str, Callable[[int, int], torch.nn.Module]]:
             levels=list(qlae_levels(k, None)), dim=d, commitment_loss_weight=0.01, quantization_loss_weight=0.01)),
         "best-rq": lambda d, k: AssignmentWithReadOut(
             RandomProjectionQuantizer(dim=d, codebook_size=k, codebook_dim=16), d, 16),
+        # FSP: the plugin's defaults (no vector norm; the peer's default is "var_tanh")
+        "fsp": lambda d, k: vqp.FSP(levels=fsq_levels(k), dim=d, vector_norm="none"),
+        # DiVeQ: directional reparameterization with our noise (std 1e-3, variance 1e-6); the
+        # peer insists on its per-step dead-code replacement, ours replaces every 100 steps
+        "diveq": lambda d, k: vqp.VectorQuantize(dim=d, codebook_size=k, directional_reparam=True,
+                                                 directional_reparam_variance=1e-6, threshold_ema_dead_code=2),
     }
 
 
@@ -85,5 +91,3 @@ def peer_forward(module: torch.nn.Module, z: torch.Tensor) -> tuple[torch.Tensor
     if isinstance(aux, (tuple, list)):
         return z_q, sum((a.sum() for a in aux if isinstance(a, torch.Tensor)), torch.zeros((), device=z.device))
     return z_q, torch.zeros((), device=z.device)
-
-
