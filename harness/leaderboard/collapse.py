@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 #: collapsed when fewer than this fraction of the codes is used over the whole eval split
-UTILIZATION_BELOW = 0.10
+UTILIZATION_BELOW = 0.05
 #: ...or when the usage perplexity (effective number of codes) is below this fraction of K
 PERPLEXITY_FRACTION_BELOW = 0.02
 #: ...with at least this many effective codes required at any K (one or two codes: collapsed)
