@@ -247,7 +247,6 @@ class MetricContext:
     device: torch.device
     modality: str = "points"
     weights_dir: Path | None = None
-    num_items: int | None = None
 
 
 class Metric:

@@ -360,9 +360,6 @@ class Tracker:
             _retry(lambda: self.client.log_artifact(run_id, str(local),
                                                      str(path.parent) if str(path.parent) != "." else None))
 
-    def log_file(self, run_id: str, local: Path, artifact_path: str | None = None) -> None:
-        _retry(lambda: self.client.log_artifact(run_id, str(local), artifact_path))
-
     # -- reading ---------------------------------------------------------------
     def runs(self, experiment: str, filter_string: str = "") -> list[Any]:
         """Every run of ``experiment`` matching ``filter_string`` (all pages)."""

@@ -37,12 +37,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from harness.cell.forward import (  # noqa: F401 - the batch sources' old home
-    channels_last,
-    distributed_batches,
-    per_rank_batch,
-    reconstruct,
-)
+from harness.cell.forward import channels_last, reconstruct
 from harness.ops import distributed as is_distributed
 
 

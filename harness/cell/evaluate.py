@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
-from harness.cell.train import make_loader, reconstruct, split_batch
+from harness.cell.forward import make_loader, reconstruct, split_batch
 from harness.contracts import EvalBatch, Metric, MetricContext
 from harness.errors import MetricUnavailable, UsageError
 from harness.host import Host
@@ -75,8 +75,7 @@ def evaluate(
     if cfg.get("max_items") and len(dataset) > cfg["max_items"]:
         dataset = Subset(dataset, range(cfg["max_items"]))
     sizes = tuple(getattr(quantizer, "stage_sizes", (quantizer.codebook_size,)))
-    context = MetricContext(codebook_sizes=sizes, device=device, modality=modality,
-                            num_items=len(dataset))
+    context = MetricContext(codebook_sizes=sizes, device=device, modality=modality)
     metrics, unavailable = build_metrics(host, cfg["metrics"], context)
     result = EvalResult(unavailable=unavailable)
     counts = [torch.zeros(k, dtype=torch.long, device=device) for k in sizes]

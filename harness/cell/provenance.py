@@ -95,7 +95,7 @@ def short(digest: str) -> str:
 @torch.no_grad()
 def tokens_and_pixels(model: torch.nn.Module, item: Any, device: torch.device) -> tuple[int, int | None]:
     """Tokens one item is encoded into, and its pixels (``None`` for points), from one forward pass."""
-    from harness.cell.train import to_tokens
+    from harness.cell.forward import to_tokens
 
     x = item[0] if isinstance(item, (tuple, list)) else item
     x = torch.as_tensor(x).float().unsqueeze(0).to(device)

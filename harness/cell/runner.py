@@ -17,9 +17,7 @@ import torch
 
 from harness import __version__
 from harness.cell import distributed, stages
-from harness.cell.callbacks import latent_snapshot  # noqa: F401 - its old home
 from harness.cell.provenance import provenance_tags
-from harness.cell.stages import seed_everything  # noqa: F401 - its old home
 from harness.errors import UsageError
 from harness.host import Host
 from harness.recovery.checkpoint import checkpoint_root

@@ -28,20 +28,8 @@ from harness.cell.callbacks import (
     UsageWindow,
 )
 from harness.cell.contract import check_quantizer_output
-from harness.cell.forward import (  # noqa: F401 - re-exported: the forward pass's old home
-    autocast_for,
-    cell_batches,
-    cell_inputs,
-    channels_last,
-    make_loader,
-    reconstruct,
-    split_batch,
-    tensor_batches,
-    to_tokens,
-    training_batches,
-    world_size,
-)
-from harness.cell.losses import LossSet, weighted_sum  # noqa: F401 - re-exported
+from harness.cell.forward import cell_inputs, reconstruct, world_size
+from harness.cell.losses import LossSet
 from harness.cell.optim import LrDecay
 from harness.errors import Diverged
 

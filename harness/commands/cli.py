@@ -1,4 +1,5 @@
-"""The ``harness`` command line: list, plugins, run, leaderboard, ui, server."""
+"""The ``harness`` command line: parsing and one thin function per command (``harness --help``
+lists them); the work lives in the module each command calls."""
 
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ class MetricCase:
 
     def build(self) -> Any:
         context = MetricContext(codebook_sizes=tuple(self.codebook_sizes), device=torch.device(self.device),
-                                modality=self.modality, num_items=2 * self.batch)
+                                modality=self.modality)
         try:
             return self.cls(context, **self.params)
         except MetricUnavailable as exc:

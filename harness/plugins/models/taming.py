@@ -62,7 +62,6 @@ class Taming3Stage(Model):
         widths = [int(c) for c in channels]
         if not widths:
             raise ValueError("taming-3stage: channels must name at least one stage width")
-        self.downsample_factor = 2 ** len(widths)
 
         def act() -> nn.Module:
             return nn.LeakyReLU(negative_slope)
