@@ -26,6 +26,7 @@ class PreflightError(UsageError):
 
 def check(host: Any, suite: Any, cells: list[Any], options: Any, tracker: Any) -> None:
     """Raise :class:`PreflightError` listing every problem, or return when the run can start."""
+    size_check(host, suite, cells, options.device)  # a codebook no machine can hold: the line that set it
     problems = [*folder_problems(tracker, suite.name), *data_problems(host, cells, options.data_root)]
     if problems:
         raise PreflightError("cannot start: nothing was run or recorded.\n" + "\n".join(f"- {p}" for p in problems))
@@ -115,3 +116,61 @@ def data_problems(host: Any, cells: list[Any], data_root: Path | str | None) -> 
         if message:
             problems.append(f"dataset {dataset['name']!r}: {message}")
     return problems
+
+
+# -- sizes ----------------------------------------------------------------------------------
+
+def size_check(host: Any, suite: Any, cells: list[Any], device: str) -> None:
+    """Each method builds at each of its codebook sizes and fits in memory, judged on the meta device
+    (nothing is allocated): a size the method refuses, or whose tensors alone exceed the memory
+    this machine has, is a usage error at the line (or ``--set``) that gave the size."""
+    import torch
+
+    from harness.cell.build import build_quantizer
+
+    limit, where = memory_limit(device)
+    seen = set()
+    for cell in cells:
+        q = cell.config["quantizer"]
+        if (cell.method, q["codebook_size"], q["dim"]) in seen:
+            continue
+        seen.add((cell.method, q["codebook_size"], q["dim"]))
+        key = (("methods", cell.method, "codebook_size") if suite.method(cell.method).get("codebook_size")
+               else ("matrix", "codebook_size"))
+        at = f"method {cell.method!r} (quantizer {q['name']!r}) at codebook_size {q['codebook_size']}, dim {q['dim']}"
+        try:
+            with torch.device("meta"):
+                module = build_quantizer(host, cell.config)
+        except (ValueError, TypeError, OverflowError, MemoryError) as exc:
+            raise suite.error(f"{at} cannot be built: {exc}", key) from None
+        except Exception:  # noqa: BLE001 - an operation the meta device lacks: the cell itself will tell
+            continue
+        size = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+        if limit and size > limit:
+            raise suite.error(f"{at} needs {_bytes(size)} for its parameters and buffers alone, more than "
+                              f"the {_bytes(limit)} of memory {where}; lower codebook_size or dim", key)
+
+
+def memory_limit(device: str) -> tuple[int | None, str]:
+    """The memory a cell can use on ``device`` (``auto``: CUDA if present), and how to name it."""
+    import torch
+
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return torch.cuda.mem_get_info()[1], "the CUDA device has"
+    try:
+        with open("/proc/meminfo") as handle:
+            info = dict(line.split(":", 1) for line in handle)
+        return int(info["MemAvailable"].split()[0]) * 1024, "available on this machine"
+    except (OSError, KeyError, ValueError):
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine has"
+        except (ValueError, OSError, AttributeError):
+            return None, ""
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"

@@ -272,7 +272,8 @@ def load_suite(
     origins: dict[tuple[str, ...], str] = {}
     for assignment in overrides:
         data = apply_set(data, assignment, path)
-        origins[tuple(p.strip() for p in assignment.split("=", 1)[0].split("."))] = f"--set {assignment}"
+        shown = assignment if len(assignment) <= 80 else assignment[:60] + "..."
+        origins[tuple(p.strip() for p in assignment.split("=", 1)[0].split("."))] = f"--set {shown}"
     if seeds is not None:
         data.setdefault("matrix", {})["seeds"] = seeds
         origins[("matrix", "seeds")] = f"--seeds {seeds}"

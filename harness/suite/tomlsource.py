@@ -98,3 +98,5 @@ def parse_value(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except RecursionError:  # the same refusal a suite file gets, not a traceback
+        raise SuiteError(f"--set value {text[:20]}... is nested too deeply to be a suite value") from None
