@@ -220,3 +220,25 @@ def test_the_command_prints_interval_and_tie_columns_as_csv_and_json(tracker, ca
     assert main(["leaderboard", "board", "--tracking-uri", tracker.uri, "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["groups"][0]["columns"]["psnr"]["tied_with_best"] == ["a"]
+
+
+def _board(suite: str, values: dict[str, list[float]], higher: bool = True):
+    """A board made by hand (no store): one rate group, one column."""
+    from harness.leaderboard.build import Leaderboard
+    from harness.leaderboard.rows import Row, Stat
+
+    rows = []
+    for method, vals in values.items():
+        row = Row(method, method, 256, 8, n=len(vals), bits_per_token=8.0)
+        row.seed_metrics = {s: {"m": v} for s, v in enumerate(vals)}
+        row.metrics["m"] = Stat(float(np.mean(vals)), float(np.std(vals, ddof=1)), len(vals))
+        rows.append(row)
+    return Leaderboard(suite, "full", 1, "m", ["m"], {"m": higher}, rows)
+
+
+def test_mean_ranks_combine_the_rate_groups_of_several_suites():
+    one = _board("one", {"a": [3.0, 3.1], "b": [1.0, 1.1]})
+    two = _board("two", {"a": [0.5, 0.6], "b": [0.1, 0.2]}, higher=False)  # lower is better: b wins
+    ranks = stats.mean_ranks(stats.rank_tasks([one, two]))
+    assert ranks["a"][0] == ranks["b"][0] == 1.5 and ranks["a"][3] == ranks["b"][3] == 2
+    assert stats.mean_ranks(stats.rank_tasks([one]))["a"][0] == 1.0
