@@ -189,6 +189,9 @@ def test_tune_runs_trials_chooses_on_select_then_runs_tuned_rows_and_resumes(tmp
     assert sorted(r.data.tags["harness.seed"] for r in tuned) == ["0", "1"]
     assert all(float(r.data.params["train.lr"]) == best for r in tuned)
     assert all(float(r.data.tags["harness.tuned.cost_s"]) == pytest.approx(choice.cost, abs=1e-3) for r in tuned)
+    tuned_parent = tracker.client.get_run(tuned[0].data.tags["mlflow.parentRunId"])
+    assert tuned_parent.data.tags["harness.kind"] == "tuned"  # never a page's source of claims or rules
+    assert tuned_parent.data.tags["harness.tuning_run"] == parent.info.run_id
 
     again = tune_suite(load_suite(str(path)), None, RunOptions(tracking_uri=uri, progress=False,
                                                               executor="local", resume=True))

@@ -338,10 +338,14 @@ def run_trials(tracker: Tracker, host: Host, suite: Suite, tuning: spec.Tuning, 
 
 def run_tuned(tracker: Tracker, host: Host, suite: Suite, groups: list[Group], choices: dict[Slot, Choice],
               options: RunOptions, executor: Executor, uri: str, tuning_run: str) -> SuiteResult:
-    """Phase 2: the suite's seeds at the chosen settings, as ordinary cells under a suite parent."""
+    """Phase 2: the suite's seeds at the chosen settings, as ordinary cells under a suite parent.
+
+    The parent is tagged ``harness.kind = tuned``, not ``suite``: a page takes its claims and
+    ranking rules from the shared recipe's runs, never from a tuned run's.
+    """
     cells = [c for g in groups for c in g.cells]
     parent = start_parent(tracker, host, suite, cells, sorted({g.method for g in groups}), options,
-                          executor.name, extra=(("tuned", "true"), ("tuning_run", tuning_run)))
+                          executor.name, extra=(("kind", "tuned"), ("tuning_run", tuning_run)))
     status, results = "FAILED", []
     try:
         results = run_groups(executor, tracker, groups, parent, uri, options)
