@@ -16,6 +16,7 @@ import tokenize
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 TOP = ("docs", "harness", "tests", "benchmarks", "pages", "scripts")
@@ -85,3 +86,43 @@ def test_every_file_the_prose_names_exists(where: Path, text: str) -> None:
 
 
 NAMES = repository_names()
+
+
+def reference_labels() -> list[str]:
+    """The short labels of docs/references.md: the first column of its tables."""
+    text = (ROOT / "docs" / "references.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| *`?([^|`]+?)`? *\|", text, flags=re.M)
+    return [label for label in rows if label not in ("label", "---")]
+
+
+def _class_papers(module: Path) -> list[str]:
+    """The ``paper`` class attributes of a plugin module (a string, or a module constant's)."""
+    tree = ast.parse(module.read_text(encoding="utf-8"))
+    constants = {t.id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
+                 and isinstance(n.value, ast.Constant) for t in n.targets if isinstance(t, ast.Name)}
+    found = []
+    for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+        for stmt in cls.body:
+            if isinstance(stmt, ast.Assign) and any(getattr(t, "id", "") == "paper" for t in stmt.targets):
+                value = stmt.value
+                found.append(value.value if isinstance(value, ast.Constant)
+                             else constants.get(getattr(value, "id", ""), ast.unparse(value)))
+    return found
+
+
+def citations() -> list[tuple[str, str]]:
+    """(where, citation) for every first-party plugin's ``paper`` and every suite's paper and sources."""
+    out = [(str(m.relative_to(ROOT)), paper) for m in sorted((ROOT / "harness" / "plugins").rglob("*.py"))
+           for paper in _class_papers(m)]
+    for suite in sorted((ROOT / "harness" / "suites").glob("*.toml")):
+        data = tomllib.loads(suite.read_text(encoding="utf-8"))
+        out.append((suite.name, data["suite"].get("paper", "")))
+        out += [(suite.name, ref.get("source", "")) for ref in data.get("reference", [])]
+    return out
+
+
+def test_every_citation_starts_with_a_label_of_the_references_page() -> None:
+    labels = tuple(reference_labels()) + ("none (", "harness protocol (")
+    assert "Liu 2026" in labels and "Beyond Stationarity" in labels
+    bad = sorted({(where, cite) for where, cite in citations() if cite and not cite.startswith(labels)})
+    assert not bad, f"cite these by a label of docs/references.md (add the paper there if new): {bad}"
