@@ -156,3 +156,33 @@ def test_a_primary_metric_no_cell_records_is_refused_at_load(workdir: Path):
         assert (f"{path}:{line}: suite.primary_metric 'utilisation' is not recorded by any [eval] metric, so "
                 "nothing would be ranked; did you mean 'utilization'?") in err
     assert not (workdir / "mlflow.db").exists()
+
+
+def test_a_codebook_no_machine_holds_is_refused_before_any_cell(workdir: Path, store: str, tiny):
+    from tests.robustness.conftest import cell_runs, suite_runs
+
+    path = tiny()
+    text = path.read_text()
+    path.write_text(text.replace("codebook_size = [4]", "codebook_size = [1000000000000]"))
+    line = text.splitlines().index("codebook_size = [4]") + 1
+    rc, _, err = run(["run", str(path), "-q", "vq", "--seeds", "1"], workdir)
+    assert rc == 2
+    assert (f"{path}:{line}: method 'vq' (quantizer 'vq') at codebook_size 1000000000000, dim 2 needs 8 TB "
+            "for its parameters and buffers alone, more than the ") in err
+    assert "lower codebook_size or dim" in err and "Traceback" not in err
+    # a size the method itself refuses (LFQ: K = 2^bits), given with --set: the option is named
+    rc, _, err = run(["run", str(path), "-q", "lfq", "--seeds", "1", "--set", "matrix.codebook_size=[6]"],
+                     workdir)
+    assert rc == 2
+    assert ("--set matrix.codebook_size=[6]: method 'lfq' (quantizer 'lfq') at codebook_size 6, dim 2 cannot "
+            "be built: lfq: codebook_size must be a power of two") in err
+    assert cell_runs(store) == [] and suite_runs(store) == []  # nothing was started
+
+
+def test_a_set_value_nested_50000_deep_is_refused_cleanly(workdir: Path):
+    deep = "[" * 50_000 + "]" * 50_000
+    rc, _, err = run(["run", "toy2d", "--set", f"train.betas={deep}"], workdir)
+    assert rc == 2 and "Traceback" not in err and "RecursionError" not in err
+    assert "harness: error: --set value [[[[[[[[[[[[[[[[[[[[... is nested too deeply to be a suite value" in err
+    rc, _, err = run(["run", "toy2d", "--set", "train.betas=" + "[" * 300 + "]" * 300], workdir)
+    assert rc == 2 and "values nested more than 16 levels deep" in err and "toy2d.toml:" not in err
