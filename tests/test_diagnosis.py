@@ -209,3 +209,30 @@ def test_each_sentence_follows_its_threshold(init, final, expected) -> None:
 
     report = {"init": init, "final": {}, "dead_codes": [[10, 250], [20, 253]], "unavailable": {}}
     assert expected in verdict(report, final, 256)
+
+
+def test_the_rescaling_option_is_named_recorded_and_seen_by_the_diagnosis(digits_runs, tmp_path) -> None:
+    """``codebook-init-scale`` (a schedule the suite names) starts IBQ from 0.1 x its authors' codebook."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    suite = load_suite("digits", "smoke", overrides=[
+        "train.steps=2", "train.log_every=1", "eval.max_items=300",
+        'methods.ibq.schedules=[{name="codebook-init-scale", params={scale=0.1}}]'])
+    result = run_suite(suite, ["ibq"], RunOptions(device="cpu", tracking_uri=uri, progress=False,
+                                                  executor="local"))
+    assert result.cells[0].status == "FINISHED", result.cells[0].error
+    run = Tracker(uri).client.get_run(result.cells[0].run_id)
+    assert "codebook-init-scale" in json.dumps([v for k, v in run.data.params.items() if "schedules" in k])
+    authors = Tracker(digits_runs[0]).client.get_run(digits_runs[1]["ibq"]).data.metrics
+    scaled = run.data.metrics["diag/init/code_norm"] / authors["diag/init/code_norm"]
+    assert scaled == pytest.approx(0.1, rel=1e-5)  # same seed, same N(0, 1) draw, scaled once
+    assert run.data.metrics["diag/init/latent_norm"] == pytest.approx(authors["diag/init/latent_norm"])
+
+
+def test_the_rescaling_option_refuses_a_codebook_it_cannot_scale() -> None:
+    from harness.plugins.schedules.codebook import CodebookInitScale
+
+    state = toy_state(get_host().quantizers.get("ema").obj(dim=2, codebook_size=4))
+    with pytest.raises(ValueError, match="no codebook stored as a trained parameter"):
+        CodebookInitScale(0.1).on_train_start(state)
+    with pytest.raises(ValueError, match="scale must be positive"):
+        CodebookInitScale(0.0)

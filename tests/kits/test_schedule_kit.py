@@ -13,6 +13,7 @@ from harness.testing import SCHEDULE_CHECKS, ScheduleCase, ScheduleConformance
 
 #: what each built-in needs to act within the kit's 12 steps (and the quantizer it acts on)
 CASES: dict[str, dict[str, Any]] = {
+    "codebook-init-scale": {"params": {"scale": 0.1}},
     "constant": {"params": {"weights": {"quantizer": 0.5}}},
     "decay": {"params": {"attribute": "beta", "factor": 0.5}},
     "warmup-cosine": {"params": {"warmup_steps": 3}},

@@ -9,6 +9,7 @@ from harness import hookimpl
 
 #: registry name -> the class, as a lazy ``"module:Class"`` target
 SCHEDULES = {
+    "codebook-init-scale": "harness.plugins.schedules.codebook:CodebookInitScale",
     "constant":      "harness.plugins.schedules.basic:Constant",
     "decay":         "harness.plugins.schedules.decay:Decay",
     "nsvq-stages":   "harness.plugins.schedules.stages:NSVQStages",
