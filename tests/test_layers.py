@@ -33,7 +33,6 @@ KNOWN_PLUGIN_REACHES = {
 #: the host's imports of first-party plugins today, each with why; this list may only shrink
 KNOWN_HOST_TO_PLUGIN = {
     ("harness.commands.bench", "harness.plugins.peers"): "the peer-library table of `bench --peer`",
-    ("harness.commands.doctor", "harness.plugins.metrics.weights"): "the LPIPS loss backbones doctor lists",
 }
 
 

@@ -56,24 +56,22 @@ def weights_rows(host: Host, weights_dir: Path | None = None) -> list[dict[str, 
             key = str(item.get("path") or item["file"])
             row = rows.setdefault(key, {**item, "metrics": []})
             row["metrics"].append(entry.name)
-    for row in loss_weights_rows():
+    for row in loss_weights_rows(host):
         rows.setdefault(row["path"], {**row, "metrics": []})["metrics"].append(row["used_by"])
     for row in rows.values():
         row.pop("used_by", None)
     return sorted(rows.values(), key=lambda r: r["file"])
 
 
-def loss_weights_rows() -> list[dict[str, Any]]:
-    """The LPIPS backbones the training loss (``train.loss = "...+lpips"``) reads from the hub cache."""
-    try:
-        from harness.plugins.metrics.weights import LPIPS_BACKBONES
-    except ImportError:  # a host without the built-in plugins has nothing to report here
-        return []
+def loss_weights_rows(host: Host) -> list[dict[str, Any]]:
+    """The pretrained files registered losses read, asked of each loss (``weights_status()``), as for
+    metrics: the host names no loss and no file itself."""
     rows = []
-    for net, weights in sorted(LPIPS_BACKBONES.items()):
-        filename, path = weights.filename, weights.path()
-        rows.append({"file": filename, "purpose": f"LPIPS loss backbone ({net})", "path": str(path),
-                     "present": path.is_file(), "used_by": f"train.loss lpips (lpips_net = {net!r})"})
+    for entry in host.losses.entries():
+        status = getattr(entry.obj, "weights_status", None)
+        for row in status() if callable(status) else ():
+            detail = row.get("used_by")
+            rows.append({**row, "used_by": f"train.loss {entry.name}" + (f" ({detail})" if detail else "")})
     return rows
 
 

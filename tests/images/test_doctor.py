@@ -38,7 +38,7 @@ def test_doctor_reports_missing_data_and_weights(offline: Path, capsys) -> None:
         assert weights[name]["present"] is False
         assert weights[name]["path"] == str(offline / "torch" / "hub" / "checkpoints" / name)
         assert metric in weights[name]["metrics"]
-    assert weights[ALEXNET]["metrics"] == ["lpips", "train.loss lpips (lpips_net = 'alex')"]
+    assert weights[ALEXNET]["metrics"] == ["lpips", "train.loss lpips (net = 'alex')"]
 
 
 def test_doctor_sees_files_once_they_are_there(offline: Path, capsys) -> None:

@@ -37,6 +37,12 @@ class LPIPSLoss(Loss):
         self.net = net
         self.perceptual: nn.Module | None = None
 
+    @classmethod
+    def weights_status(cls) -> list[dict[str, object]]:
+        """Every backbone file this loss may read from the hub cache (``harness doctor`` lists them)."""
+        return [{**weights.status(), "purpose": f"LPIPS loss backbone ({net})", "used_by": f"net = {net!r}"}
+                for net, weights in sorted(LPIPS_BACKBONES.items())]
+
     def setup(self, state: Any) -> None:
         from harness.plugins.metrics.perceptual import build_lpips
 
