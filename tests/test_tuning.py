@@ -154,6 +154,7 @@ def test_selection_on_val_or_an_unknown_metric_is_refused(tmp_path: Path) -> Non
 
     host = get_host()
     for table, message in (("split = \"val\"", "leaderboard reports"),
+                           ("split = \"selct\"", "did you mean 'select'"),
                            ("metric = \"msee\"", "did you mean 'mse'"),
                            ("space = { \"quantizer.betaa\" = [1.0] }", "did you mean 'beta'")):
         suite = load_suite(str(write(tmp_path, TINY + f"\n[tuning]\n{table}\n")))

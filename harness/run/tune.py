@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.cell.runner import CellResult
-from harness.errors import UnknownNameError
+from harness.errors import UnknownNameError, suggest
 from harness.host import Host, get_host
 from harness.run import preflight
 from harness.run.executors import CellOutcome, Executor
@@ -123,9 +123,10 @@ def check_tuning(host: Host, suite: Suite, cells: list[Cell]) -> spec.Tuning:
     splits = dict(getattr(dataset, "selection_splits", {}) or {})
     if tuning.split not in splits:
         why = " (val is what the leaderboard reports: selection never sees it)" if tuning.split == "val" else ""
-        known = ", ".join(splits) or "none: it cannot be tuned"
-        raise suite.error(f"dataset {dataset.name!r} has no selection split {tuning.split!r}{why}; "
-                          f"its selection splits: {known}", ("tuning", "split"))
+        close = [c for c in suggest(tuning.split, splits) if tuning.split != "val"]
+        known = f"did you mean {close[0]!r}?" if close else f"its selection splits: {', '.join(splits) or 'none'}"
+        raise suite.error(f"dataset {dataset.name!r} has no selection split {tuning.split!r}{why}; {known}",
+                          ("tuning", "split"))
     for method in sorted({c.method for c in cells}):
         check_knobs(host, suite, tuning, method)
     return tuning
@@ -235,7 +236,8 @@ def run_groups(executor: Executor, tracker: Tracker, groups: list[Group], parent
 
     if specs:
         executor.run(specs, collect)
-    return results
+    order = {c.config_hash: i for i, (_, c) in enumerate(pairs)}
+    return sorted(results, key=lambda r: order.get(r.cell.config_hash, len(order)))
 
 
 # -- choosing -----------------------------------------------------------------------------------------
