@@ -284,3 +284,18 @@ def test_every_trial_and_tuned_cell_rebuilds_from_its_spec_on_any_executor(tmp_p
     assert tuned[0].cells[0].config["train"]["lr"] == 0.03
     shared = {c.group_hash for c in cells}
     assert not shared & {c.group_hash for g in [*trial, *tuned] for c in g.cells}  # rows of their own
+
+
+def test_harness_tune_command_in_worker_processes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The command line, on the default executor (each cell in a worker process): one trial, one tuned cell."""
+    from harness.commands.cli import main
+    from harness.tracking import Tracker
+
+    path = write(tmp_path, TINY.replace("seeds = 2", "seeds = 1") + "\n[tuning]\nbudget = 1\n")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["tune", str(path), "--jobs", "1", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert "tuning (1 trials per configuration, min mse on the 'select' split" in out
+    assert "| vq     | 4 | 2   | lr=0.01" in out  # budget 1: the one grid point, the suite's own lr
+    runs = Tracker(uri).runs("tunebox", "tags.`harness.kind` = 'cell' and attributes.status = 'FINISHED'")
+    assert sorted(r.data.tags["harness.tuning"] for r in runs) == ["trial", "tuned"]

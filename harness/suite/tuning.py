@@ -150,9 +150,9 @@ def grid(value: list[float] | dict[str, Any], points: int) -> list[float]:
     if isinstance(value, list):
         return [float(v) if isinstance(v, float) else v for v in value]
     low, high = float(value["low"]), float(value["high"])
-    if points == 1 or low == high:
-        return [low] if low == high else [math.sqrt(low * high) if value.get("scale", "log") == "log"
-                                          else (low + high) / 2]
+    if points == 1 or low == high:  # one point: the middle of the range
+        middle = math.sqrt(low * high) if value.get("scale", "log") == "log" else (low + high) / 2
+        return [_round(middle)]
     steps = [i / (points - 1) for i in range(points)]
     if value.get("scale", "log") == "log":
         return [_round(low * (high / low) ** t) for t in steps]
