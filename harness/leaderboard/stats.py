@@ -1,6 +1,7 @@
 """Uncertainty on every number: intervals over seeds, tie sets, P(X > Y), seeds needed, mean ranks.
 
-Pure functions over per-seed values (scipy.stats does the distributions), and
+Pure functions over per-seed values (scipy's Student t and noncentral t functions, the
+routines ``scipy.stats.t`` and ``scipy.stats.nct`` call, do the distributions), and
 :func:`board_stats`, which applies them to a board's rate groups once and keeps
 the result on the board for every renderer:
 
@@ -28,10 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats as sps
+from scipy import special
 
 #: what computes the numbers, named on every page
-LIBRARY = "scipy.stats"
+#: (scipy.special, not scipy.stats: the same routines without 1-3 s of import on every page)
+LIBRARY = "scipy"
 CONFIDENCE = 0.95
 ALPHA = 0.05
 POWER = 0.8
@@ -48,12 +50,12 @@ def critical_value(n: Any, confidence: float = CONFIDENCE) -> Any:
     """Student's t quantile for a two-sided interval over ``n`` seeds (n - 1 degrees of freedom)."""
     if np.ndim(n) == 0:  # every cell of a page asks: one quantile per seed count
         return _scalar_critical(int(n), confidence)
-    return sps.t.ppf(0.5 + confidence / 2, np.asarray(n) - 1)
+    return special.stdtrit(np.asarray(n) - 1, 0.5 + confidence / 2)
 
 
 @functools.lru_cache(maxsize=256)
 def _scalar_critical(n: int, confidence: float) -> float:
-    return float(sps.t.ppf(0.5 + confidence / 2, n - 1))
+    return float(special.stdtrit(n - 1, 0.5 + confidence / 2))
 
 
 def t_interval(mean: Any, std: Any, n: Any, confidence: float = CONFIDENCE) -> tuple[Any, Any] | None:
@@ -72,6 +74,8 @@ def welch_p(a: tuple[float, float, int], b: tuple[float, float, int]) -> float:
     (m1, s1, n1), (m2, s2, n2) = a, b
     if s1 == 0 and s2 == 0:
         return 1.0 if m1 == m2 else 0.0
+    from scipy import stats as sps  # the reference; the page's own numbers come from welch_matrix
+
     return float(sps.ttest_ind_from_stats(m1, s1, n1, m2, s2, n2, equal_var=False).pvalue)
 
 
@@ -83,7 +87,7 @@ def welch_matrix(means: np.ndarray, stds: np.ndarray, ns: np.ndarray) -> np.ndar
     dof_den = (v ** 2 / (ns - 1))[:, None] + (v ** 2 / (ns - 1))[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.abs(diff) / np.sqrt(var)
-        p = 2 * sps.t.sf(t, var ** 2 / dof_den)
+        p = 2 * special.stdtr(var ** 2 / dof_den, -t)
     p = np.where(var == 0, np.where(diff == 0, 1.0, 0.0), p)
     np.fill_diagonal(p, 1.0)
     return p
@@ -131,11 +135,11 @@ def welch_power(diff: float, s1: float, s2: float, n: np.ndarray, alpha: float) 
     """Power of a two-sided Welch test with ``n`` seeds per row (noncentral t)."""
     var = (s1 ** 2 + s2 ** 2) / n
     dof = (n - 1) * (s1 ** 2 + s2 ** 2) ** 2 / (s1 ** 4 + s2 ** 4)
-    crit = sps.t.ppf(1 - alpha / 2, dof)
+    crit = special.stdtrit(dof, 1 - alpha / 2)
     nc = abs(diff) / np.sqrt(var)
-    power = sps.nct.sf(crit, dof, nc) + sps.nct.cdf(-crit, dof, nc)
+    power = 1 - special.nctdtr(dof, nc, crit) + special.nctdtr(dof, nc, -crit)
     # scipy's noncentral t returns NaN far in its tail (large nc): the normal limit is exact enough there
-    return np.where(np.isnan(power), sps.norm.sf(crit - nc) + sps.norm.cdf(-crit - nc), power)
+    return np.where(np.isnan(power), special.ndtr(nc - crit) + special.ndtr(-crit - nc), power)
 
 
 def seeds_needed(diff: float, s1: float, s2: float, alpha: float = ALPHA, power: float = POWER,
@@ -171,6 +175,20 @@ def stratified_means(values: Sequence[Sequence[float]], reps: int, rng: np.rando
     return out
 
 
+def average_ranks(x: np.ndarray, block: int = 4_000_000) -> np.ndarray:
+    """Ranks along the last axis of a 2-d array, 1 = smallest, ties sharing their average rank
+    (what ``scipy.stats.rankdata`` gives; pairwise counts, in blocks of rows to bound memory)."""
+    rows, k = x.shape
+    out = np.empty((rows, k))
+    step = max(1, block // max(k * k, 1))
+    for start in range(0, rows, step):
+        part = x[start:start + step]
+        less = (part[:, None, :] < part[:, :, None]).sum(axis=2)
+        equal = (part[:, None, :] == part[:, :, None]).sum(axis=2)
+        out[start:start + step] = less + (equal + 1) / 2
+    return out
+
+
 def mean_ranks(tasks: Iterable[tuple[dict[str, Sequence[float]], bool]], reps: int = BOOTSTRAP_REPS,
                seed: int = 0, confidence: float = CONFIDENCE) -> dict[str, tuple[float, float, float, int]]:
     """Per entry over tasks (``{entry: seed values}``, higher-is-better): mean rank (1 = best),
@@ -182,8 +200,8 @@ def mean_ranks(tasks: Iterable[tuple[dict[str, Sequence[float]], bool]], reps: i
     for entries, higher in tasks:
         names = list(entries)
         sign = -1.0 if higher else 1.0
-        point = sps.rankdata(sign * np.array([np.mean(entries[e]) for e in names]))
-        boot = sps.rankdata(sign * stratified_means([entries[e] for e in names], reps, rng), axis=1)
+        point = average_ranks(sign * np.array([np.mean(entries[e]) for e in names])[None, :])[0]
+        boot = average_ranks(sign * stratified_means([entries[e] for e in names], reps, rng))
         for j, name in enumerate(names):
             sums[name] = sums.get(name, 0.0) + boot[:, j]
             points[name] = points.get(name, 0.0) + point[j]
@@ -371,7 +389,7 @@ TIE_NOTE = ("In each rate group the rows statistically tied with the best are in
             "not tested; never across groups.")
 RANK_NOTE = (f"Rank 1 is a group's best mean; a method's mean rank over the rate groups it ran in, "
              f"with a {CONFIDENCE:.0%} stratified bootstrap interval ({BOOTSTRAP_REPS} resamples of "
-             "each row's seeds within its group, rliable's scheme; numpy and scipy.stats).")
+             "each row's seeds within its group, rliable's scheme; numpy).")
 
 
 def row_interval(row: Any, column: str) -> tuple[float, float] | None:
