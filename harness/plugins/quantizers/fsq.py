@@ -157,13 +157,23 @@ class FSQ(Quantizer):
     tokens into the grid and a ``Linear(len(levels), dim)`` maps codes back (both
     with bias), as the reference implementations do; the paper's own models set
     the encoder's output width to ``len(levels)`` instead.
+
+    Option ``random_rotation`` (off by default, so ``fsq`` stays the paper's method):
+    the projected token is multiplied by a random orthogonal ``R`` (``len(levels)``
+    square, drawn once under the seed by QR of a Gaussian, ``nn.init.orthogonal_``;
+    a saved buffer, never trained) before bounding and rounding, and the code by
+    ``R^T`` after, so the grid is the paper's but turned at random: the incoherence
+    processing of Chee et al. 2023, "QuIP: 2-Bit Quantization of Large Language
+    Models With Guarantees", as vector-quantize-pytorch's ``FSQ(orthogonal_rotation=True)``
+    applies it (v1.32, ``finite_scalar_quantization.py``), which recommends equal
+    levels on every channel. Indices are the rotated grid's digits.
     """
 
     name = "fsq"
     paper = "Mentzer et al. 2023, Finite Scalar Quantization: VQ-VAE Made Simple"
 
     def __init__(self, dim: int, codebook_size: int, levels: Sequence[int] | None = None,
-                 symmetric_even: bool = False) -> None:
+                 symmetric_even: bool = False, random_rotation: bool = False) -> None:
         chosen = choose_levels(codebook_size, levels)
         super().__init__(dim, math.prod(chosen))
         self.requested_codebook_size = int(codebook_size)
@@ -173,10 +183,17 @@ class FSQ(Quantizer):
         width = len(chosen)
         self.project_in: nn.Module = nn.Linear(dim, width) if dim != width else nn.Identity()
         self.project_out: nn.Module = nn.Linear(width, dim) if dim != width else nn.Identity()
+        self.random_rotation = bool(random_rotation)
+        if self.random_rotation:
+            self.register_buffer("rotation", nn.init.orthogonal_(torch.empty(width, width)))
+
+    def unrotate(self, codes: Tensor) -> Tensor:
+        """Codes back from the rotated grid (``codes R^T``); the identity without ``random_rotation``."""
+        return codes @ self.rotation.t() if self.random_rotation else codes
 
     def decode(self, indices: Tensor) -> Tensor:
         """Latent vectors ``(..., D)`` of the given indices."""
-        return self.project_out(self.codec.indices_to_codes(indices))
+        return self.project_out(self.unrotate(self.codec.indices_to_codes(indices)))
 
     def codebook(self) -> Tensor:
         """Every grid point mapped to latent space, ``(prod(levels), D)``."""
@@ -184,6 +201,8 @@ class FSQ(Quantizer):
 
     def quantize(self, z: Tensor) -> QuantizeOutput:
         """The method on float32 tokens, autocast off (the base class's ``forward``)."""
-        z_hat = self.codec.quantize(self.project_in(z))
+        x = self.project_in(z)
+        z_hat = self.codec.quantize(x @ self.rotation if self.random_rotation else x)
         indices = self.codec.codes_to_indices(z_hat)
-        return QuantizeOutput(z_q=self.project_out(z_hat), indices=indices, loss=z.new_zeros(()))
+        return QuantizeOutput(z_q=self.project_out(self.unrotate(z_hat)), indices=indices,
+                              loss=z.new_zeros(()))
