@@ -10,6 +10,7 @@ error (exit 2) that says what to fix, with nothing recorded.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from urllib.parse import unquote, urlparse
 
 from harness.errors import DatasetMissing, UsageError
 
+#: an error from building a quantizer that is about its size (any other build error fails the cell)
+SIZE_WORDS = re.compile(r"\bcodebook_size\b|\bcodebook size\b|\bdim\b")
 PROBE_BYTES = 64 * 1024  # a real write: a full disk fails it, not only a read-only one
 
 
@@ -141,8 +144,12 @@ def size_check(host: Any, suite: Any, cells: list[Any], device: str) -> None:
         try:
             with torch.device("meta"):
                 module = build_quantizer(host, cell.config)
-        except (ValueError, TypeError, OverflowError, MemoryError) as exc:
+        except (OverflowError, MemoryError) as exc:
             raise suite.error(f"{at} cannot be built: {exc}", key) from None
+        except (ValueError, TypeError) as exc:  # the method refuses this size (else: the cell fails)
+            if SIZE_WORDS.search(str(exc)):
+                raise suite.error(f"{at} cannot be built: {exc}", key) from None
+            continue
         except Exception:  # noqa: BLE001 - an operation the meta device lacks: the cell itself will tell
             continue
         size = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
