@@ -12,6 +12,7 @@ left RUNNING. Executors are plugins (``harness_register_executors``, docs/hooks.
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 import traceback
@@ -340,9 +341,9 @@ def parse_option_value(executor: str, key: str, value: Any, kind: type) -> Any:
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return list(value)
         raise UsageError(f"executor {executor}: option {key} must be a list of strings, got {value!r}")
+    if kind is float:  # nan and inf are never a setting (a NaN watchdog would switch it off)
+        return finite_option(executor, key, value)
     if not isinstance(value, str) or kind is str:
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
         if isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool):
             return value
         raise UsageError(f"executor {executor}: option {key} must be {kind.__name__}, got {value!r}")
@@ -357,6 +358,21 @@ def parse_option_value(executor: str, key: str, value: Any, kind: type) -> Any:
         except (TypeError, ValueError):
             pass
     raise UsageError(f"executor {executor}: option {key} must be {kind.__name__}, got {value!r}")
+
+
+def finite_option(executor: str, key: str, value: Any) -> float:
+    """A float option from TOML or ``--executor-option``: a finite number, else a usage error."""
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number):
+        raise UsageError(f"executor {executor}: option {key} must be a finite number, got {value!r}")
+    return number
 
 
 def build_executor(host: Any, name: str, options: Mapping[str, Any]) -> Executor:

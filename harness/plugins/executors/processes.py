@@ -23,6 +23,7 @@ Each worker gets ``cores / jobs`` intra-op threads, so workers never oversubscri
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -45,6 +46,22 @@ POLL_S = 0.5
 
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def check_ranges(jobs: int, watchdog: float, threads: int) -> int:
+    """Refuse options no run could use (a NaN watchdog is never reached: it would be off); return
+    the intra-op threads per worker (0: this machine's cores shared among the jobs)."""
+    from harness.errors import UsageError
+
+    if jobs < 1:
+        raise UsageError(f"executor processes: jobs must be >= 1, got {jobs}")
+    if not math.isfinite(watchdog) or watchdog < 0:
+        raise UsageError(f"executor processes: watchdog must be a finite number of seconds >= 0 "
+                         f"(0: off), got {watchdog}")
+    if not 0 <= threads <= cores():
+        raise UsageError(f"executor processes: threads must be between 1 and the {cores()} cores this "
+                         f"process may use (0 or unset: cores / jobs), got {threads}")
+    return threads or max(1, cores() // jobs)
 
 
 # -- the worker process -------------------------------------------------------------------------
@@ -143,11 +160,7 @@ class ProcessesExecutor(Executor):
         super().__init__(**options)
         self.jobs = int(options.get("jobs", 1))
         self.watchdog = float(options.get("watchdog", WATCHDOG_S))
-        if self.jobs < 1 or self.watchdog < 0:
-            from harness.errors import UsageError
-
-            raise UsageError("executor processes: jobs must be >= 1 and watchdog >= 0 (0: off)")
-        self.threads = int(options.get("threads") or max(1, cores() // self.jobs))
+        self.threads = check_ranges(self.jobs, self.watchdog, int(options.get("threads") or 0))
         self._ctx = mp.get_context("spawn")
         self._workers: list[_Worker] = []
 
