@@ -8,7 +8,8 @@ values of every column, no store: the statistics read only the rows) and times
 :func:`harness.leaderboard.stats.compute` (tie sets of every column, the top
 pairs' P(X > Y) and seeds needed, mean-rank bootstrap, performance profile), then the
 interval of every cell (what the renderers add per cell), then the Markdown,
-CSV, JSON and HTML renderings with the statistics already computed.
+CSV, JSON and HTML renderings with the statistics already computed, and the
+import of scipy.special (once per process) beside that of scipy.stats.
 Prints the best of ``--repeat`` runs; the last line is JSON.
 """
 
@@ -56,6 +57,16 @@ def best_of(repeat: int, fn) -> float:
     return min(times)
 
 
+def import_seconds(module: str) -> float:
+    """Seconds to import ``module`` in a fresh process that already has numpy (once per page)."""
+    import subprocess
+    import sys
+
+    code = f"import time, numpy; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200)
@@ -76,11 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.rows} rows, {args.groups} rate groups, {args.columns} columns, {args.seeds} seeds: "
           f"statistics {stats_s:.3f} s + intervals of {len(cells)} cells {intervals_s:.3f} s "
           f"(best of {args.repeat}); rows tied with the best on psnr: {tied}")
+    imports = {m: import_seconds(m) for m in ("scipy.special", "scipy.stats")}
+    print(f"  import scipy.special (what the statistics use): {imports['scipy.special']:.3f} s; "
+          f"scipy.stats (not imported): {imports['scipy.stats']:.3f} s")
     for fmt, seconds in render_s.items():
         print(f"  render {fmt}: {seconds:.3f} s (statistics already computed)")
     print(json.dumps({"rows": args.rows, "groups": args.groups, "columns": args.columns,
                       "seeds": args.seeds, "statistics_s": round(stats_s, 4),
                       "intervals_s": round(intervals_s, 4),
+                      "import_s": {k: round(v, 4) for k, v in imports.items()},
                       "render_s": {k: round(v, 4) for k, v in render_s.items()}}))
     return 0
 

@@ -175,17 +175,21 @@ def stratified_means(values: Sequence[Sequence[float]], reps: int, rng: np.rando
     return out
 
 
-def average_ranks(x: np.ndarray, block: int = 4_000_000) -> np.ndarray:
+def average_ranks(x: np.ndarray) -> np.ndarray:
     """Ranks along the last axis of a 2-d array, 1 = smallest, ties sharing their average rank
-    (what ``scipy.stats.rankdata`` gives; pairwise counts, in blocks of rows to bound memory)."""
+    (what ``scipy.stats.rankdata`` gives): sort, then give each run of equal values its middle."""
     rows, k = x.shape
+    order = np.argsort(x, axis=1, kind="stable")
+    ordered = np.take_along_axis(x, order, axis=1)
+    position = np.broadcast_to(np.arange(k), (rows, k))
+    starts = np.ones((rows, k), dtype=bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=1)
+    ends = np.ones((rows, k), dtype=bool)
+    ends[:, :-1] = starts[:, 1:]
+    last = np.minimum.accumulate(np.where(ends, position, k - 1)[:, ::-1], axis=1)[:, ::-1]
     out = np.empty((rows, k))
-    step = max(1, block // max(k * k, 1))
-    for start in range(0, rows, step):
-        part = x[start:start + step]
-        less = (part[:, None, :] < part[:, :, None]).sum(axis=2)
-        equal = (part[:, None, :] == part[:, :, None]).sum(axis=2)
-        out[start:start + step] = less + (equal + 1) / 2
+    np.put_along_axis(out, order, (first + last) / 2 + 1, axis=1)
     return out
 
 
