@@ -63,6 +63,25 @@ class Diverged(HarnessError):
         super().__init__(f"diverged at step {step} (loss = {value})")
 
 
+def env_number(name: str, default: float, *, minimum: float = 0.0, what: str = "seconds") -> float:
+    """A numeric environment setting, read when used (a bad value must not break every import):
+    a finite number >= ``minimum``, else a usage error naming the variable."""
+    import math
+    import os
+
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < minimum:
+        raise UsageError(f"{name} must be a finite number of {what} >= {minimum:g}, got {text!r}; "
+                         f"unset it for the default ({default:g})")
+    return value
+
+
 def suggest(name: str, known: Iterable[str]) -> list[str]:
     """Close matches for ``name`` among ``known`` (the did-you-mean list)."""
     return difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5)

@@ -52,7 +52,10 @@ def init_from_env() -> bool:
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        timeout = datetime.timedelta(minutes=float(os.environ.get("HARNESS_DIST_TIMEOUT_MIN", "120")))
+        from harness.errors import env_number
+
+        minutes = env_number("HARNESS_DIST_TIMEOUT_MIN", 120.0, minimum=1e-3, what="minutes")
+        timeout = datetime.timedelta(minutes=minutes)
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
     return is_distributed()
 

@@ -17,10 +17,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.errors import HarnessError, UsageError
+from harness.errors import HarnessError, UsageError, env_number
 
-#: seconds a process waits for another one creating the same SQLite store
-LOCK_TIMEOUT_S = float(os.environ.get("HARNESS_STORE_LOCK_TIMEOUT", "120"))
+#: seconds a process waits for another one creating the same SQLite store ($HARNESS_STORE_LOCK_TIMEOUT)
+LOCK_TIMEOUT_S = 120.0
+LOCK_TIMEOUT_ENV = "HARNESS_STORE_LOCK_TIMEOUT"
 #: the store this command already checked (``quick_check`` reads every page: 1.4 s for 145 MB)
 VERIFIED = "HARNESS_STORE_VERIFIED"
 
@@ -86,7 +87,7 @@ def init_lock(uri: str, timeout: float | None = None) -> Iterator[None]:
         return
     import fcntl
 
-    timeout = LOCK_TIMEOUT_S if timeout is None else timeout
+    timeout = env_number(LOCK_TIMEOUT_ENV, LOCK_TIMEOUT_S) if timeout is None else timeout
     path = lock_file(uri)
     with open(path, "a+") as handle:
         deadline = time.monotonic() + timeout

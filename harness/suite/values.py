@@ -23,6 +23,7 @@ from harness.errors import SuiteError, suggest
 
 #: a plain name: safe as a folder name, an MLflow experiment name and inside a tag key
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+MAX_THREADS = 1024  # intra-op threads per cell (train.threads)
 MAX_DEPTH = 16  # tables and lists nested deeper than this are not a suite
 MAX_SEEDS = 1000
 MAX_CELLS = 100_000
@@ -142,6 +143,9 @@ def _check_train(train: dict[str, Any], fail: Fail) -> None:
     for key in ("checkpoint_every", "num_workers", "threads"):
         if key in train and train[key] < 0:
             raise fail(f"train.{key} must be zero or positive, got {train[key]!r}", ("train", key))
+    if train.get("threads", 0) > MAX_THREADS:  # no machine has the cores: the workers could not start
+        raise fail(f"train.threads must be at most {MAX_THREADS} (0: PyTorch's default), got "
+                   f"{train['threads']!r}", ("train", "threads"))
 
 
 # -- claims ----------------------------------------------------------------------------

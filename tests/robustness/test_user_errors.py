@@ -186,3 +186,29 @@ def test_a_set_value_nested_50000_deep_is_refused_cleanly(workdir: Path):
     assert "harness: error: --set value [[[[[[[[[[[[[[[[[[[[... is nested too deeply to be a suite value" in err
     rc, _, err = run(["run", "toy2d", "--set", "train.betas=" + "[" * 300 + "]" * 300], workdir)
     assert rc == 2 and "values nested more than 16 levels deep" in err and "toy2d.toml:" not in err
+
+
+def test_executor_options_and_environment_values_are_range_checked(workdir: Path, tiny):
+    import os
+
+    path = tiny()
+    cores = len(os.sched_getaffinity(0))
+    cases = [(["--executor-option", "watchdog=nan"],
+              "executor processes: option watchdog must be a finite number, got 'nan'"),
+             (["--executor-option", "watchdog=-1"], "executor processes: watchdog must be a finite number"),
+             (["--executor-option", "threads=-4"],
+              f"executor processes: threads must be between 1 and the {cores} cores this process may use"),
+             (["--executor-option", "threads=100000"], "(0 or unset: cores / jobs), got 100000"),
+             (["--set", "train.threads=100000"],
+              "--set train.threads=100000: train.threads must be at most 1024")]
+    for extra, message in cases:
+        rc, _, err = run(["run", str(path), "-q", "vq", *extra], workdir)
+        assert rc == 2 and message in err and "Traceback" not in err, err
+    for value in ("nan", "soon", "-5"):
+        rc, _, err = run(["run", str(path), "-q", "vq"], workdir, HARNESS_STORE_LOCK_TIMEOUT=value)
+        assert rc == 2 and "Traceback" not in err
+        assert (f"harness: error: HARNESS_STORE_LOCK_TIMEOUT must be a finite number of seconds >= 0, got "
+                f"{value!r}; unset it for the default (120)") in err
+    rc, out, _ = run(["list", "suites"], workdir, HARNESS_STORE_LOCK_TIMEOUT="soon")  # import is fine
+    assert rc == 0 and "toy2d" in out
+    assert not (workdir / "mlflow.db").exists()
