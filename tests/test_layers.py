@@ -20,14 +20,11 @@ PUBLIC = {"harness", "harness.hookspecs", "harness.host", "harness.registry", "h
           "harness.run.executors", "harness.cell.train"}
 #: reaches past the public face that exist today, each with why; this list may only shrink
 KNOWN_PLUGIN_REACHES = {
-    ("harness.plugins.executors.processes", "harness.run.signals"): "lost-run helper",
     ("harness.plugins.executors.ray", "harness.recovery.checkpoint"): "lost-run helper",
-    ("harness.plugins.executors.ray", "harness.run.signals"): "lost-run helper",
     ("harness.plugins.executors.slurm", "harness.cell.distributed"): "torchrun inside a job",
     ("harness.plugins.executors.slurm", "harness.recovery.checkpoint"): "lost-run helper",
     ("harness.plugins.executors.slurm", "harness.recovery.resume"): "lost-run helper",
     ("harness.plugins.executors.slurm", "harness.run.interrupt"): "lost-run helper",
-    ("harness.plugins.executors.slurm", "harness.run.signals"): "lost-run helper",
     ("harness.plugins.losses.patchgan", "harness.cell.forward"): "the decoder's last layer",
 }
 #: the host's imports of first-party plugins today, each with why; this list may only shrink

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -22,11 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from harness.errors import UnknownNameError, UsageError
-from harness.run.signals import DeferredClient, guarded, identity
+from harness.run.signals import DeferredClient, deferred, describe_exit, guarded, identity
 from harness.tracking import Tracker
 
+# the executor contract: what an executor plugin imports (``deferred`` and ``describe_exit`` come
+# from harness.run.signals, offered here so plugins need no other host module for them)
 __all__ = ["CellOutcome", "CellSpec", "CellTimeout", "Executor", "ProcessTracker", "build_executor",
-           "check_tracking_uri", "record_lost", "run_cell"]
+           "check_tracking_uri", "deferred", "describe_exit", "lost_outcome", "record_lost", "run_cell",
+           "saved_note"]
 
 
 @dataclass(frozen=True)
@@ -268,6 +272,22 @@ def record_lost(spec: CellSpec, status: str, reason: str, log_path: str | None =
     A run the worker already closed is left as it is. Returns the run id.
     """
     return _close_lost(ProcessTracker(spec.tracking_uri), spec, status, reason, log_path)
+
+
+def lost_outcome(spec: CellSpec, status: str, reason: str, *, log_path: str | None = None,
+                 tags: Mapping[str, str] | None = None) -> CellOutcome:
+    """The outcome of a cell an executor lost, its run closed ``status`` with ``reason``, the log
+    path and the executor's own ``tags`` (job or task id). Never raises: recording must not take
+    the suite down, and the outcome still carries the reason to the summary."""
+    run_id = None
+    try:
+        tracker = ProcessTracker(spec.tracking_uri)
+        run_id = _close_lost(tracker, spec, status, reason, log_path)
+        if tags:
+            tracker.set_tags(run_id, dict(tags))
+    except Exception as exc:  # noqa: BLE001 - the suite goes on; the summary still says why
+        print(f"harness: could not record {spec.run_name} {status}: {exc}", file=sys.stderr)
+    return CellOutcome(spec.cell_hash, status, run_id, error=reason)
 
 
 def _close_lost(tracker: Tracker, spec: CellSpec, status: str, reason: str, log_path: str | None) -> str:

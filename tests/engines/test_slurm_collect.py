@@ -11,7 +11,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from plugins.executors.slurm import still_held
+
+from harness.plugins.executors.slurm import still_held
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def test_a_job_with_a_result_is_collected_without_asking(squeue, tmp_path):
 
 def test_a_job_out_of_the_queue_is_collected_only_after_settling(squeue, tmp_path, monkeypatch):
     """A requeue can leave a job FAILED for a moment: out of the queue, then PENDING again."""
-    from plugins.executors import slurm
+    from harness.plugins.executors import slurm
 
     clock = [1000.0]
     monkeypatch.setattr(slurm.time, "monotonic", lambda: clock[0])

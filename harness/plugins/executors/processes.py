@@ -27,7 +27,6 @@ import math
 import multiprocessing as mp
 import os
 import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -35,8 +34,15 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any, ClassVar
 
-from harness.run.executors import CellOutcome, CellSpec, Executor, record_lost, saved_note
-from harness.run.signals import deferred, describe_exit
+from harness.run.executors import (
+    CellOutcome,
+    CellSpec,
+    Executor,
+    deferred,
+    describe_exit,
+    lost_outcome,
+    saved_note,
+)
 
 WATCHDOG_S = 3600.0  # no store write for this long: the cell is hung (default; 0 turns it off)
 TIMEOUT_GRACE_S = 30.0  # past train.timeout, for a cell whose own alarm could not fire
@@ -121,12 +127,7 @@ def _worker(conn: Any, beat: Any, threads: int, parent_pid: int) -> None:
 
 def _lost(spec: CellSpec, status: str, reason: str) -> CellOutcome:
     """Close the cell's run with ``reason`` (guarded: the record must not take the suite down)."""
-    run_id = None
-    try:
-        run_id = record_lost(spec, status, reason)
-    except Exception as exc:  # noqa: BLE001
-        print(f"harness: could not record {spec.run_name} {status}: {exc}", file=sys.stderr)
-    return CellOutcome(spec.cell_hash, status, run_id, error=reason)
+    return lost_outcome(spec, status, reason)
 
 
 # -- the control process's side -------------------------------------------------------------------

@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Any, ClassVar
 
 from harness.errors import UsageError
-from harness.run.executors import CellOutcome, CellSpec, Executor, ProcessTracker, record_lost
+from harness.run.executors import CellOutcome, CellSpec, Executor, ProcessTracker, lost_outcome
 
 CANCEL_WAIT_S = 60.0
 WAIT_S = 1.0
@@ -108,7 +108,7 @@ class RayExecutor(Executor):
         """Ctrl-C: interrupt every task (SIGINT: checkpoint, KILLED), then force the stragglers."""
         import time
 
-        from harness.run.signals import deferred
+        from harness.run.executors import deferred
 
         for ref in pending:
             ray.cancel(ref, force=False)
@@ -143,22 +143,21 @@ def task_outcome(ray: Any, ref: Any, spec: CellSpec, tracker: Any) -> CellOutcom
 
 
 def _lost(spec: CellSpec, status: str, reason: str, ref: Any, tracker: Any) -> CellOutcome:
-    run_id = None
-    try:
-        run_id = record_lost(spec, status, reason, log_path=_logs_dir())
-        _tag(tracker, run_id, ref)
-    except Exception as exc:  # noqa: BLE001 - the suite goes on; the summary still says why
-        print(f"harness: could not record {spec.run_name} {status}: {exc}", file=sys.stderr)
-    return CellOutcome(spec.cell_hash, status, run_id, error=reason)
+    return lost_outcome(spec, status, reason, log_path=_logs_dir(), tags=_tags(ref))
+
+
+def _tags(ref: Any) -> dict[str, str]:
+    """Where the task ran and logged, for the cell's run."""
+    tags = {"harness.ray.task_id": ref.task_id().hex()}
+    logs = _logs_dir()
+    if logs:
+        tags["harness.log"] = logs
+    return tags
 
 
 def _tag(tracker: Any, run_id: str | None, ref: Any) -> None:
     if run_id:
-        tags = {"harness.ray.task_id": ref.task_id().hex()}
-        logs = _logs_dir()
-        if logs:
-            tags["harness.log"] = logs
-        tracker.set_tags(run_id, tags)
+        tracker.set_tags(run_id, _tags(ref))
 
 
 def _logs_dir() -> str | None:

@@ -47,7 +47,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.errors import UsageError
-from harness.run.executors import CellOutcome, CellSpec, Executor, ProcessTracker, record_lost
+from harness.run.executors import (
+    CellOutcome,
+    CellSpec,
+    Executor,
+    ProcessTracker,
+    lost_outcome,
+    record_lost,
+)
 
 DEFAULT_TIME_MIN = 60
 DEFAULT_FOLDER = "harness-slurm"
@@ -163,7 +170,7 @@ class SlurmExecutor(Executor):
     def _cancel(self, pending: dict[str, tuple[Any, CellSpec]], tracker: Any,
                 on_outcome: Callable[[CellOutcome], None]) -> None:
         """Ctrl-C: ``scancel`` every job; each running cell checkpoints and records KILLED itself."""
-        from harness.run.signals import deferred
+        from harness.run.executors import deferred
 
         for job, _spec in pending.values():
             job.cancel(check=False)
@@ -228,19 +235,18 @@ def lost_reason(job: Any, exc: Exception) -> tuple[str, str]:
 
 
 def _lost(spec: CellSpec, status: str, reason: str, job: Any, tracker: Any) -> CellOutcome:
-    run_id = None
-    try:
-        run_id = record_lost(spec, status, reason, log_path=str(job.paths.stdout))
-        _tag(tracker, run_id, job)
-    except Exception as exc:  # noqa: BLE001 - the suite goes on; the summary still says why
-        print(f"harness: could not record {spec.run_name} {status}: {exc}", file=sys.stderr)
-    return CellOutcome(spec.cell_hash, status, run_id, error=reason)
+    return lost_outcome(spec, status, reason, log_path=str(job.paths.stdout), tags=_tags(job))
+
+
+def _tags(job: Any) -> dict[str, str]:
+    """The job and its logs, for the cell's run."""
+    return {"harness.slurm.job_id": str(job.job_id), "harness.log": str(job.paths.stdout),
+            "harness.slurm.stderr": str(job.paths.stderr)}
 
 
 def _tag(tracker: Any, run_id: str | None, job: Any) -> None:
     if run_id:
-        tracker.set_tags(run_id, {"harness.slurm.job_id": str(job.job_id), "harness.log": str(job.paths.stdout),
-                                  "harness.slurm.stderr": str(job.paths.stderr)})
+        tracker.set_tags(run_id, _tags(job))
 
 
 def sacct(job_id: str) -> dict[str, str]:
