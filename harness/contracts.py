@@ -93,7 +93,8 @@ class Quantizer(nn.Module):
 
 
 class DatasetPlugin:
-    """Builds ``torch.utils.data.Dataset`` objects for the ``train`` and ``val`` splits.
+    """Builds ``torch.utils.data.Dataset`` objects for the ``train`` and ``val`` splits
+    (and, for ``harness tune``, the :attr:`selection_splits` it declares).
 
     Items are a tensor ``x`` or a pair ``(x, label)``: points are ``float32 (2,)``,
     images ``float32 (3, H, W)`` in ``[-1, 1]``. Real datasets read from ``root``
