@@ -3,6 +3,8 @@ and that a real cell records it at step 0 and at its last step."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -181,7 +183,7 @@ def test_an_unknown_run_is_a_usage_error_naming_a_close_one(digits_runs, capsys)
 
 def test_the_leaderboard_flags_the_collapsed_row_only(digits_runs) -> None:
     from harness.leaderboard import build_leaderboard
-    from harness.leaderboard.render import to_html, to_markdown
+    from harness.leaderboard.render import to_csv, to_html, to_json, to_markdown
 
     uri, _ = digits_runs
     board = build_leaderboard("digits", tracker=Tracker(uri), profile="smoke")
@@ -190,7 +192,31 @@ def test_the_leaderboard_flags_the_collapsed_row_only(digits_runs) -> None:
              for r in board.rows}
     assert re.search(r"collapsed: [\d.]+% of codes used", lines["ibq"])
     assert "collapsed" not in lines["fsq"]
-    assert "collapsed: " in to_html(board)
+    assert 'class="text status collapsed">collapsed: ' in to_html(board)
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(to_csv(board)))}
+    assert rows["ibq"]["collapse"].startswith("collapsed: ") and rows["fsq"]["collapse"] == ""
+    data = {r["method"]: r["collapse"] for r in json.loads(to_json(board))["rows"]}
+    assert data["ibq"].startswith("collapsed: ") and data["fsq"] == ""
+
+
+def test_a_collapse_in_one_seed_of_two_is_said_so(tracking_uri: str) -> None:
+    """Hand-made runs: the rule per seed, the row's mean when every seed collapsed."""
+    from harness.leaderboard import build_leaderboard
+    from harness.leaderboard.collapse import collapse_text
+    from tests.test_leaderboard import record
+
+    tracker = Tracker(tracking_uri)
+    for seed, (used, perplexity) in enumerate([(0.004, 1.0), (0.60, 120.0)]):
+        record(tracker, "half", seed, {"psnr": 15.0, "utilization": used, "perplexity": perplexity}, k=256)
+    for seed, used in enumerate([0.02, 0.04]):
+        record(tracker, "both", seed, {"psnr": 14.0, "utilization": used, "perplexity": 9.0}, k=256)
+    for seed in range(2):  # most codes touched once, the tokens on one or two: perplexity says it
+        record(tracker, "peaked", seed, {"psnr": 14.0, "utilization": 0.5, "perplexity": 1.5}, k=256)
+        record(tracker, "fine", seed, {"psnr": 20.0, "utilization": 0.06, "perplexity": 15.0}, k=256)
+    rows = {r.method: collapse_text(r) for r in build_leaderboard("board", tracker=tracker).rows}
+    assert rows == {"half": "collapsed in 1 of 2 seeds: 0.4% of codes used",
+                    "both": "collapsed: 3% of codes used",
+                    "peaked": "collapsed: usage perplexity 1.5 of 256 codes", "fine": ""}
 
 
 @pytest.mark.parametrize("init, final, expected", [

@@ -6,6 +6,7 @@ import base64
 import html
 
 from harness.leaderboard.build import Leaderboard, Row
+from harness.leaderboard.collapse import collapse_text
 from harness.leaderboard.stats import INTERVAL_NOTE, TIE_NOTE
 from harness.leaderboard.stats_html import TIED_TITLE, group_row_html, stats_section_html
 from harness.leaderboard.text import (
@@ -45,6 +46,7 @@ tr.reported td { color: #555; font-style: italic; background: #fafafa; }
 tr.group th { text-align: left; background: #fff; border: none; padding-top: .8em; }
 tr.partial td.status, tr.failed td.status, tr.killed td.status { color: #b00020; }
 tr.interrupted td.status, tr.running td.status { color: #8a6d00; }
+td.status.collapsed { color: #b00020; font-weight: bold; }
 td.holds { color: #1b5e20; font-weight: bold; } td.FAILS { color: #b00020; font-weight: bold; }
 td.reported-claim { color: #0d47a1; } td.no-data { color: #888; }
 .legend, figcaption, .note { color: #444; font-size: .88em; }
@@ -82,7 +84,8 @@ def _row_html(board: Leaderboard, row: Row, columns: list[str]) -> str:
              f"<td>{row.dim or '–'}</td>", *(f"<td>{_e(v)}</td>" for v in rate_cells(board, row)),
              f"<td>{row.n if not row.reported else '–'}</td>"]
     cells += [_metric_cell(board, row, column) for column in columns]
-    cells.append(f'<td class="text status">{_e(status_text(row, board))}</td>')
+    flagged = " collapsed" if collapse_text(row) else ""  # harness.leaderboard.collapse
+    cells.append(f'<td class="text status{flagged}">{_e(status_text(row, board))}</td>')
     cells.append(f'<td class="code" title="{_e(row.digest)}">{_e(digest_text(row))}</td>')
     kind = "reported" if row.reported else row.status
     return f'<tr class="{kind}" data-method="{_e(row.method)}">{"".join(cells)}</tr>'

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from harness.leaderboard.build import Leaderboard, Row
+from harness.leaderboard.collapse import collapse_text
 from harness.leaderboard.stats import (
     ALPHA,
     CONFIDENCE,
@@ -39,6 +40,7 @@ def _row(board: Leaderboard, stats: BoardStats, row: Row) -> dict[str, Any]:
             "bits_per_pixel": row.bits_per_pixel, "plugin_digest": row.digest,
             "rate_group": stats.group_of.get(id(row)),
             "seed_states": {str(s.seed): s.state for s in row.seeds.values()},
+            "collapse": collapse_text(row),
             "metrics": {c: _metric(stats, row, c) for c in board.columns if c in row.metrics}}
 
 

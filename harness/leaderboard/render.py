@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from harness.commands.table import csv_table, markdown
 from harness.leaderboard.build import Leaderboard, Row
+from harness.leaderboard.collapse import collapse_text
 from harness.leaderboard.html_page import to_html
 from harness.leaderboard.json_page import to_json
 from harness.leaderboard.stats import (
@@ -140,6 +141,7 @@ def to_csv(board: Leaderboard) -> str:
     for c in board.columns:
         head += [f"{c}_mean", f"{c}_std", f"{c}_nan", f"{c}_ci_low", f"{c}_ci_high", f"{c}_tied_with_best"]
     head += ["rate_group", "recipe", "tuned_values", "tuned_budget", "tuned_cost_s"]  # recipe: tuned, shared
+    head.append("collapse")  # harness.leaderboard.collapse: "" or "collapsed: 4% of codes used"
     rows = []
     for r in board.rows:
         states = " ".join(f"{s.seed}:{s.state}" for s in r.seeds.values())
@@ -154,7 +156,7 @@ def to_csv(board: Leaderboard) -> str:
             line += [_num(bounds[0]), _num(bounds[1])] if bounds else ["", ""]
             line.append(tie_word(board_stats(board), r, c))
         rows.append(line + [board_stats(board).group_of.get(id(r), ""), r.tuning, r.tuned_values,
-                            r.tuned_budget or "", _num(r.tuned_cost_s)])
+                            r.tuned_budget or "", _num(r.tuned_cost_s), collapse_text(r)])
     return csv_table(head, rows)
 
 
