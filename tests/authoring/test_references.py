@@ -74,9 +74,9 @@ def missing_references(where: Path, text: str, names: set[str]) -> list[str]:
 
 
 def test_the_scan_catches_outside_notes_and_broken_paths() -> None:
-    text = "See METHODS.md and docs/nowhere.md, [x](missing.md), ../../notes; docs/methods.md is fine."
+    text = "See OUTSIDE.md and docs/nowhere.md, [x](missing.md), ../../notes; docs/methods.md is fine."
     assert missing_references(ROOT / "docs" / "x.md", text, repository_names()) == [
-        "link missing.md", "path docs/nowhere.md", "file METHODS.md", "file missing.md", "outside ../../notes"]
+        "link missing.md", "path docs/nowhere.md", "file OUTSIDE.md", "file missing.md", "outside ../../notes"]
 
 
 @pytest.mark.parametrize("where, text", scanned(), ids=lambda v: str(v.relative_to(ROOT)) if isinstance(v, Path) else "")
