@@ -252,9 +252,11 @@ def _flush_all() -> None:
 class Tracker:
     """Writes runs, params, metrics and artifacts for the harness."""
 
-    def __init__(self, uri: str | None = None) -> None:
+    def __init__(self, uri: str | None = None, *, write: bool = True) -> None:
+        """``write=False``: a reader (``harness leaderboard``), which also opens a read-only store."""
         self.uri = resolve_uri(uri)
-        check_sqlite_folder(self.uri)
+        if write:
+            check_sqlite_folder(self.uri)
         check_store(self.uri)  # a folder, or damaged pages: reported, never used (harness.recovery.store)
         from mlflow.tracking import MlflowClient  # after the checks: they fail before this import
 

@@ -6,6 +6,7 @@ its reason: :class:`EvalResult` keeps it apart from the numbers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,12 +84,14 @@ def evaluate(
     keep = keep_samples if modality == "images" and "reconstructions" in cfg.get("plots", []) else 0
 
     was_training = model.training, quantizer.training
+    finite = torch.ones((), dtype=torch.bool, device=device)  # stays on the device: one sync at the end
     model.eval()
     quantizer.eval()
     try:
         for batch in make_loader(dataset, cfg["batch_size"], seed=0, shuffle=False):
             x, labels = split_batch(batch, device)
             x_hat, out, z = reconstruct(model, quantizer, x, precision)
+            finite &= torch.isfinite(out.z_q).all() & (torch.isfinite(z).all() if z is not None else True)
             indices = out.indices.reshape(out.indices.shape[0], -1)
             for stage, c in enumerate(counts):
                 c += torch.bincount(indices[:, stage], minlength=c.numel())
@@ -113,4 +116,8 @@ def evaluate(
         except MetricUnavailable as exc:
             unavailable[name] = str(exc)
     result.counts = [c.cpu() for c in counts]
+    finite &= all(bool(torch.isfinite(t).all()) for t in (*quantizer.parameters(), *quantizer.buffers())
+                  if t.is_floating_point())
+    if not bool(finite):  # codes picked from non-finite latents or codebooks mean nothing: mark them
+        result.values = dict.fromkeys(result.values, math.nan)
     return result

@@ -52,7 +52,7 @@ def open_store(uri: str | None, *, write: bool = False) -> Tracker | None:
     resolved = resolve_uri(uri)
     if not write and resolved.startswith("sqlite:///") and not Path(resolved[len("sqlite:///"):]).is_file():
         return None
-    tracker = Tracker(resolved)
+    tracker = Tracker(resolved, write=write)  # a reader reads a store on a read-only mount too
     tracker.check()  # a stopped server: one line naming the URI, not a traceback from the first query
     return tracker
 

@@ -7,15 +7,16 @@ store and takes :func:`init_lock` while MLflow creates or migrates its tables.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sqlite3
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError, UsageError, env_number
 
@@ -71,17 +72,47 @@ def _readonly(path: Path) -> Iterator[sqlite3.Connection]:
 
 
 def lock_file(uri: str) -> Path:
-    import hashlib
+    """Beside the store (``.mlflow.db.harness-lock``): every user who can write the store shares it,
+    and no user's leftover lock in a shared temporary folder blocks another's."""
+    path = sqlite_path(uri)
+    assert path is not None
+    return path.parent / f".{path.name}.harness-lock"
 
-    key = hashlib.sha256(uri.encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"harness-store-{key}.lock"
+
+def _open_lock(path: Path) -> tuple[int | None, bool]:
+    """The lock file's descriptor and whether this process may write its holder line into it.
+
+    A lock file another user created is locked read-only (``flock`` needs no write access); one
+    this process creates is made writable for every user who can reach the store's folder.
+    ``None``: the folder is read-only and holds no lock file (nothing can create the store there)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        try:
+            return os.open(path, os.O_RDONLY), False
+        except OSError:
+            return None, False
+    with contextlib.suppress(OSError):  # only the owner may; others then write no holder line
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, 0o666)
+    return fd, True
+
+
+def _owner(path: Path) -> str:
+    try:
+        import pwd
+
+        uid = path.stat().st_uid
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except (OSError, KeyError, ImportError):
+        return "an unknown user"
 
 
 @contextmanager
 def init_lock(uri: str, timeout: float | None = None) -> Iterator[None]:
     """An exclusive ``flock`` while a SQLite store is created or migrated, waited for at most
     ``timeout`` seconds (``$HARNESS_STORE_LOCK_TIMEOUT``, default 120); the holder writes who it
-    is into the lock file, so a timeout names the process to look at."""
+    is into the lock file, so a timeout names the process and the user to look at."""
     if not uri.startswith("sqlite:///") or os.name == "nt":
         yield
         return
@@ -89,27 +120,36 @@ def init_lock(uri: str, timeout: float | None = None) -> Iterator[None]:
 
     timeout = env_number(LOCK_TIMEOUT_ENV, LOCK_TIMEOUT_S) if timeout is None else timeout
     path = lock_file(uri)
-    with open(path, "a+") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "a process that did not say who it is"
-                    raise HarnessError(f"the MLflow store {uri} is being created or migrated by another "
-                                       f"process and its lock ({path}) was not released within {timeout:g} s; "
-                                       f"held by {holder}. If that process is gone or stuck, stop it and "
-                                       "run again") from None
-                time.sleep(0.1)
+    fd, writable = _open_lock(path)
+    if fd is None:  # a read-only folder: only reading is possible, and reading needs no lock
+        yield
+        return
+    try:
+        _acquire(fd, path, uri, timeout, fcntl)
+        if writable:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)[:200]}), "
+                      f"since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n".encode(), 0)
         try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv)[:200]}), "
-                         f"since {time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
-            handle.flush()
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _acquire(fd: int, path: Path, uri: str, timeout: float, fcntl: Any) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+                raise HarnessError(f"the MLflow store {uri} is being created or migrated by another "
+                                   f"process and its lock ({path}, created by {_owner(path)}) was not "
+                                   f"released within {timeout:g} s; held by "
+                                   f"{holder or 'a process that did not say who it is'}. If that "
+                                   "process is gone or stuck, stop it and run again") from None
+            time.sleep(0.1)

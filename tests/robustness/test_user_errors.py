@@ -6,7 +6,12 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from tests.robustness.conftest import run
+from tests.robustness.conftest import run as run_bounded
+
+
+def run(args: list[str], cwd: Path, timeout: float = 900, **env: str) -> tuple[int, str, str]:
+    """A real ``harness`` process; the bound only stops a hang (a loaded 2-core CI box is slow)."""
+    return run_bounded(args, cwd, timeout=timeout, **env)
 
 
 def closed_port() -> int:
@@ -31,8 +36,8 @@ def test_ui_on_a_taken_port_exits_non_zero_and_names_a_free_port(workdir: Path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        rc, out, err = run(["ui", "--port", str(port)], workdir, timeout=120)
-        rc_server, _, err_server = run(["server", "--port", str(port)], workdir, timeout=120)
+        rc, out, err = run(["ui", "--port", str(port)], workdir)
+        rc_server, _, err_server = run(["server", "--port", str(port)], workdir)
     assert rc == 2 and rc_server == 2
     assert "at http://" not in out  # no address is announced that does not answer
     for text in (err, err_server):
@@ -188,8 +193,12 @@ def test_a_set_value_nested_50000_deep_is_refused_cleanly(workdir: Path):
     assert rc == 2 and "values nested more than 16 levels deep" in err and "toy2d.toml:" not in err
 
 
-def test_executor_options_and_environment_values_are_range_checked(workdir: Path, tiny):
+def test_executor_options_and_environment_values_are_range_checked(workdir: Path, tiny, capsys,
+                                                                    monkeypatch):
+    """The options in-process (the same ``main`` the command runs); the import crash in a real process."""
     import os
+
+    from harness.commands.cli import main
 
     path = tiny()
     cores = len(os.sched_getaffinity(0))
@@ -202,13 +211,133 @@ def test_executor_options_and_environment_values_are_range_checked(workdir: Path
              (["--set", "train.threads=100000"],
               "--set train.threads=100000: train.threads must be at most 1024")]
     for extra, message in cases:
-        rc, _, err = run(["run", str(path), "-q", "vq", *extra], workdir)
-        assert rc == 2 and message in err and "Traceback" not in err, err
-    for value in ("nan", "soon", "-5"):
-        rc, _, err = run(["run", str(path), "-q", "vq"], workdir, HARNESS_STORE_LOCK_TIMEOUT=value)
-        assert rc == 2 and "Traceback" not in err
+        assert main(["run", str(path), "-q", "vq", *extra]) == 2
+        err = capsys.readouterr().err
+        assert message in err, err
+    for value in ("nan", "-5"):
+        monkeypatch.setenv("HARNESS_STORE_LOCK_TIMEOUT", value)
+        assert main(["run", str(path), "-q", "vq"]) == 2
         assert (f"harness: error: HARNESS_STORE_LOCK_TIMEOUT must be a finite number of seconds >= 0, got "
-                f"{value!r}; unset it for the default (120)") in err
+                f"{value!r}; unset it for the default (120)") in capsys.readouterr().err
     rc, out, _ = run(["list", "suites"], workdir, HARNESS_STORE_LOCK_TIMEOUT="soon")  # import is fine
     assert rc == 0 and "toy2d" in out
+    rc, _, err = run(["run", str(path), "-q", "vq"], workdir, HARNESS_STORE_LOCK_TIMEOUT="soon")
+    assert rc == 2 and "Traceback" not in err
+    assert "HARNESS_STORE_LOCK_TIMEOUT must be a finite number of seconds >= 0, got 'soon'" in err
     assert not (workdir / "mlflow.db").exists()
+
+
+def _bind_read_only(source: Path, target: Path) -> None:
+    """``target``: ``source`` through a read-only bind mount (root ignores chmod, not a ro mount)."""
+    import subprocess
+
+    import pytest
+
+    target.mkdir()
+    for args in (["mount", "--bind", str(source), str(target)],
+                 ["mount", "-o", "remount,bind,ro", str(target)]):
+        done = subprocess.run(args, capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            subprocess.run(["umount", "-l", str(target)], capture_output=True, timeout=30)
+            pytest.skip(f"cannot bind-mount read-only here: {done.stderr.strip()}")
+
+
+def test_leaderboard_reads_a_store_on_a_read_only_mount(workdir: Path, tiny):
+    import subprocess
+
+    from harness.commands.cli import main
+
+    path = tiny()
+    store = workdir / "store"
+    store.mkdir()
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    assert main(["run", str(path), "-q", "vq", "--seeds", "1", "--no-progress", "--tracking-uri", uri,
+                 "--executor", "local"]) == 0
+    mounted = workdir / "ro"
+    _bind_read_only(store, mounted)
+    try:
+        assert not os_access_w(mounted)
+        rc, out, err = run(["leaderboard", str(path), "--tracking-uri", f"sqlite:///{mounted / 'mlflow.db'}"],
+                           workdir)
+        assert rc == 0, err
+        assert "| vq" in out and "No run recorded" not in out and "read-only" not in err
+        rc, _, err = run(["leaderboard", str(path), "--tracking-uri", f"sqlite:///{mounted / 'mlflow.db'}",
+                          "--format", "html", "--output", str(workdir / "page.html")], workdir)
+        assert rc == 0, err
+        assert "vq" in (workdir / "page.html").read_text()
+    finally:
+        subprocess.run(["umount", "-l", str(mounted)], capture_output=True, timeout=30)
+
+
+def os_access_w(folder: Path) -> bool:
+    import os
+
+    return os.access(folder, os.W_OK)
+
+
+def test_the_store_lock_is_beside_the_store_and_a_foreign_lock_file_does_not_block(workdir: Path,
+                                                                                  monkeypatch):
+    """A lock file this process may not write (another user's; here made immutable, since root
+    ignores modes) is still locked read-only; a held lock's timeout names the file's owner."""
+    import subprocess
+    import sys
+
+    import pytest
+
+    from harness.errors import HarnessError
+    from harness.recovery.store import lock_file
+    from harness.tracking import Tracker
+    from tests.robustness.conftest import child_env
+
+    uri = f"sqlite:///{workdir / 'new.db'}"
+    lock = lock_file(uri)
+    assert lock.parent == workdir
+    lock.write_text("pid 1 on another-host (harness run toy2d), since yesterday\n")
+    if subprocess.run(["chattr", "+i", str(lock)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available on this file system")
+    try:
+        Tracker(uri).check()  # opened (and created) the store: the foreign lock file did not block it
+        hold = ("import sys, time\nfrom harness.recovery.store import init_lock\n"
+                "with init_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n")
+        holder = subprocess.Popen([sys.executable, "-c", hold, uri], env=child_env(), stdout=subprocess.PIPE,
+                                  text=True)
+        try:
+            assert holder.stdout.readline().strip() == "held"
+            monkeypatch.setenv("HARNESS_STORE_LOCK_TIMEOUT", "1")
+            with pytest.raises(HarnessError) as info:
+                Tracker(uri)
+        finally:
+            holder.kill()
+            holder.wait(timeout=30)
+        assert f"its lock ({lock}, created by user root (uid 0)) was not released within 1 s" in str(info.value)
+    finally:
+        subprocess.run(["chattr", "-i", str(lock)], capture_output=True)
+
+
+def test_code_metrics_from_nan_distances_are_marked_not_numbers():
+    """A quantizer whose eval distances are NaN (a NaN code): the indices argmin picks from them
+    mean nothing, so utilization and the other eval numbers are recorded NaN (the page marks them)."""
+    import math
+
+    import torch
+
+    from harness.cell.evaluate import evaluate
+    from harness.host import get_host
+    from harness.plugins.datasets.toy2d import TwoClusters
+    from harness.plugins.models.linear2d import Linear2d
+    from harness.plugins.quantizers.vq import VectorQuantizer
+
+    torch.manual_seed(0)
+    host, model = get_host(), Linear2d(latent_dim=2)
+    dataset = TwoClusters(n_train=64, n_val=64).build("val")
+    config = {"eval": {"metrics": ["mse", "utilization", "perplexity", "dead_codes"], "batch_size": 32},
+              "train": {"precision": "fp32"}}
+    healthy = VectorQuantizer(2, 4)
+    good = evaluate(host, model, healthy, dataset, config, torch.device("cpu"))
+    assert all(math.isfinite(v) for v in good.values.values())
+    broken = VectorQuantizer(2, 4)
+    with torch.no_grad():
+        next(p for p in broken.parameters() if p.shape == (4, 2))[1] = math.nan  # one NaN code
+    bad = evaluate(host, model, broken, dataset, config, torch.device("cpu"))
+    assert set(bad.values) == set(good.values)
+    assert all(math.isnan(v) for v in bad.values.values()), bad.values
