@@ -143,7 +143,7 @@ def store_init_lock(uri: str) -> Iterator[None]:
     MLflow creates and migrates the tables of a new SQLite database when a client
     first opens it, without a lock; two ``harness run`` started together on a new
     ``mlflow.db`` would both migrate it ("table _alembic_tmp_experiments already
-    exists"). An ``flock`` on a file in the temp folder, keyed by the database path,
+    exists"). An ``flock`` on a lock file beside the database (``.mlflow.db.harness-lock``)
     makes the second process wait and then find the tables.
     """
     from harness.recovery.store import init_lock
