@@ -143,7 +143,10 @@ class _Worker:
     def give(self, spec: CellSpec) -> None:
         self.spec, self.started = spec, time.monotonic()
         self.beat.value = float("inf")  # the watchdog starts when the worker takes the cell (after imports)
-        self.conn.send(spec)
+        try:
+            self.conn.send(spec)
+        except OSError:  # it died at start-up (BrokenPipeError): _fault records the cell with its exit
+            pass
 
     def kill(self) -> None:
         if self.process.is_alive():
