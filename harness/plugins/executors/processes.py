@@ -120,7 +120,9 @@ def _worker(conn: Any, beat: Any, threads: int, parent_pid: int) -> None:
         except KeyboardInterrupt as exc:  # SIGTERM from the control process: the cell is KILLED
             outcome = getattr(exc, "outcome", None) or CellOutcome(spec.cell_hash, "KILLED", error="interrupted")
             conn.send(("outcome", outcome))
-            return
+            if getattr(exc, "signum", None) is not None:
+                return  # a real signal: the suite is stopping
+            # a KeyboardInterrupt the cell's own code raised: this worker stays for the next cell
         except Exception as exc:  # noqa: BLE001 - outside the cell's own handling (store, suite file)
             conn.send(("outcome", _lost(spec, "FAILED", f"{type(exc).__name__}: {exc}")))
 
@@ -143,10 +145,8 @@ class _Worker:
     def give(self, spec: CellSpec) -> None:
         self.spec, self.started = spec, time.monotonic()
         self.beat.value = float("inf")  # the watchdog starts when the worker takes the cell (after imports)
-        try:
+        with contextlib.suppress(OSError):  # died at start-up (BrokenPipeError): _fault records its exit
             self.conn.send(spec)
-        except OSError:  # it died at start-up (BrokenPipeError): _fault records the cell with its exit
-            pass
 
     def kill(self) -> None:
         if self.process.is_alive():
