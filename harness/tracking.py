@@ -39,6 +39,10 @@ T = TypeVar("T")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+# MLflow prints two "View run / View experiment" lines per run ended on a tracking server, on
+# stdout, between the harness's progress lines; `harness run` ends by saying where the runs are.
+# Set it to false to see them again.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def resolve_uri(uri: str | None = None) -> str:

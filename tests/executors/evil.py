@@ -3,7 +3,7 @@ so that worker processes discover it through the entry-point group like any plug
 
 ``mode`` picks the fault, at the ``at_step``-th training forward: ``exit`` (``sys.exit(3)``),
 ``os_exit`` (``os._exit(1)``), ``segv`` (SIGSEGV), ``hang`` (sleeps for ever), ``slow``
-(sleeps ``delay`` seconds every step), ``none``.
+(sleeps ``delay`` seconds every step), ``keyboard_interrupt`` (raises it), ``none``.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def misbehave(mode: str) -> None:
     if mode == "hang":
         while True:
             time.sleep(1000)
+    if mode == "keyboard_interrupt":  # the plugin's own code, not a signal
+        raise KeyboardInterrupt
 
 
 @hookimpl

@@ -341,3 +341,51 @@ def test_code_metrics_from_nan_distances_are_marked_not_numbers():
     bad = evaluate(host, model, broken, dataset, config, torch.device("cpu"))
     assert set(bad.values) == set(good.values)
     assert all(math.isnan(v) for v in bad.values.values()), bad.values
+
+
+def test_a_worker_that_dies_at_start_up_fails_its_cells_without_a_traceback(workdir: Path, store: str, tiny):
+    from tests.robustness.conftest import cell_runs, suite_runs
+
+    site = workdir / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(  # only the spawned workers die, before any cell
+        "import os, sys\nif '--multiprocessing-fork' in sys.argv:\n    os._exit(7)\n")
+    rc, _, err = run(["run", str(tiny()), "-q", "vq", "--seeds", "1", "--no-progress"], workdir,
+                     PYTHONPATH=str(site))
+    assert rc == 1, err
+    assert "BrokenPipeError" not in err and "Traceback" not in err
+    [cell] = cell_runs(store)
+    assert cell.info.status == "FAILED"
+    assert "exited with code 7" in cell.data.tags["harness.error"]
+    assert [r.info.status for r in suite_runs(store)] == ["FAILED"]
+
+
+def test_a_plugin_keyboard_interrupt_never_charges_the_next_cell(workdir: Path, store: str, suite_file):
+    from tests.conftest import TINY_SUITE
+    from tests.executors.evil import install
+    from tests.robustness.conftest import cell_runs
+
+    site = install(workdir / "site")
+    evil = '[methods.ki]\nquantizer = "evil-vq"\nparams = { mode = "keyboard_interrupt" }\n\n'
+    path = suite_file(TINY_SUITE.replace("[methods.vq]", evil + "[methods.vq]"), "evil.toml")
+    rc, _, err = run(["run", str(path), "-q", "ki", "-q", "vq", "--seeds", "1", "--no-progress"], workdir,
+                     PYTHONPATH=str(site))
+    status = {r.info.run_name: r.info.status for r in cell_runs(store)}
+    assert status["ki-K4-d2-s0"] in ("KILLED", "FAILED"), err
+    assert status["vq-K4-d2-s0"] == "FINISHED", err  # the healthy cell ran, in a worker that stayed
+    assert "while running the cell" not in err
+
+
+def test_mlflow_prints_no_view_run_lines_between_the_progress(capsys):
+    """MLflow writes "View run ... / View experiment ..." on stdout for every run it ends on a
+    tracking server; the harness switches that off (its summary says where the runs are)."""
+    from mlflow.entities import Run, RunData, RunInfo
+    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+
+    import harness.tracking  # noqa: F401 - sets the switch on import
+
+    client = TrackingServiceClient("http://127.0.0.1:5000")
+    info = RunInfo("r1", "1", "user", "FINISHED", 0, 0, "active", run_name="vq-K4-d2-s0")
+    client.get_run = lambda run_id: Run(info, RunData())  # the run MLflow would look up after ending it
+    client._log_url("r1")
+    assert "View run" not in capsys.readouterr().out
