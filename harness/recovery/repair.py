@@ -7,7 +7,8 @@ ones. Every run the harness starts names its process (the ``harness.pid``,
 so this command, like ``harness run --resume``, can tell: a run whose process
 is gone is ended KILLED (tagged ``harness.repaired``), whether or not its cell
 left a checkpoint (``--resume`` continues from one). A run whose process still
-runs, or that was started on another host, is left alone and listed.
+runs, that was started on another host, or that the harness did not create (no
+``harness.kind`` tag: another program's) is left alone and listed.
 """
 
 from __future__ import annotations
@@ -49,7 +50,9 @@ def repair(tracker: Tracker, experiments: list[str] | None = None, dry_run: bool
         tags = run.data.tags
         owner = f"pid {tags.get('harness.pid', '?')} on {tags.get('harness.hostname', '?')}"
         alive = process_alive(tags)
-        if alive is None:
+        if "harness.kind" not in tags:  # another program's run: never the harness's to close
+            action = "left: not a harness run"
+        elif alive is None:
             action = f"left: on {tags.get('harness.hostname')}"
         elif alive:
             action = "left: alive"

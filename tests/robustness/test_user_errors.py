@@ -389,3 +389,16 @@ def test_mlflow_prints_no_view_run_lines_between_the_progress(capsys):
     client.get_run = lambda run_id: Run(info, RunData())  # the run MLflow would look up after ending it
     client._log_url("r1")
     assert "View run" not in capsys.readouterr().out
+
+
+def test_repair_leaves_another_programs_run_alone(workdir: Path, store: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store)
+    exp = client.create_experiment("not-the-harness")
+    other = client.create_run(exp, run_name="someone-elses-training").info.run_id  # no harness tags
+    rc, out, _ = run(["runs", "repair"], workdir)  # no --suite: every experiment
+    assert rc == 0 and "left: not a harness run" in out
+    run_after = client.get_run(other)
+    assert run_after.info.status == "RUNNING"
+    assert not any(k.startswith("harness.") for k in run_after.data.tags)
