@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness import __version__
+from harness.commands.select import select_methods
 from harness.commands.table import markdown
 from harness.errors import HarnessError
 from harness.registry import KINDS, NameClashWarning
@@ -86,26 +87,6 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 # -- run -----------------------------------------------------------------------------
-
-def select_methods(suite, names: Sequence[str], host) -> list[str] | None:
-    """``-q`` names: suite method labels, quantizers the suite uses, or any registered quantizer."""
-    if not names:
-        return None
-    selected: list[str] = []
-    labels = list(suite.data["matrix"].get("method") or suite.methods)
-    for name in names:
-        if name in suite.methods:
-            chosen = [name]
-        else:
-            chosen = [lbl for lbl in labels if suite.method(lbl)["quantizer"] == name]
-            if not chosen and name in host.quantizers:
-                chosen = [name]
-        if not chosen:
-            raise host.quantizers.unknown(name, {*labels, *host.quantizers.names()},
-                                          f" for suite {suite.name!r}")
-        selected += [c for c in chosen if c not in selected]
-    return selected
-
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.run.lifecycle import RunOptions, parse_shard, run_suite
@@ -281,8 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="I/N", help="run the I-th of N interleaved slices of the cells (1-based)")
     p.add_argument("--bits", type=float, metavar="B",
                    help="only the cells at B bits per token (one leaderboard rate group, e.g. 8)")
-    p.add_argument("--data-root", type=Path, help="dataset folder (default $HARNESS_DATA/<dataset>)")
     p.add_argument("--dry-run", action="store_true", help="list and count the cells it would run; run nothing")
+    p.add_argument("--data-root", type=Path, help="dataset folder (default $HARNESS_DATA/<dataset>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--resume", action="store_true",
                    help="skip cells already finished, continue interrupted ones from their checkpoint")

@@ -23,15 +23,15 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from harness.commands.cli import _host, select_methods
-    from harness.host import prefer_owner
+    from harness.commands.select import select_methods
+    from harness.host import get_host, prefer_owner
     from harness.run.lifecycle import parse_shard
     from harness.run.options import RunOptions, parse_executor_options
     from harness.run.tune import tune_suite
     from harness.suite import load_suite
 
     suite = load_suite(args.suite, args.profile, overrides=args.set or (), seeds=args.seeds)
-    host = _host()
+    host = get_host()
     prefer_owner(suite.path)  # a plugin package's own suite: its bare names mean its entries
     methods = select_methods(suite, args.quantizer or (), host)
     options = RunOptions(device=args.device, data_root=args.data_root, tracking_uri=args.tracking_uri,

@@ -8,7 +8,21 @@ CSV or a self-contained HTML page; :func:`log_page` records the page as a
 checked-in pages (see README.md in this folder).
 """
 
-from harness.leaderboard.build import Leaderboard, Row, build_leaderboard
-from harness.leaderboard.page import build_page, log_page
+from __future__ import annotations
 
-__all__ = ["Leaderboard", "Row", "build_leaderboard", "build_page", "log_page"]
+import importlib
+from typing import Any
+
+#: public name -> the module that defines it, imported on first use so that importing a light
+#: submodule (``harness.leaderboard.collapse`` for ``harness diagnose``) does not pull in the
+#: store reader and with it torch
+_HOMES = {"Leaderboard": "build", "Row": "build", "build_leaderboard": "build",
+          "build_page": "page", "log_page": "page"}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)

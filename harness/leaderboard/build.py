@@ -312,3 +312,16 @@ def _commits(commits: list[str], shown: int = 3) -> str:
         return ", ".join(short)
     return f"{len(short)} different commits: {', '.join(short[:shown])}, … (see each run's harness.git_commit tag)"
 
+
+def has_pixels(board: Leaderboard) -> bool:
+    """Image suites get a bits/pixel column; point suites (no pixels) do not."""
+    return any(r.bits_per_pixel is not None for r in board.measured)
+
+
+def reference_bits_per_pixel(board: Leaderboard, row: Row) -> float | None:
+    """A reported row's rate in bits per pixel, at the measured rows' tokens per pixel (one model)."""
+    ratios = {r.tokens_per_item / r.pixels_per_item for r in board.measured
+              if r.tokens_per_item and r.pixels_per_item}
+    if row.bits_per_token is None or len(ratios) != 1:
+        return None
+    return row.bits_per_token * ratios.pop()

@@ -18,7 +18,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from harness.leaderboard.build import Leaderboard, Row  # noqa: E402
+from harness.leaderboard.build import (  # noqa: E402
+    Leaderboard,
+    Row,
+    has_pixels,
+    reference_bits_per_pixel,
+)
 from harness.tracking import Tracker  # noqa: E402
 
 UTILIZATION = "train/utilization"
@@ -162,7 +167,6 @@ def rate_metrics(board: Leaderboard) -> list[str]:
 
 
 def _rate(board: Leaderboard, row: Row, pixels: bool) -> float | None:
-    from harness.leaderboard.text import reference_bits_per_pixel
 
     if not pixels:
         return row.bits_per_token
@@ -203,7 +207,6 @@ def _rd_panel(ax: Any, board: Leaderboard, metric: str, pixels: bool, colors: An
 
 def rate_distortion(board: Leaderboard) -> Figure | None:
     """Each method as a curve of its reconstruction metric against its rate, with the Pareto front."""
-    from harness.leaderboard.text import has_pixels
 
     pixels = has_pixels(board)
     rates = {m: {_rate(board, r, pixels) for r in board.measured if m in r.metrics} - {None}

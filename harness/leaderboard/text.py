@@ -8,7 +8,7 @@ row's rate group only) and which header lines the page carries.
 from __future__ import annotations
 
 from harness.cell.provenance import short
-from harness.leaderboard.build import Leaderboard, Row
+from harness.leaderboard.build import Leaderboard, Row, has_pixels, reference_bits_per_pixel
 from harness.leaderboard.collapse import collapse_text
 from harness.leaderboard.stats import board_stats, interval_text
 
@@ -23,18 +23,17 @@ META = (("suite", "suite"), ("profile", "profile"), ("suite version", "version")
 STATES = ("failed", "killed", "interrupted", "running")
 
 
-def has_pixels(board: Leaderboard) -> bool:
-    """Image suites get a bits/pixel column; point suites (no pixels) do not."""
-    return any(r.bits_per_pixel is not None for r in board.measured)
-
-
 def is_best(board: Leaderboard, row: Row, column: str) -> bool:
     """In the set of rows tied with the best of the row's rate group, in that metric's direction
     (:mod:`harness.leaderboard.stats`: Welch t-tests over seeds, Holm-corrected).
 
     Reported rows never win, a value with NaN seeds never wins, a row with one seed is not
-    tested, and a column fewer than two tested rows of the group have marks nothing.
+    tested, and a column fewer than two tested rows of the group have marks nothing. A row
+    whose every seed collapsed (:mod:`harness.leaderboard.collapse`) is flagged instead: its
+    wide interval can overlap the best, but its numbers are not those of its rate.
     """
+    if collapse_text(row).startswith("collapsed:"):
+        return False
     return bool(board_stats(board).tied(row, column))
 
 
@@ -65,15 +64,6 @@ def rate_cells(board: Leaderboard, row: Row) -> list[str]:
     if pixel is None and row.reported:
         pixel = reference_bits_per_pixel(board, row)
     return [bits, "–" if pixel is None else f"{pixel:.3g}"]
-
-
-def reference_bits_per_pixel(board: Leaderboard, row: Row) -> float | None:
-    """A reported row's rate in bits per pixel, at the measured rows' tokens per pixel (one model)."""
-    ratios = {r.tokens_per_item / r.pixels_per_item for r in board.measured
-              if r.tokens_per_item and r.pixels_per_item}
-    if row.bits_per_token is None or len(ratios) != 1:
-        return None
-    return row.bits_per_token * ratios.pop()
 
 
 def headers(board: Leaderboard, columns: list[str] | None = None) -> list[str]:

@@ -195,7 +195,7 @@ class HarnessSession:
 
     @cached_property
     def methods(self) -> dict[str, list[str] | None]:
-        from harness.commands.cli import select_methods
+        from harness.commands.select import select_methods
         from harness.errors import HarnessError
 
         try:
