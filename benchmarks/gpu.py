@@ -28,7 +28,9 @@ error, so the other figures still come back:
 
 Without CUDA and without ``--quick`` nothing is measured: the script prints
 ``{"cuda": false, "reason": ...}`` and exits 0, so a job may run it anywhere.
-The digits data come from scikit-learn; where it is missing, random images of
+Plugins register through entry points, so on a fresh machine install the tree first
+(``pip install --no-deps --no-build-isolation -e .``: no network needed); the JSON's
+``harness_installed`` says whether that was done. The digits data come from scikit-learn; where it is missing, random images of
 the same shape go through the same code path (``data`` in the JSON says which).
 """
 
@@ -341,6 +343,17 @@ def bench(device: torch.device, size: dict[str, Any]) -> dict[str, Any]:
 
 # -- main ----------------------------------------------------------------------------------------
 
+def harness_installed() -> bool:
+    """Plugins register through entry points: a copied tree needs ``pip install -e .`` first."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("vq-harness")
+    except PackageNotFoundError:
+        return False
+    return True
+
+
 def guarded(part: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """One part's figures, its seconds, or its error: a crash in one part keeps the others."""
     start = time.perf_counter()
@@ -392,7 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     out: dict[str, Any] = {"cuda": cuda, "quick": args.quick, "torch": torch.__version__,
                            "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-                           "mlflow": has_module("mlflow")}
+                           "mlflow": has_module("mlflow"), "harness_installed": harness_installed()}
+    if not out["harness_installed"]:
+        out["warning"] = ("vq-harness is not installed, so no plugin is registered: run "
+                          "`pip install --no-deps --no-build-isolation -e .` first")
     out.update(measure(device, size, args.batch))
     out["seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps(out))

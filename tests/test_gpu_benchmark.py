@@ -49,7 +49,7 @@ def test_without_cuda_nothing_is_measured_and_the_answer_says_so(gpu, no_cuda, c
 def test_quick_on_cpu_reports_every_part(gpu, no_cuda, capsys):
     assert gpu.main(["--quick"]) == 0
     out = last_json(capsys)
-    assert out["cuda"] is False and out["quick"] is True
+    assert out["cuda"] is False and out["quick"] is True and out["harness_installed"] is True
     for part in ("sync", "sync_unlogged", "throughput", "nearest_code", "bench"):
         assert "seconds" in out[part], part
     assert out["sync"]["status"] == "skipped" and "CUDA" in out["sync"]["reason"]
