@@ -26,7 +26,8 @@ def split_batch(batch: Any, device: torch.device) -> tuple[Tensor, Tensor | None
     else:
         x, labels = batch, None
     x = x.to(device, non_blocking=True)
-    return x, labels.to(device) if isinstance(labels, Tensor) else None
+    # non_blocking for the labels too: a blocking copy to CUDA waits for the stream every step
+    return x, labels.to(device, non_blocking=True) if isinstance(labels, Tensor) else None
 
 
 def to_tokens(z: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
