@@ -1,6 +1,6 @@
 """GPU readiness (issue 22): the figures a CUDA machine should produce, in one JSON line (not a test).
 
-    python benchmarks/gpu.py [--steps 400] [--repeats 3] [--batch 128]
+    python benchmarks/gpu.py [--steps 400] [--repeats 3] [--batch 128] [--method vq]
     python benchmarks/gpu.py --quick     # every part at tiny sizes; also runs on a CPU
 
 On a CUDA machine the full run takes a few minutes (well under 10). The last
@@ -17,7 +17,7 @@ error, so the other figures still come back:
   same check runs over the unlogged harness loop (``sync_unlogged``).
 - ``throughput``: images/s of the digits cell's training loop
   (``harness.cell.train.train``, standard callbacks, log steps) against a bare
-  loop with the same model, quantizer (vq, K=256), batch, optimiser and memory
+  loop with the same model, quantizer (``--method``, K=256), batch, optimiser and memory
   format, interleaved, medians of ``--repeats``; bf16 autocast for the nets on
   CUDA (the quantizer in float32 in both), float32 on a CPU.
 - ``nearest_code``: ``harness.ops.nearest_code`` at 131,072 tokens x 65,536
@@ -60,10 +60,10 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
 
 SIZES = {
-    "full": {"steps": 400, "repeats": 3, "tokens": 131072, "codes": 65536, "dim": 64,
-             "bench_methods": ["vq", "ema", "simvq", "rvq", "lfq", "fsq"], "bench_tokens": [65536],
+    "full": {"method": "vq", "steps": 400, "repeats": 3, "tokens": 131072, "codes": 65536, "dim": 64,
+             "bench_methods": ["vq", "ema", "simvq", "residual-vq", "lfq", "fsq"], "bench_tokens": [65536],
              "bench_codes": [1024, 16384], "bench_dims": [32], "sync_steps": 300},
-    "quick": {"steps": 6, "repeats": 1, "tokens": 2048, "codes": 512, "dim": 16,
+    "quick": {"method": "vq", "steps": 6, "repeats": 1, "tokens": 2048, "codes": 512, "dim": 16,
               "bench_methods": ["vq", "fsq"], "bench_tokens": [256], "bench_codes": [256],
               "bench_dims": [8], "sync_steps": 6},
 }
@@ -81,8 +81,8 @@ def sync(device: torch.device) -> None:
 
 # -- the digits cell -----------------------------------------------------------------------------
 
-def digits_cell(steps: int, batch: int, precision: str, log_every: int = 50):
-    """The digits suite's vq cell at K=256 with these steps, batch and precision, no plots."""
+def digits_cell(steps: int, batch: int, precision: str, method: str = "vq", log_every: int = 50):
+    """The digits suite's cell of ``method`` (K=256 where it has one), these settings, no plots."""
     from harness.cell.build import complete_config
     from harness.host import get_host
     from harness.suite import load_suite
@@ -91,7 +91,8 @@ def digits_cell(steps: int, batch: int, precision: str, log_every: int = 50):
     suite = load_suite("digits", "full", seeds=1, overrides=[
         f"train.steps={steps}", f"train.batch_size={batch}", f"train.precision={precision}",
         f"train.log_every={log_every}", "train.snapshot_steps=[]", "eval.plots=[]"])
-    cell = next(c for c in suite.cells(["vq"]) if c.codebook_size == 256)
+    cells = suite.cells([method])
+    cell = next((c for c in cells if c.codebook_size == 256), cells[0])
     return host, suite, cell, complete_config(host, cell)
 
 
@@ -194,7 +195,7 @@ def loop_log(logged: bool):
 def throughput(device: torch.device, size: dict[str, Any], batch: int) -> dict[str, Any]:
     """Images/s of the harness loop and the bare loop, interleaved, medians and their ratio."""
     precision = "bf16" if device.type == "cuda" else "fp32"
-    host, _, _, config = digits_cell(size["steps"], batch, precision)
+    host, _, _, config = digits_cell(size["steps"], batch, precision, size["method"])
     images, data = train_images(host, config)
     logged = has_module("mlflow")
     times: dict[str, list[float]] = {"bare": [], "harness": []}
@@ -204,7 +205,7 @@ def throughput(device: torch.device, size: dict[str, Any], batch: int) -> dict[s
             times["bare"].append(bare_loop(host, config, images, device))
             times["harness"].append(harness_loop(host, config, images, device, log))
     per_s = {k: size["steps"] * config["train"]["batch_size"] / statistics.median(v) for k, v in times.items()}
-    return {"status": "ok", "precision": precision, "data": data, "steps": size["steps"],
+    return {"status": "ok", "method": size["method"], "precision": precision, "data": data, "steps": size["steps"],
             "batch": config["train"]["batch_size"], "repeats": size["repeats"],
             "log": "mlflow" if logged else "device read only (mlflow missing)",
             "bare_images_per_s": round(per_s["bare"], 1), "harness_images_per_s": round(per_s["harness"], 1),
@@ -282,7 +283,7 @@ def sync_logged_cell(device: torch.device, size: dict[str, Any]) -> dict[str, An
     from harness.run.options import RunOptions
     from harness.tracking import Tracker
 
-    host, suite, cell, _ = digits_cell(size["sync_steps"], 128, "auto", log_every=25)
+    host, suite, cell, _ = digits_cell(size["sync_steps"], 128, "auto", size["method"], log_every=25)
     watch = SyncWatch()
     with tempfile.TemporaryDirectory() as folder, sync_watch(watch):
         uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
@@ -294,7 +295,7 @@ def sync_logged_cell(device: torch.device, size: dict[str, Any]) -> dict[str, An
 
 def sync_unlogged_loop(device: torch.device, size: dict[str, Any]) -> dict[str, Any]:
     """The check over ``harness.cell.train.train`` with a device-reading log (no MLflow)."""
-    host, _, _, config = digits_cell(size["sync_steps"], 128, "auto", log_every=25)
+    host, _, _, config = digits_cell(size["sync_steps"], 128, "auto", size["method"], log_every=25)
     images, _ = train_images(host, config)
     watch, error = SyncWatch(), None
     with sync_watch(watch):
@@ -384,12 +385,22 @@ def measure(device: torch.device, size: dict[str, Any], batch: int) -> dict[str,
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The options; an unknown ``--method`` is a usage error (exit 2) before anything runs."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes; runs on a CPU (float32) too")
     parser.add_argument("--steps", type=int, help="training steps per timed loop (default 400, quick 6)")
     parser.add_argument("--repeats", type=int, help="timed repeats per loop (default 3, quick 1)")
     parser.add_argument("--batch", type=int, default=128, help="images per step (digits' own 128)")
-    return parser.parse_args(argv)
+    parser.add_argument("--method", default="vq", help="the digits method of the sync and throughput cells")
+    args = parser.parse_args(argv)
+    from harness.errors import UsageError
+    from harness.host import get_host
+
+    try:
+        get_host().quantizers.get(args.method)
+    except UsageError as exc:
+        parser.error(f"--method: {exc}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -399,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"cuda": False, "reason": "no CUDA device here: nothing measured; "
                           "`python benchmarks/gpu.py --quick` checks the script on a CPU"}))
         return 0
-    size = dict(SIZES["quick" if args.quick else "full"])
+    size = {**SIZES["quick" if args.quick else "full"], "method": args.method}
     size.update({k: v for k, v in (("steps", args.steps), ("repeats", args.repeats)) if v is not None})
     device = torch.device("cuda" if cuda else "cpu")
     start = time.perf_counter()

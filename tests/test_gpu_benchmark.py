@@ -46,6 +46,14 @@ def test_without_cuda_nothing_is_measured_and_the_answer_says_so(gpu, no_cuda, c
     assert "throughput" not in out
 
 
+def test_an_unknown_method_is_a_usage_error_before_anything_runs(gpu, no_cuda, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        gpu.main(["--quick", "--method", "vqq"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr()
+    assert "did you mean 'vq'" in err.err and err.out == ""
+
+
 def test_quick_on_cpu_reports_every_part(gpu, no_cuda, capsys):
     assert gpu.main(["--quick"]) == 0
     out = last_json(capsys)
