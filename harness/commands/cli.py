@@ -102,7 +102,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     options = RunOptions(device=args.device, data_root=args.data_root, tracking_uri=args.tracking_uri,
                          shard=parse_shard(args.shard) if args.shard else None, bits=args.bits,
-                         progress=not args.no_progress, resume=args.resume, jobs=args.jobs,
+                         progress=not args.no_progress, resume=args.resume or args.resume_across_code_change,
+                         resume_across_code_change=args.resume_across_code_change, jobs=args.jobs,
                          executor=args.executor, executor_options=parse_executor_options(args.executor_option))
     if args.dry_run:
         from harness.commands.dryrun import print_run
@@ -267,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--resume", action="store_true",
                    help="skip cells already finished, continue interrupted ones from their checkpoint")
+    p.add_argument("--resume-across-code-change", action="store_true",
+                   help="--resume, and continue an interrupted cell from its checkpoint even when its "
+                        "plugin code changed since (by default such a cell starts afresh)")
     p.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
                    help="run N cells at once in worker processes (shorthand for --executor processes "
                         "--executor-option jobs=N; wins over the suite's and harness.toml's jobs)")

@@ -133,8 +133,8 @@ def start_parent(tracker: Tracker, host: Host, suite: Suite, cells: list[Cell], 
     return parent
 
 
-def plan_cells(tracker: Tracker, suite: Suite, cells: list[Cell], options: RunOptions, root: Path
-               ) -> tuple[list[CellResult], list[tuple[Cell, Resume | None]]]:
+def plan_cells(tracker: Tracker, suite: Suite, cells: list[Cell], options: RunOptions, root: Path,
+               host: Host | None = None) -> tuple[list[CellResult], list[tuple[Cell, Resume | None]]]:
     """With ``--resume``: dead runs are closed KILLED, finished cells become SKIPPED results,
     the rest carry how to continue."""
     if not options.resume:
@@ -144,6 +144,10 @@ def plan_cells(tracker: Tracker, suite: Suite, cells: list[Cell], options: RunOp
     for run in close_dead_runs(tracker, suite.name):
         print(f"harness: closed {run.name} ({run.run_id}) KILLED: its process is gone", file=sys.stderr)
     decisions = plan(tracker, suite.name, cells, root)
+    if host is not None:  # plugin code changed since a cell's earlier run (harness.recovery.codechange)
+        from harness.recovery import codechange
+
+        codechange.apply(host, cells, decisions, options.resume_across_code_change)
     skipped, todo = [], []
     for cell in cells:
         decision = decisions[cell.config_hash]
@@ -184,7 +188,7 @@ def run_suite(suite: Suite, methods: list[str] | None = None, options: RunOption
         try:
             from harness.recovery.checkpoint import checkpoint_root
 
-            results, todo = plan_cells(tracker, suite, cells, options, checkpoint_root(uri))
+            results, todo = plan_cells(tracker, suite, cells, options, checkpoint_root(uri), host)
             dispatch(executor, suite, todo, methods, parent, uri, options, results)
             status = "FINISHED"
         except KeyboardInterrupt:

@@ -30,6 +30,7 @@ class RunOptions:
     bits: float | None = None  # --bits B: only the cells of that rate group (harness.run.rate)
     progress: bool = True
     resume: bool = False  # skip finished cells, continue interrupted ones (harness.recovery.resume)
+    resume_across_code_change: bool = False  # continue checkpoints of older plugin code (codechange)
     jobs: int | None = None  # --jobs N: the processes executor with N workers (None: not given)
     executor: str | None = None  # --executor NAME (None: suite, harness.toml, then the default)
     executor_options: dict[str, Any] = field(default_factory=dict)  # --executor-option KEY=VALUE

@@ -402,3 +402,53 @@ def test_repair_leaves_another_programs_run_alone(workdir: Path, store: str):
     run_after = client.get_run(other)
     assert run_after.info.status == "RUNNING"
     assert not any(k.startswith("harness.") for k in run_after.data.tags)
+
+
+def test_resume_after_the_plugin_code_changed_says_so_and_does_not_continue_old_checkpoints(
+        workdir: Path, store: str, suite_file):
+    import signal
+
+    from tests.conftest import TINY_SUITE
+    from tests.executors.evil import install
+    from tests.robustness.conftest import (
+        cell_runs,
+        finish,
+        interrupt,
+        running_cell_with_metric,
+        start,
+        wait_for,
+    )
+
+    site = install(workdir / "site")
+    methods = ('[methods.ok]\nquantizer = "evil-vq"\n\n[methods.slow]\nquantizer = "evil-vq"\n'
+               'params = { mode = "slow", delay = 0.01 }\n\n')
+    text = TINY_SUITE.replace("train.steps = 10", "train.steps = 600\ntrain.log_every = 5")
+    path = suite_file(text.replace("[methods.vq]", methods + "[methods.vq]"), "tiny.toml")
+    args = ["run", str(path), "--profile", "smoke", "--seeds", "1", "--no-progress"]
+    rc, _, err = finish(start([*args, "-q", "ok"], workdir, PYTHONPATH=str(site)))
+    assert rc == 0, err
+    proc = start([*args, "-q", "slow"], workdir, PYTHONPATH=str(site))
+    killed = wait_for(lambda: running_cell_with_metric(store), "a RUNNING cell with a train metric",
+                      proc=proc)
+    interrupt(proc, signal.SIGINT)
+    rc, _, err = finish(proc)
+    assert rc == 130, err
+    assert any(workdir.rglob(f"*{killed.data.tags['harness.config_hash']}*")), "no checkpoint was saved"
+
+    plugin = site / "evil_plugin.py"  # the user edits the quantizer's code
+    plugin.write_text(plugin.read_text() + "\n# tuned the codebook update\n")
+    rc, _, err = finish(start([*args, "-q", "ok", "-q", "slow", "--resume"], workdir, PYTHONPATH=str(site)))
+    assert rc == 0, err
+    assert ("harness: note: the plugin code changed since these cells finished, so --resume keeps their "
+            "old-code numbers: ok-K4-d2-s0 (was ") in err
+    assert "run again without --resume (-q ok and the same options)" in err
+    assert ("harness: note: the plugin code of slow-K4-d2-s0 changed since it was interrupted (was "
+            in err)
+    assert "starts from step 0 instead of continuing the old code's checkpoint" in err
+    runs = {r.info.run_id: r for r in cell_runs(store)}
+    ok = [r for r in runs.values() if r.info.run_name == "ok-K4-d2-s0"]
+    assert len(ok) == 1  # skipped, not rerun
+    [new] = [r for r in runs.values() if r.info.run_name == "slow-K4-d2-s0" and r.info.status == "FINISHED"]
+    assert "harness.resumed_at_step" not in new.data.tags and "harness.resumed_from" not in new.data.tags
+    assert new.data.tags["harness.plugin_digest"] != killed.data.tags["harness.plugin_digest"]
+
