@@ -33,14 +33,6 @@ class Callbacks:
         for fn in self.hooks[hook]:
             fn(*args)
 
-    def after_step(self, state: Any, x: Tensor, x_hat: Tensor, out: Any) -> dict[str, Tensor]:
-        logs: dict[str, Tensor] = {}
-        for fn in self.hooks["after_step"]:
-            values = fn(state, x, x_hat, out)
-            if values:
-                logs.update(values)
-        return logs
-
 
 class UsageWindow:
     """Codes used since the last log step, per stage (``train/utilization``), kept on the device.

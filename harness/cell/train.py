@@ -81,6 +81,7 @@ class Divergence:
         self.first, self.window = 0, []
 
     def add(self, step: int, loss: Tensor) -> None:
+        """Keep ``loss``; ``first`` is the step of the oldest kept loss (the loop sets it inline)."""
         if not self.window:
             self.first = step
         self.window.append(loss.detach())
@@ -89,7 +90,8 @@ class Divergence:
         """Raise :class:`Diverged` naming the first step whose loss was not finite."""
         if not self.window:
             return
-        losses, self.window = torch.stack(self.window), []
+        losses = torch.stack(self.window)
+        self.window.clear()  # in place: the loop appends to this list through a bound method
         finite = torch.isfinite(losses)
         if not bool(finite.all()):
             i = int((~finite).nonzero()[0, 0])
@@ -110,20 +112,28 @@ def run(state: TrainState, batches: Any, losses: LossSet, callbacks: list[Any]) 
         hooks("on_train_start", state)
     state.model.train()
     state.quantizer.train()
-    check = True
+    # resolved once: a step calls the bound hooks directly (no per-step lookup or empty dispatch)
+    on_step, after_step, keep = hooks.hooks["on_step"], hooks.hooks["after_step"], guard.window.append
+    check, guard.first = True, state.step
     while state.step < state.steps_total and not state.stop:
-        hooks("on_step", state)
+        for fn in on_step:
+            fn(state)
         x = next(batches)
         x_hat, out, loss, terms = step_fn(x, check)
         check = False
-        extra = hooks.after_step(state, x, x_hat, out)
+        extra = {}
+        for fn in after_step:
+            values = fn(state, x, x_hat, out)
+            if values:
+                extra.update(values)
         if losses.steppers:
             extra.update(losses.step(state, x, x_hat))
-        guard.add(state.step, loss)
+        keep(loss.detach())  # Divergence.add without the call; checked at the log step
         state.step += 1
         if state.step % log_every == 0 or state.step == state.steps_total:
             guard.check()
             hooks("on_log", state, step_logs(state, loss, terms, extra, out))
+            guard.first = state.step
         if state.step % state.steps_per_epoch == 0:
             end_epoch(state, hooks)
     guard.check()
