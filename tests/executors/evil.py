@@ -3,7 +3,8 @@ so that worker processes discover it through the entry-point group like any plug
 
 ``mode`` picks the fault, at the ``at_step``-th training forward: ``exit`` (``sys.exit(3)``),
 ``os_exit`` (``os._exit(1)``), ``segv`` (SIGSEGV), ``hang`` (sleeps for ever), ``slow``
-(sleeps ``delay`` seconds every step), ``keyboard_interrupt`` (raises it), ``none``.
+(sleeps ``delay`` seconds every step), ``keyboard_interrupt`` (raises it), ``child`` (starts
+``sleep 300`` as a child and another, orphaned, through ``sh``; their pids go to ``pid_file``), ``none``.
 """
 
 from __future__ import annotations
@@ -26,15 +27,18 @@ class EvilVQ(VectorQuantizer):
     name = "evil-vq"
 
     def __init__(self, dim: int, codebook_size: int, mode: str = "none", at_step: int = 3,
-                 delay: float = 0.0) -> None:
+                 delay: float = 0.0, pid_file: str = "") -> None:
         super().__init__(dim, codebook_size)
         self.mode, self.at_step, self.delay, self.calls = mode, at_step, delay, 0
+        self.pid_file = pid_file
 
     def forward(self, z):
         if self.training:
             self.calls += 1
             if self.mode == "slow":
                 time.sleep(self.delay)
+            elif self.calls == self.at_step and self.mode == "child":
+                start_children(self.pid_file)
             elif self.calls == self.at_step:
                 misbehave(self.mode)
         return super().forward(z)
@@ -52,6 +56,16 @@ def misbehave(mode: str) -> None:
             time.sleep(1000)
     if mode == "keyboard_interrupt":  # the plugin's own code, not a signal
         raise KeyboardInterrupt
+
+
+def start_children(pid_file: str) -> None:
+    """A child ``sleep 300`` and a grandchild the shell leaves orphaned; the cell goes on."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "300"])
+    orphan = subprocess.run(["sh", "-c", "sleep 301 >/dev/null 2>&1 & echo $!"], capture_output=True,
+                            text=True, check=True).stdout.strip()
+    Path(pid_file).write_text(f"{child.pid} {orphan}\n")
 
 
 @hookimpl

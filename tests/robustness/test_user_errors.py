@@ -452,3 +452,30 @@ def test_resume_after_the_plugin_code_changed_says_so_and_does_not_continue_old_
     assert "harness.resumed_at_step" not in new.data.tags and "harness.resumed_from" not in new.data.tags
     assert new.data.tags["harness.plugin_digest"] != killed.data.tags["harness.plugin_digest"]
 
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a living process (a zombie waiting to be reaped is dead)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_processes_a_plugin_starts_end_with_its_cell(workdir: Path, store: str, suite_file):
+    from tests.conftest import TINY_SUITE
+    from tests.executors.evil import install
+    from tests.robustness.conftest import cell_runs
+
+    site = install(workdir / "site")
+    pids = workdir / "pids.txt"
+    forker = f'[methods.fork]\nquantizer = "evil-vq"\nparams = {{ mode = "child", pid_file = "{pids}" }}\n\n'
+    path = suite_file(TINY_SUITE.replace("[methods.vq]", forker + "[methods.vq]"), "fork.toml")
+    rc, _, err = run(["run", str(path), "-q", "fork", "-q", "vq", "--seeds", "1", "--no-progress"], workdir,
+                     PYTHONPATH=str(site))
+    assert rc == 0, err
+    assert {r.info.status for r in cell_runs(store)} == {"FINISHED"}, err
+    child, orphan = (int(p) for p in pids.read_text().split())
+    assert not _alive(child) and not _alive(orphan)
+

@@ -13,6 +13,9 @@ knows which cell a worker holds. That is what isolates a cell:
   ``watchdog`` seconds (metrics, tags: its progress) is killed as hung;
 * a worker dies with its control process (``PR_SET_PDEATHSIG`` and a parent
   poll): a SIGKILLed ``harness run`` leaves no worker training and recording;
+* what a cell starts ends with the cell: each worker leads its own session and process
+  group, and after each cell it kills the group's processes the cell left running (a
+  killed worker's group is killed by the control process);
 * Ctrl-C: workers ignore SIGINT; the control process sends each busy worker
   SIGTERM, whose cell checkpoints and records KILLED; a second Ctrl-C kills them
   at once and records their cells KILLED without a checkpoint.
@@ -92,10 +95,40 @@ def _die_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="harness-parent-watch", daemon=True).start()
 
 
+def _group_members() -> set[int]:
+    """The other processes of this worker's process group (what its cells started), from ``/proc``."""
+    me, group, out = os.getpid(), os.getpgrp(), set()
+    for name in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after "(comm)": state, ppid, pgrp
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group:
+            out.add(int(name))
+    return out
+
+
+def _end_cell_processes(before: set[int]) -> None:
+    """Kill what the cell started and left running (a plugin's ``sleep``, a server, a pool): a cell's
+    processes end with the cell. Direct children are reaped, so no zombie is left either."""
+    left = _group_members() - before
+    for pid in left:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in left:
+        with contextlib.suppress(OSError):  # ChildProcessError: a grandchild, init reaps it
+            os.waitpid(pid, 0)
+
+
 def _worker(conn: Any, beat: Any, threads: int, parent_pid: int) -> None:
     """Run the cells sent over ``conn`` until told to stop (``None``) or signalled."""
     import faulthandler
 
+    with contextlib.suppress(OSError):  # its own session and process group: what a cell starts is in it
+        os.setsid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the control process decides
     _die_with_parent(parent_pid)
     faulthandler.enable()  # a segfault prints the Python stack to the worker's stderr
@@ -115,6 +148,7 @@ def _worker(conn: Any, beat: Any, threads: int, parent_pid: int) -> None:
         if spec is None:
             return
         beat.value = time.monotonic()
+        before = _group_members()
         try:
             conn.send(("outcome", run_cell(spec)))
         except KeyboardInterrupt as exc:  # SIGTERM from the control process: the cell is KILLED
@@ -125,6 +159,8 @@ def _worker(conn: Any, beat: Any, threads: int, parent_pid: int) -> None:
             # a KeyboardInterrupt the cell's own code raised: this worker stays for the next cell
         except Exception as exc:  # noqa: BLE001 - outside the cell's own handling (store, suite file)
             conn.send(("outcome", _lost(spec, "FAILED", f"{type(exc).__name__}: {exc}")))
+        finally:
+            _end_cell_processes(before)
 
 
 def _lost(spec: CellSpec, status: str, reason: str) -> CellOutcome:
@@ -149,9 +185,12 @@ class _Worker:
             self.conn.send(spec)
 
     def kill(self) -> None:
+        """Kill the worker and whatever its cell started (the worker's process group, see _worker)."""
         if self.process.is_alive():
             self.process.kill()
         self.process.join(timeout=10)
+        with contextlib.suppress(OSError):  # ESRCH: the cell started nothing that is still alive
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 class ProcessesExecutor(Executor):
