@@ -105,6 +105,10 @@ class CellRunner:
         start = time.perf_counter()
         tags = cell_tags(self.host, self.suite, cell, self.device)
         run_id = self.tracker.start_run(self.suite.name, cell.run_name, tags, parent=parent)
+        if resume is not None:  # --resume: another --resume on this store may hold the cell
+            taken = self._claimed(cell, run_id, start)
+            if taken is not None:
+                return taken
         try:
             with intra_op_threads(cell.config["train"].get("threads", 0), self.device):
                 result = self._train_and_evaluate(cell, run_id, resume)
@@ -122,6 +126,23 @@ class CellRunner:
         self.tracker.end_run(run_id, "FINISHED")
         result.run_id, result.seconds = run_id, time.perf_counter() - start
         return result
+
+    def _claimed(self, cell: Cell, run_id: str, start: float) -> CellResult | None:
+        """``None`` when this process may train the cell; else it gives way (harness.recovery.claim)."""
+        import sys
+
+        from harness.recovery import claim
+        from harness.recovery.resume import finished_metrics
+
+        other = claim.rival(self.tracker, self.suite.name, cell.config_hash, run_id)
+        if other is None:
+            return None
+        claim.give_way(self.tracker, run_id)
+        note = claim.describe(other)
+        print(f"harness: {cell.run_name} SKIPPED: {note}", file=sys.stderr)
+        metrics = finished_metrics(other) if other.info.status == "FINISHED" else {}
+        return CellResult(cell, "SKIPPED", metrics, error=note, run_id=other.info.run_id,
+                          seconds=time.perf_counter() - start)
 
     def _train_and_evaluate(self, cell: Cell, run_id: str, resume: Resume | None = None) -> CellResult:
         """build -> train -> evaluate -> record (:mod:`harness.cell.stages`)."""

@@ -479,3 +479,34 @@ def test_processes_a_plugin_starts_end_with_its_cell(workdir: Path, store: str, 
     child, orphan = (int(p) for p in pids.read_text().split())
     assert not _alive(child) and not _alive(orphan)
 
+
+def test_two_resumes_at_once_never_train_the_same_cell_twice(workdir: Path, store: str, suite_file):
+    import signal
+
+    from tests.conftest import TINY_SUITE
+    from tests.executors.evil import install
+    from tests.robustness.conftest import (
+        cell_runs,
+        finish,
+        interrupt,
+        running_cell_with_metric,
+        start,
+        wait_for,
+    )
+
+    site = install(workdir / "site")
+    slow = '[methods.slow]\nquantizer = "evil-vq"\nparams = { mode = "slow", delay = 0.03 }\n\n'
+    text = TINY_SUITE.replace("train.steps = 10", "train.steps = 600\ntrain.log_every = 5")
+    path = suite_file(text.replace("[methods.vq]", slow + "[methods.vq]"), "tiny.toml")
+    args = ["run", str(path), "-q", "slow", "--profile", "smoke", "--seeds", "1", "--no-progress"]
+    proc = start(args, workdir, PYTHONPATH=str(site))
+    wait_for(lambda: running_cell_with_metric(store), "a RUNNING cell with a train metric", proc=proc)
+    interrupt(proc, signal.SIGINT)
+    assert finish(proc)[0] == 130
+
+    both = [start([*args, "--resume"], workdir, PYTHONPATH=str(site)) for _ in range(2)]
+    outcomes = [finish(p) for p in both]
+    assert [rc for rc, _, _ in outcomes] == [0, 0], [err for _, _, err in outcomes]
+    finished = [r for r in cell_runs(store) if r.info.status == "FINISHED"]
+    assert len(finished) == 1, [err for _, _, err in outcomes]  # trained once, by one of them
+    assert "harness.resumed_from" in finished[0].data.tags
