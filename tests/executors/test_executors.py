@@ -98,7 +98,9 @@ def test_executor_layers_suite_then_harness_toml_then_jobs_then_the_command_line
 def test_processes_gives_each_worker_its_share_of_the_cores():
     assert ProcessesExecutor().threads == cores()
     assert ProcessesExecutor(jobs=2).threads == max(1, cores() // 2)
-    assert ProcessesExecutor(jobs=2, threads=3).threads == 3
+    assert ProcessesExecutor(jobs=2, threads=cores()).threads == cores()  # an explicit count wins
+    with pytest.raises(UsageError, match="threads must be between 1 and"):
+        ProcessesExecutor(jobs=2, threads=cores() + 1)  # more than the cores: refused (robustness.md)
     with pytest.raises(UsageError):
         ProcessesExecutor(jobs=0)
 
@@ -221,4 +223,4 @@ def test_pytest_items_go_through_the_same_lifecycle_and_isolate_with_processes(t
     assert cells["crash-K4-d2-s0"].info.status == "FAILED" and cells["vq-K4-d2-s0"].info.status == "FINISHED"
     [parent] = runs_of(uri, kind="suite")
     assert parent.info.status == "FAILED" and parent.data.tags["harness.executor"] == "processes"
-    assert parent.data.tags["harness.run.lifecycle"] == "pytest"
+    assert parent.data.tags["harness.runner"] == "pytest"
