@@ -355,6 +355,7 @@ GITIGNORE = '''\
 # What running the harness and the tests writes into this folder
 mlflow.db
 mlflow.db-*
+.*.harness-lock
 mlruns/
 mlartifacts/
 .harness/
