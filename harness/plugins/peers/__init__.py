@@ -60,6 +60,13 @@ def peer_builders() -> dict[str, Callable[[int, int], torch.nn.Module]]:
         "simvq": lambda d, k: vqp.SimVQ(dim=d, codebook_size=k, rotation_trick=False),
         "fsq": lambda d, k: vqp.FSQ(levels=fsq_levels(k), dim=d),
         "lfq": lambda d, k: vqp.LFQ(dim=d, codebook_size=k, entropy_loss_weight=0.1, commitment_loss_weight=0.25),
+        # BSQ: LFQ on the unit sphere, with the plugin's defaults (no commitment term, entropy
+        # weight 0.1, both entropy terms at weight 1)
+        "bsq": lambda d, k: vqp.LFQ(dim=d, codebook_size=k, spherical=True, entropy_loss_weight=0.1,
+                                    commitment_loss_weight=0.0, diversity_gamma=1.0),
+        # the rotation trick on the plugin's default path: an EMA codebook (decay 0.8), beta 1
+        "rotation": lambda d, k: vqp.VectorQuantize(dim=d, codebook_size=k, rotation_trick=True, decay=0.8,
+                                                    commitment_weight=1.0),
         "residual-vq": lambda d, k: vqp.ResidualVQ(dim=d, codebook_size=k, num_quantizers=4,
                                                    learnable_codebook=True, ema_update=False, rotation_trick=False),
         "residual-fsq": lambda d, k: vqp.ResidualFSQ(levels=list(residual_levels(k, None)), num_quantizers=4,
