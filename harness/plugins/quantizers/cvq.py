@@ -36,7 +36,8 @@ def sort_argmax(x: Tensor, dim: int) -> Tensor:
     on the whole row). So where a row has one maximum it is ``argmax``; where it has
     several (the first and the last maximal index differ), that row alone is sorted as
     theirs is, which gives their pick on the same device and torch version: a row's
-    sort does not depend on the other rows. Re-anchoring makes exactly equal codes, so
+    sort does not depend on the other rows (checked on CPU, rows and columns alike).
+    Re-anchoring makes exactly equal codes, so
     these ties are not rare: they decide which duplicate a token uses, and with it
     which one is re-anchored next.
     """
@@ -62,13 +63,14 @@ def closest_codes(z: Tensor, codes: Tensor, distance: str,
 def contrastive_loss(sim: Tensor, codebook_size: int) -> Tensor:
     """The authors' ``contras_loss``: each code's closest tokens against the batch's farthest half.
 
-    Per code (a column of ``sim``, tokens sorted ascending, stable): the positive is the
+    Per code (a column of ``sim``, tokens sorted ascending by their very call, so tied
+    entries fall where theirs do and take the same gradient): the positive is the
     mean of its ``max(1, N // K)`` largest similarities, the negatives its ``N // 2``
     smallest; cross-entropy of the positive among them at temperature 0.07, averaged
     over codes. Its gradient reaches the codes only (the tokens enter detached).
     """
     n = sim.shape[0]
-    ordered = sim.sort(dim=0, stable=True).values
+    ordered = sim.sort(dim=0).values
     positive = ordered[-max(1, int(n / codebook_size)):].mean(0, keepdim=True)
     logits = torch.cat([positive, ordered[: int(n / 2)]], 0).t() / CONTRAST_TEMPERATURE
     return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=sim.device))
@@ -81,8 +83,8 @@ def anchor_rows(z: Tensor, codes: Tensor, distance: str, anchor: str,
 
     ``closest``: the token most similar to the code (the authors' ``d.sort(dim=0)``,
     last row; a code whose best similarity several tokens share has its column sorted
-    as theirs, see :func:`sort_argmax`). ``probrandom``: a token drawn from ``softmax`` over tokens of the
-    code's similarities (their ``multinomial(softmax(d.t()))``), drawn here by the
+    as theirs, see :func:`sort_argmax`). ``probrandom``: a token drawn from ``softmax``
+    over tokens of the code's similarities (their ``multinomial(softmax(d.t()))``), drawn here by the
     Gumbel-max trick so that tokens can be scanned in chunks: ``(chunk, K)`` at a
     time, never the ``(N, K)`` matrix.
     """
@@ -144,7 +146,7 @@ class CVQ(Quantizer):
       computed as theirs (:func:`similarity`), and exact ties are settled by their
       ``sort`` (:func:`sort_argmax`; the highest index where the sort is stable, as on
       CPU up to 16 codes, its own order otherwise). Re-anchoring makes
-      near-duplicate codes whose similarities differ by float rounding, so these
+      near-duplicate (often exactly equal) codes whose similarities differ by float rounding, so these
       near-ties are constant: the same float32 formula is what keeps a run in
       lockstep with theirs past the first re-anchoring. ``z_q`` is the raw code
       ``e_k`` with straight-through.
