@@ -232,6 +232,14 @@ def test_cosine_matches_the_authors_code_on_identical_inputs() -> None:
         assert (q.cluster_size - sizes).abs().max() < 1e-12 and (q.embed_sum - sums).abs().max() < 1e-12
 
 
+def test_cosine_ties_go_to_the_lowest_index_as_their_argmax() -> None:
+    # codes 0 and 2 equal and closest: their CosineSimCodebook takes argmax, the first maximum
+    q = RotationTrickVQ(dim=2, codebook_size=3, cosine=True).eval()
+    with torch.no_grad():
+        q.embedding.copy_(torch.tensor([[0.6, 0.8], [-1.0, 0.0], [0.6, 0.8]]))
+    assert q(torch.tensor([[3.0, 4.0], [1.0, 1.0]])).indices.tolist() == [0, 0]
+
+
 def test_cosine_is_refused_on_the_vqgan_path() -> None:
     with pytest.raises(ValueError, match="cosine is the authors' vqvae-path codebook"):
         RotationTrickVQ(dim=2, codebook_size=4, path="vqgan", cosine=True)
