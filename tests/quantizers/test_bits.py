@@ -12,7 +12,11 @@ from harness.host import get_host
 @pytest.mark.parametrize(("name", "codebook_size", "params", "bits"), [
     ("vq", 1024, {}, 10.0),
     ("rotation", 256, {}, 8.0),
+    ("rotation", 256, {"cosine": True}, 8.0),
     ("cvq", 512, {}, 9.0),
+    ("cvq", 512, {"anchor": "random", "contrastive": True}, 9.0),
+    ("optvq", 4, {}, 8.0),  # the authors' 4 heads x 2 bits (digits' optvq-heads4 at 8 bits)
+    ("optvq", 256, {"heads": 1}, 8.0),
     ("sqvae", 512, {}, 9.0),
     ("fsq", 1024, {}, math.log2(8 * 5 * 5 * 5)),  # the paper's 2^10 levels: 1000 codes
     ("fsq", 100, {"levels": [2, 5]}, math.log2(10)),

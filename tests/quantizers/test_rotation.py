@@ -146,3 +146,108 @@ class TestRotationVQGANPath(QuantizerConformance):
     quantizer = "rotation"
     params = {"path": "vqgan"}
     large_n = 2000
+
+
+# --- the cosine codebook (the authors' ImageNet runs, --codebook cosine) ----------------------
+
+
+def cosine_quantizer() -> RotationTrickVQ:
+    q = RotationTrickVQ(dim=2, codebook_size=2, cosine=True)
+    with torch.no_grad():
+        q.embedding.copy_(torch.tensor([[0.0, 1.0], [-0.6, -0.8]]))
+        q.embed_sum.copy_(q.embedding)
+    return q
+
+
+def test_cosine_hand_case_value_gradient_loss_and_ema() -> None:
+    # z = (2, 0): x = (1, 0), dots (0, -0.6): code 0 = (0, 1). The output is normalised again, so of
+    # the rotated gradient lam R^T g only the part orthogonal to x survives, divided by ||z|| = 2:
+    # g = (1, 0): R^T g = (0, -1) -> (0, -0.5); g = (0, 1): R^T g = (1, 0), radial -> (0, 0)
+    for g, expected in (((1.0, 0.0), (0.0, -0.5)), ((0.0, 1.0), (0.0, 0.0))):
+        z = torch.tensor([[2.0, 0.0]], requires_grad=True)
+        q = cosine_quantizer()
+        out = q(z)
+        assert out.indices.tolist() == [0]
+        assert torch.allclose(out.z_q, torch.tensor([[0.0, 1.0]]))
+        # beta mse(x, sg e) = ((1 - 0)^2 + (0 - 1)^2) / 2
+        assert out.loss.item() == pytest.approx(1.0)
+        (out.z_q * torch.tensor([g])).sum().backward()
+        assert torch.allclose(z.grad, torch.tensor([expected]), atol=1e-5)
+    # EMA on the unit token, then unit codes: sums 0.8 e + 0.2 ((1, 0), 0); the unused code keeps its
+    # direction (the Euclidean path would throw it to about 80,000 times its length)
+    assert torch.allclose(q.embedding, torch.nn.functional.normalize(torch.tensor([[0.2, 0.8], [-0.6, -0.8]])))
+
+
+def authors_cosine_step(z, codes, cluster_size, embed_avg, g, decay=0.8, commit_weight=1.0):
+    """vq_vae.py's forward with --codebook cosine and rot=True, with their copy's CosineSimCodebook.
+
+    The model normalises x, the codebook's transform_input normalises it again, the lookup is
+    argmax of dot products, the EMA averages the unit tokens and re-normalises the codes, the
+    rotation maps x onto the code and the result is normalised before the decoder.
+    """
+    x = z / torch.norm(z, dim=1, keepdim=True)
+    flat = torch.nn.functional.normalize(x, dim=-1)
+    dist = flat @ codes.t()
+    ind = dist.argmax(-1)
+    onehot = torch.nn.functional.one_hot(ind, codes.shape[0]).to(z.dtype)
+    quantize = onehot @ codes
+    cluster_size = cluster_size.lerp(onehot.sum(0), 1 - decay)
+    embed_avg = embed_avg.lerp(onehot.t() @ flat.detach(), 1 - decay)
+    k = codes.shape[0]
+    smoothed = (cluster_size + 1e-5) / (cluster_size.sum() + k * 1e-5) * cluster_size.sum()
+    new_codes = torch.nn.functional.normalize(torch.nn.functional.normalize(embed_avg / smoothed[:, None], dim=-1), dim=-1)
+    commit = torch.nn.functional.mse_loss(quantize.detach(), flat) * commit_weight
+    quantized = flat + (quantize - flat).detach()
+    u = x / (torch.norm(x, dim=1, keepdim=True) + 1e-6)
+    qh = quantized / (torch.norm(quantized, dim=1, keepdim=True) + 1e-6)
+    w = ((u + qh) / torch.norm(u + qh, dim=1, keepdim=True)).detach()
+    e = x
+    e = (e - 2 * (e * w).sum(1, keepdim=True) * w
+         + 2 * (e * u.detach()).sum(1, keepdim=True) * qh.detach())
+    out = e * (torch.norm(quantized, dim=1, keepdim=True) / (torch.norm(x, dim=1, keepdim=True) + 1e-6)).detach()
+    out = out / torch.norm(out, dim=1, keepdim=True)
+    (grad,) = torch.autograd.grad((out * g).sum() + commit, z)
+    return ind, out, commit, grad, new_codes, cluster_size, embed_avg
+
+
+def test_cosine_matches_the_authors_code_on_identical_inputs() -> None:
+    torch.manual_seed(3)
+    n, d, k = 300, 6, 24
+    q = RotationTrickVQ(dim=d, codebook_size=k, cosine=True).double()
+    z0 = torch.randn(n, d, dtype=torch.float64) * 2.0
+    codes, sizes, sums = q.embedding.clone(), q.cluster_size.clone(), q.embed_sum.clone()
+    for step in range(3):  # lockstep: each side keeps its own codebook and statistics
+        z = (z0 + 0.3 * step).requires_grad_(True)
+        g = torch.randn(n, d, dtype=torch.float64)
+        ind, z_q, commit, grad, codes, sizes, sums = authors_cosine_step(z, codes, sizes, sums, g)
+        mine = z.detach().clone().requires_grad_(True)
+        out = q.quantize(mine)
+        ((out.z_q * g).sum() + out.loss).backward()
+        assert torch.equal(out.indices, ind)
+        # ours is pinned to the unit code; theirs is off it by the 1e-6 eps inside R (6e-8 here)
+        assert (out.z_q - z_q).abs().max() < 1e-6
+        assert abs(out.loss.item() - commit.item()) < 1e-12
+        assert (mine.grad - grad).abs().max() < 1e-12
+        assert (q.embedding - codes).abs().max() < 1e-12
+        assert (q.cluster_size - sizes).abs().max() < 1e-12 and (q.embed_sum - sums).abs().max() < 1e-12
+
+
+def test_cosine_ties_go_to_the_lowest_index_as_their_argmax() -> None:
+    # codes 0 and 2 equal and closest: their CosineSimCodebook takes argmax, the first maximum
+    q = RotationTrickVQ(dim=2, codebook_size=3, cosine=True).eval()
+    with torch.no_grad():
+        q.embedding.copy_(torch.tensor([[0.6, 0.8], [-1.0, 0.0], [0.6, 0.8]]))
+    assert q(torch.tensor([[3.0, 4.0], [1.0, 1.0]])).indices.tolist() == [0, 0]
+
+
+def test_cosine_is_refused_on_the_vqgan_path() -> None:
+    with pytest.raises(ValueError, match="cosine is the authors' vqvae-path codebook"):
+        RotationTrickVQ(dim=2, codebook_size=4, path="vqgan", cosine=True)
+    q = RotationTrickVQ(dim=4, codebook_size=8, cosine=True)
+    torch.testing.assert_close(q.embedding.norm(dim=1), torch.ones(8))
+
+
+class TestRotationCosine(QuantizerConformance):
+    quantizer = "rotation"
+    params = {"cosine": True}
+    large_n = 2000

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from harness.contracts import QuantizeOutput, Quantizer
 from harness.ops import all_reduce_sum_, distributed, nearest_code
+from harness.plugins.quantizers.codebook_tools import kmeans
 
 #: bytes of one float32 (tokens x K) cost block; smaller problems keep the whole matrix
 BLOCK_BYTES = 64 * 2**20
@@ -99,8 +100,8 @@ def sinkhorn_assign(z: Tensor, codes: Tensor, epsilon: float, iters: int, mode: 
     def logits(d: Tensor) -> Tensor:
         return -epsilon * (d - shift) / scale
 
-    a = torch.zeros(k, device=z.device)
-    b = torch.zeros(n, device=z.device)
+    a = torch.zeros(k, device=z.device, dtype=z.dtype)
+    b = torch.zeros(n, device=z.device, dtype=z.dtype)
     total = torch.stack([torch.logsumexp(logits(d).flatten(), 0) for _, d in blocks]).logsumexp(0)
     g = -_log_add_eps(_global_logsumexp(total))
     for _ in range(iters):
@@ -119,22 +120,44 @@ class OptVQ(Quantizer):
 
     Paper: Zhang et al. 2024, "Preventing Local Pitfalls in Vector Quantization via Optimal
     Transport" (arXiv 2412.15195). Public code: zbr17/OptVQ, ``src/optvq/models/quantizer.py``
-    (``VectorQuantizerSinkhorn``, ``sinkhorn``) and ``configs/**/optvq*.yaml``.
+    (``VectorQuantizerSinkhorn``, ``sinkhorn``), ``train.py`` (``generate_codes``: the
+    k-means init) and ``configs/**/optvq*.yaml``.
 
     Codebook ``W(E)``: a learned ``(K, d)`` table ``E`` through a learned ``Linear(d, d)``
-    (``use_proj``; weight ``N(0, 1/d)``). In training, the cost ``cdist(z, W(E))`` is
-    normalised (``normalize``) and each token takes ``argmax_k`` of the Sinkhorn plan
+    (``use_proj``; weight ``N(0, 1/d)``). Each token is split into ``heads`` sub-vectors
+    of ``d = dim / heads`` channels sharing the one codebook (their ``num_head``), so a
+    token carries ``heads`` indices: ``num_stages = heads`` and ``bits_per_token = heads
+    log2 K``. In training, the cost ``cdist(x, W(E))`` over all sub-vectors ``x`` is
+    normalised (``normalize``) and each takes ``argmax_k`` of the Sinkhorn plan
     (:func:`sinkhorn_assign`), so codes far from every token still receive tokens;
-    ``z_q = z + sg(e - z)``. Loss (their ``loss_q_type: l2``): ``mse(z, sg(e)) + beta
-    mse(e, sg(z))``, i.e. beta on the codebook term, as their code has it.
+    ``z_q = z + sg(e - z)``. Loss (their ``loss_q_type: l2``): ``mse(x, sg(e)) + beta
+    mse(e, sg(x))``, i.e. beta on the codebook term, as their code has it.
 
     Defaults, from every shipped OptVQ config: ``beta = 0.25``, ``epsilon = 10``, ``iters = 5``,
-    ``normalize = "all"``, argmax of the plan (``use_prob: false``), ``use_proj = True``;
-    ``E`` drawn ``N(0, 1)`` (``nn.Embedding``'s default, which they keep). ``heads = 1``:
-    their configs split each token into 4 heads sharing the codebook (``num_head: 4``);
-    ``heads = 4`` does the same here (``G`` indices per token, ``num_stages = heads``,
-    ``bits_per_token = heads log2 K``); one head keeps ``codebook_size`` the rate of a
-    single-codebook method. Choices and deviations:
+    ``normalize = "all"``, argmax of the plan (``use_prob: false``), ``use_proj = True``,
+    ``heads = 4`` (``num_head: 4``; their ImageNet configs also ship 8) and a k-means
+    init (``use_initiate: kmeans``) with ``kmeans_iters = 100`` (their faiss ``niter``);
+    ``E`` otherwise drawn ``N(0, 1)`` (``nn.Embedding``'s default, which they keep).
+    Until this default changed, the plugin ran one head without k-means: results
+    recorded before then are of that form (``heads=1, kmeans_init=False``), and at
+    ``heads = 4`` a codebook of ``K`` codes is a rate of ``4 log2 K`` bits per token, so
+    equal-rate comparisons need ``K`` a fourth as many bits (suites set ``heads`` or
+    ``codebook_size`` accordingly); ``heads`` must divide ``dim``.
+
+    ``kmeans_init``: on the first training batch, ``E`` becomes the ``K`` centroids of
+    Lloyd's k-means over the batch's head sub-vectors (:func:`harness.plugins.quantizers.codebook_tools.kmeans`:
+    ``K`` random sub-vectors to start, an empty cluster keeps its centroid, sums over
+    DDP ranks), done once and recorded in the ``initted`` buffer. As in their
+    ``train.py``, the centroids go into ``E``, before the projection: the codes tokens
+    meet are ``W(centroids)``. Theirs differs: an offline pass of the untrained model
+    over the training set (feature maps average-pooled to 4 x 4, a quarter of each
+    batch), faiss k-means per class label with ``K // C + 1`` centroids each, ``K`` of
+    them kept at random. We have no labels and no faiss, and cluster the first batch.
+    Their features are ``e_dim`` wide while a head's table is ``e_dim / num_head``
+    wide, so their k-means codes do not fit their own 4-head configs; we cluster the
+    head sub-vectors, the width the table has (as their ``random`` init reshapes them).
+
+    Choices and deviations:
 
     * eval uses the nearest code (``sinkhorn_eval = False``). Their forward runs Sinkhorn in
       eval too, which makes a token's index depend on the rest of its eval batch (and
@@ -144,32 +167,38 @@ class OptVQ(Quantizer):
       linear-space version wherever theirs does not underflow;
     * under DDP the plan's sums cover every process's tokens (their ``all_reduce``s);
       the ``all`` normalisation statistics are per process, as theirs;
-    * left out: ``use_prob`` sampling, the ``ce`` and ``l1`` losses, ``start_quantize_steps``
-      (all off in their configs) and faiss-based code initialisation (not a dependency).
-      The ``reassigned`` log is the fraction of tokens whose plan code is not their nearest.
+    * left out: ``use_prob`` sampling, the ``ce`` and ``l1`` losses and
+      ``start_quantize_steps`` (all off in their configs).
+      The ``reassigned`` log is the fraction of sub-vectors whose plan code is not their nearest.
     """
 
     name = "optvq"
     paper = "Zhang et al. 2024, OptVQ (arXiv 2412.15195); zbr17/OptVQ"
 
     def __init__(self, dim: int, codebook_size: int, beta: float = 0.25, epsilon: float = 10.0,
-                 iters: int = 5, normalize: str = "all", heads: int = 1, use_proj: bool = True,
-                 sinkhorn_eval: bool = False) -> None:
+                 iters: int = 5, normalize: str = "all", heads: int = 4, use_proj: bool = True,
+                 sinkhorn_eval: bool = False, kmeans_init: bool = True, kmeans_iters: int = 100) -> None:
         super().__init__(dim, codebook_size)
         if heads < 1 or dim % heads:
-            raise ValueError(f"optvq: heads must divide dim {dim}, got {heads}")
+            raise ValueError(f"optvq: heads must divide dim {dim}, got {heads} (the authors' default is 4: "
+                             "pass heads=1 or another divisor for this dim)")
         if normalize not in NORMALIZE_MODES:
             raise ValueError(f"optvq: normalize must be one of {NORMALIZE_MODES}, got {normalize!r}")
         if epsilon <= 0 or iters < 0:
             raise ValueError(f"optvq: epsilon must be positive and iters >= 0, got {epsilon} and {iters}")
+        if kmeans_iters < 1:
+            raise ValueError(f"optvq: kmeans_iters must be at least 1, got {kmeans_iters}")
         self.beta, self.epsilon, self.iters = float(beta), float(epsilon), int(iters)
         self.normalize, self.heads, self.sinkhorn_eval = normalize, int(heads), bool(sinkhorn_eval)
+        self.kmeans_init, self.kmeans_iters = bool(kmeans_init), int(kmeans_iters)
         code_dim = dim // heads
         self.embedding = nn.Parameter(torch.randn(codebook_size, code_dim))
         self.proj: nn.Module = nn.Identity()
         if use_proj:
             self.proj = nn.Linear(code_dim, code_dim)
             nn.init.normal_(self.proj.weight, std=code_dim**-0.5)
+        if self.kmeans_init:
+            self.register_buffer("initted", torch.zeros((), dtype=torch.bool))
 
     @property
     def num_stages(self) -> int:
@@ -183,9 +212,17 @@ class OptVQ(Quantizer):
         """``W(E)`` with one head; ``None`` with several (one code per head)."""
         return self.codes() if self.heads == 1 else None
 
+    @torch.no_grad()
+    def init_from_batch(self, x: Tensor) -> None:
+        """``E`` <- the k-means centroids of the first training batch's head sub-vectors (once)."""
+        self.embedding.copy_(kmeans(x, self.codebook_size, self.kmeans_iters).to(self.embedding.dtype))
+        self.initted.fill_(True)
+
     def quantize(self, z: Tensor) -> QuantizeOutput:
         n = z.shape[0]
         x = z.reshape(n * self.heads, -1)
+        if self.training and self.kmeans_init and not bool(self.initted):
+            self.init_from_batch(x.detach())
         codes = self.codes()
         nearest = nearest_code(x.detach(), codes.detach())
         logs: dict[str, Tensor | float] = {}

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.contracts import QuantizeOutput, Quantizer
-from harness.ops import all_reduce_sum_, code_counts, nearest_code
+from harness.ops import DEFAULT_BLOCK_BYTES, all_reduce_sum_, code_counts, nearest_code
 from harness.plugins.quantizers.ema import ema_update
 
 #: the authors' two code paths (docs/methods.md, ``rotation``)
@@ -47,6 +47,19 @@ def rotate_to(z: Tensor, q: Tensor, eps: float = 1e-6, detach_norm: bool = True)
     return scale * (x - 2 * x_dot_r * r + 2 * x_dot_u * q_hat)
 
 
+@torch.no_grad()
+def max_cosine(x: Tensor, codes: Tensor, max_block_bytes: int = DEFAULT_BLOCK_BYTES) -> Tensor:
+    """``argmax_k x_n . c_k`` for unit tokens and codes, the first index on ties.
+
+    The authors' cosine lookup (vector-quantize-pytorch's ``CosineSimCodebook``: dot
+    products, ``argmax``), not the Euclidean search: near-duplicate codes then pick the
+    code theirs picks. Tokens go in ``(chunk, K)`` blocks, so memory stays bounded.
+    """
+    n, k = x.shape[0], codes.shape[0]
+    chunk = max(1, min(n, max_block_bytes // (4 * max(k, 1))))
+    return torch.cat([(x[s : s + chunk] @ codes.t()).argmax(1) for s in range(0, n, chunk)])
+
+
 def kaiming_uniform_codes(codebook_size: int, dim: int) -> Tensor:
     """vector-quantize-pytorch's ``uniform_init``: kaiming-uniform on a ``(1, K, D)`` tensor.
 
@@ -84,12 +97,27 @@ class RotationTrickVQ(Quantizer):
       uniform in ``(-1/K, 1/K)`` (taming); ``R`` is applied to ``z/||z||`` whose
       gradient is kept, so the radial part of the gradient is lost.
 
+    ``cosine = True`` (off by default: their ``--codebook`` argument defaults to
+    ``euclidean``) is the cosine codebook of their ImageNet runs (``src/scripts.sh``,
+    ``--codebook cosine``, on the ``vqvae`` path of ``src/models/vq_vae.py`` with their
+    copy's ``CosineSimCodebook``). The token is l2-normalised with its gradient kept,
+    ``x = z/||z||`` (their model does it before the lookup, "as ViT-VQGAN"); codes
+    start as unit kaiming-uniform rows and are re-normalised after every EMA step
+    (which averages the normalised ``x``); the code is ``argmax_k x.e_k``; the
+    commitment loss is ``beta mse(x, sg(e))``; ``lam R x`` is normalised once more,
+    gradient kept, so ``z_q`` is a unit vector and the gradient reaching ``z`` is
+    ``lam/||z|| (I - x x^T) R^T g``: the rotated gradient without its radial part.
+    Deviations there: ``||z||`` and ``||lam R x||`` are clamped at ``eps`` (theirs
+    divide by the bare norm: ``z = 0`` gives NaN); their second normalisation of the
+    already-unit ``x`` (vector-quantize-pytorch's ``transform_input``) is left out
+    (it moves ``x`` by float rounding only); the ``LayerNorm`` after their input
+    projection belongs to the model, not the quantizer. It changes nothing on the
+    ``vqgan`` path, whose code has no cosine form, so asking for both is an error.
+
     ``decay`` belongs to the ``vqvae`` path and ``codebook_weight`` to the
     ``vqgan`` path: passing one to the other path is an error, never ignored.
-    Choices the code leaves open: the authors' ImageNet runs use a cosine
-    codebook (``--codebook cosine``); this plugin is the Euclidean one (their
-    argument default); the commitment term is also computed in eval (their
-    module returns 0 there) so eval losses are comparable; the forward value is
+    Choices the code leaves open: the commitment term is also computed in eval
+    (their module returns 0 there) so eval losses are comparable; the forward value is
     pinned to ``q`` by adding ``sg(q - lam R z)`` (removes float rounding, same
     gradient). EMA statistics are summed over DDP ranks, as in ``ema``.
     """
@@ -99,23 +127,28 @@ class RotationTrickVQ(Quantizer):
 
     def __init__(self, dim: int, codebook_size: int, path: str = "vqvae", beta: float = 1.0,
                  decay: float | None = None, codebook_weight: float | None = None,
-                 eps: float = 1e-6) -> None:
+                 eps: float = 1e-6, cosine: bool = False) -> None:
         super().__init__(dim, codebook_size)
         if path not in PATHS:
             raise ValueError(f"rotation: path must be one of {list(PATHS)}, got {path!r}")
+        if cosine and path != "vqvae":
+            raise ValueError("rotation: cosine is the authors' vqvae-path codebook (src/models/vq_vae.py, "
+                             "--codebook cosine); their vqgan path has no cosine form")
         if path == "vqvae" and codebook_weight is not None:
             raise ValueError("rotation: codebook_weight belongs to path='vqgan' (the vqvae path trains "
                              "its codebook by EMA); set path='vqgan' or drop it")
         if path == "vqgan" and decay is not None:
             raise ValueError("rotation: decay belongs to path='vqvae' (the EMA codebook); "
                              "set path='vqvae' or drop it")
-        self.path, self.beta, self.eps = path, float(beta), float(eps)
+        self.path, self.beta, self.eps, self.cosine = path, float(beta), float(eps), bool(cosine)
         k = codebook_size
         if path == "vqvae":
             self.decay = 0.8 if decay is None else float(decay)
             if not 0.0 <= self.decay < 1.0:
                 raise ValueError(f"rotation: decay must lie in [0, 1), got {self.decay}")
             codes = kaiming_uniform_codes(k, dim)
+            if self.cosine:
+                codes = F.normalize(codes, dim=1)
             self.register_buffer("embedding", codes)
             self.register_buffer("cluster_size", torch.zeros(k))
             self.register_buffer("embed_sum", codes.clone())
@@ -131,10 +164,13 @@ class RotationTrickVQ(Quantizer):
         """vector-quantize-pytorch's EMA step (Laplace ``eps = 1e-5``), statistics summed over ranks."""
         counts = all_reduce_sum_(code_counts(indices, self.codebook_size))
         sums = all_reduce_sum_(torch.zeros_like(self.embed_sum).index_add_(0, indices, z))
-        self.embedding.copy_(ema_update(self.cluster_size, self.embed_sum, counts, sums, self.decay, 1e-5))
+        codes = ema_update(self.cluster_size, self.embed_sum, counts, sums, self.decay, 1e-5)
+        self.embedding.copy_(F.normalize(codes, dim=1) if self.cosine else codes)
 
     def quantize(self, z: Tensor) -> QuantizeOutput:
         """The method on float32 tokens, autocast off (the base class's ``forward``)."""
+        if self.cosine:
+            return self.quantize_cosine(z)
         indices = nearest_code(z.detach(), self.embedding.detach())
         e = F.embedding(indices, self.embedding)
         q = e.detach()
@@ -150,3 +186,17 @@ class RotationTrickVQ(Quantizer):
         rotated = rotate_to(z, q, self.eps, detach_norm=self.path == "vqvae")
         z_q = rotated + (q - rotated).detach()
         return QuantizeOutput(z_q=z_q, indices=indices, loss=loss, logs=logs)
+
+    def quantize_cosine(self, z: Tensor) -> QuantizeOutput:
+        """The authors' ``--codebook cosine`` path: unit tokens and codes, output normalised again."""
+        x = z / z.norm(dim=1, keepdim=True).clamp_min(self.eps)
+        indices = max_cosine(x.detach(), self.embedding)
+        q = F.embedding(indices, self.embedding)
+        commitment_loss = F.mse_loss(x, q)
+        if self.training:
+            self.ema_step(x.detach(), indices)
+        rotated = rotate_to(x, q, self.eps, detach_norm=True)
+        unit = rotated / rotated.norm(dim=1, keepdim=True).clamp_min(self.eps)
+        return QuantizeOutput(z_q=unit + (q - unit).detach(), indices=indices,
+                              loss=self.beta * commitment_loss,
+                              logs={"commitment_loss": commitment_loss.detach()})
