@@ -303,7 +303,8 @@ def _start_lost_run(tracker: Tracker, spec: CellSpec) -> str:
 
     experiment = tracker.experiment_of(spec.parent_run_id)
     try:
-        from harness.cell.runner import cell_tags, resolve_device
+        from harness.cell.record import cell_tags
+        from harness.cell.runner import resolve_device
         from harness.host import get_host
 
         suite, cell = load_cell(spec)
