@@ -179,7 +179,7 @@ def loop_log(logged: bool):
     if not logged:
         yield DeviceLog()
         return
-    from harness.cell.stages import TrackerLog
+    from harness.cell.record import TrackerLog
     from harness.tracking import Tracker
 
     with tempfile.TemporaryDirectory() as folder:

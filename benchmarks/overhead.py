@@ -36,8 +36,8 @@ import torch.nn.functional as F
 
 from harness.cell.build import build_dataset, build_model, build_quantizer, complete_config
 from harness.cell.evaluate import evaluate
+from harness.cell.record import TrackerLog
 from harness.cell.runner import CellRunner
-from harness.cell.stages import TrackerLog
 from harness.cell.train import TrainState, total_steps, train
 from harness.host import get_host
 from harness.run.options import RunOptions

@@ -274,6 +274,14 @@ class Tracker:
         self.writer = MetricWriter(self.client)
         _WRITERS.add(self.writer)
 
+    def wrap_client(self, wrap: Callable[[Any], Any]) -> None:
+        """Send every later store call (not the background metric writer's) through ``wrap(client)``.
+
+        A worker process wraps it so each call defers signals and beats its
+        no-progress watchdog (:class:`harness.run.executors.ProcessTracker`).
+        """
+        self.client = wrap(self.client)
+
     # -- experiments and runs ---------------------------------------------------
     def check(self) -> None:
         """Reach the store once, so a dead server fails the command within seconds."""
@@ -287,6 +295,27 @@ class Tracker:
         if self.uri.startswith("sqlite:///"):
             return (Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
         return None
+
+    def experiment_names(self) -> list[str]:
+        """Every experiment in the store, all pages (``harness runs repair``, a reader's name check)."""
+        names: list[str] = []
+        token = None
+        while True:
+            page = _retry(lambda token=token: self.client.search_experiments(max_results=1000, page_token=token))
+            names.extend(e.name for e in page)
+            token = page.token
+            if not token:
+                return names
+
+    def artifact_location(self, experiment: str) -> str | None:
+        """Where ``experiment`` keeps its artifacts, as the store recorded it (``None``: no such experiment)."""
+        exp = _retry(lambda: self.client.get_experiment_by_name(experiment))
+        return exp.artifact_location if exp is not None else None
+
+    def experiment_of(self, run_id: str) -> str:
+        """The name of the experiment ``run_id`` is in (a lost cell's run goes beside its parent)."""
+        exp_id = self.get_run(run_id).info.experiment_id
+        return _retry(lambda: self.client.get_experiment(exp_id)).name
 
     def experiment_id(self, name: str, create: bool = True) -> str | None:
         exp = _retry(lambda: self.client.get_experiment_by_name(name))
@@ -315,7 +344,15 @@ class Tracker:
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.flush(run_id)
+        self.terminate(run_id, status)
+
+    def terminate(self, run_id: str, status: str) -> None:
+        """Close a run without waiting for its queued metrics (when they cannot be written)."""
         _retry(lambda: self.client.set_terminated(run_id, status=status))
+
+    def delete_run(self, run_id: str) -> None:
+        """Delete a run (a ``--resume`` claim that gave way: nothing was trained in it)."""
+        _retry(lambda: self.client.delete_run(run_id))
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -343,6 +380,22 @@ class Tracker:
         """Wait until every metric logged so far (any run) is in the store."""
         self.writer.flush()
 
+    def metric_history(self, run_id: str, key: str) -> list[Any]:
+        """Every point of one metric of a run (MLflow ``Metric``: key, value, timestamp, step)."""
+        return list(_retry(lambda: self.client.get_metric_history(run_id, key)))
+
+    def copy_metrics(self, source_run: str, target_run: str, prefix: str, up_to_step: int) -> list[Any]:
+        """Copy ``source_run``'s curves whose keys start with ``prefix``, up to ``up_to_step``, into
+        ``target_run`` (a resumed cell keeps its whole history); written now, in batches. Returns the points."""
+        from mlflow.entities import Metric
+
+        keys = [key for key in self.get_run(source_run).data.metrics if key.startswith(prefix)]
+        points = [Metric(m.key, m.value, m.timestamp, m.step)
+                  for key in keys for m in self.metric_history(source_run, key) if m.step <= up_to_step]
+        for i in range(0, len(points), BATCH):
+            _retry(lambda chunk=points[i:i + BATCH]: self.client.log_batch(target_run, metrics=chunk))
+        return points
+
     # -- artifacts -------------------------------------------------------------
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         _retry(lambda: self.client.log_text(run_id, text, artifact_file))
@@ -367,19 +420,36 @@ class Tracker:
                                                      str(path.parent) if str(path.parent) != "." else None))
 
     # -- reading ---------------------------------------------------------------
-    def runs(self, experiment: str, filter_string: str = "") -> list[Any]:
+    def get_run(self, run_id: str) -> Any:
+        """One run: its info, tags, params and last metric values (MLflow ``Run``)."""
+        return _retry(lambda: self.client.get_run(run_id))
+
+    def runs(self, experiment: str, filter_string: str = "", order_by: list[str] | None = None) -> list[Any]:
         """Every run of ``experiment`` matching ``filter_string`` (all pages)."""
         exp_id = self.experiment_id(experiment, create=False)
-        if exp_id is None:
-            return []
+        return [] if exp_id is None else self._search(exp_id, filter_string, order_by)
+
+    def child_runs(self, parent_run_id: str, filter_string: str = "") -> list[Any]:
+        """Every run nested under ``parent_run_id`` matching ``filter_string`` (e.g. one cell by its tag)."""
+        exp_id = self.get_run(parent_run_id).info.experiment_id
+        query = f"tags.`mlflow.parentRunId` = '{parent_run_id}'"
+        return self._search(exp_id, f"{query} and {filter_string}" if filter_string else query)
+
+    def _search(self, exp_id: str, filter_string: str, order_by: list[str] | None = None) -> list[Any]:
         out, token = [], None
         while True:
             page = _retry(lambda token=token: self.client.search_runs(
-                [exp_id], filter_string=filter_string, max_results=1000, page_token=token))
+                [exp_id], filter_string=filter_string, max_results=1000, order_by=order_by, page_token=token))
             out.extend(page)
             token = page.token
             if not token:
                 return out
+
+    def read_artifact(self, run_id: str, path: str) -> bytes:
+        """One artifact's bytes (downloaded into a temporary folder, removed after); raises when missing."""
+        with tempfile.TemporaryDirectory() as tmp:
+            local = _retry(lambda: self.client.download_artifacts(run_id, path, tmp))
+            return Path(local).read_bytes()
 
 
 def tags_for(items: Iterable[tuple[str, Any]]) -> dict[str, str]:
@@ -407,5 +477,5 @@ def close_guarded(tracker: Any, run_id: str, status: str) -> str | None:
     why = guarded(f"closing run {run_id} {status}", lambda: tracker.end_run(run_id, status))
     if why is not None:
         guarded(f"closing run {run_id} {status} without its pending metrics",
-                lambda: _retry(lambda: tracker.client.set_terminated(run_id, status=status)))
+                lambda: tracker.terminate(run_id, status))
     return why

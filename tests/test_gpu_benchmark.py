@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-import harness.cell.stages as stages
+import harness.cell.record as record
 import harness.cell.train as train_module
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu.py"
@@ -93,8 +93,8 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeCuda:
 
 
 def test_a_read_at_log_steps_passes(gpu, fake, monkeypatch):
-    original = stages.as_floats
-    monkeypatch.setattr(stages, "as_floats", lambda values: (fake.read(), original(values))[1])
+    original = record.as_floats
+    monkeypatch.setattr(record, "as_floats", lambda values: (fake.read(), original(values))[1])
     out = gpu.sync_logged_cell(torch.device("cpu"), gpu.SIZES["quick"])
     assert out["status"] == "pass", out
     assert out["armed_steps"] == gpu.SIZES["quick"]["sync_steps"] - 1

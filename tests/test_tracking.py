@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from harness.run.lifecycle import RunOptions, run_suite
 from harness.suite import load_suite
-from harness.tracking import flatten, resolve_uri
+from harness.tracking import Tracker, flatten, resolve_uri
 
 
 def test_default_store_is_sqlite_in_the_working_folder(workdir):
@@ -62,3 +66,52 @@ def test_shards_split_cells(tiny_suite, tracking_uri):
         result = run_suite(suite, None, RunOptions(tracking_uri=tracking_uri, progress=False, shard=(i, 2)))
         names.append([c.cell.run_name for c in result.cells])
     assert names == [["vq-K4-d2-s0", "drifting-K4-d2-s0"], ["vq-K4-d2-s1", "drifting-K4-d2-s1"]]
+
+
+def test_the_tracker_reads_what_the_harness_needs(tracking_uri):
+    """The read and write methods the rest of the harness uses instead of the client."""
+    tracker = Tracker(tracking_uri)
+    parent = tracker.start_run("exp", "parent", {"harness.kind": "suite"})
+    child = tracker.start_run("exp", "cell", {"harness.kind": "cell", "harness.config_hash": "abc"}, parent=parent)
+    other = tracker.start_run("exp", "cell2", {"harness.kind": "cell", "harness.config_hash": "def"}, parent=parent)
+    for step in (10, 20, 30):
+        tracker.log_metrics(child, {"train/loss": step / 10, "eval/x": 1.0}, step)
+    tracker.log_json(other, {"a": 1}, "sub/data.json")
+    tracker.flush()
+
+    assert "exp" in tracker.experiment_names() and tracker.experiment_of(child) == "exp"
+    assert tracker.artifact_location("exp").endswith("/exp") and tracker.artifact_location("nope") is None
+    assert [r.info.run_id for r in tracker.child_runs(parent, "tags.`harness.config_hash` = 'abc'")] == [child]
+    assert {r.info.run_id for r in tracker.child_runs(parent)} == {child, other}
+    assert [m.step for m in tracker.metric_history(child, "train/loss")] == [10, 20, 30]
+    assert json.loads(tracker.read_artifact(other, "sub/data.json")) == {"a": 1}
+    with pytest.raises(MlflowException):
+        tracker.read_artifact(other, "missing.json")
+
+    copied = tracker.copy_metrics(child, other, "train/", 20)
+    assert sorted(m.step for m in copied) == [10, 20]
+    assert [m.step for m in tracker.metric_history(other, "train/loss")] == [10, 20]
+    assert "eval/x" not in tracker.get_run(other).data.metrics
+
+    tracker.terminate(other, "KILLED")
+    assert tracker.get_run(other).info.status == "KILLED"
+    tracker.delete_run(other)
+    assert [r.info.run_id for r in tracker.child_runs(parent)] == [child]
+
+
+def test_a_worker_tracker_beats_on_every_store_call(tracking_uri):
+    """ProcessTracker wraps the client: reads and writes alike count as the worker's progress."""
+    from harness.run.executors import ProcessTracker, set_heartbeat
+
+    beats: list[int] = []
+    set_heartbeat(lambda: beats.append(1))
+    try:
+        tracker = ProcessTracker(tracking_uri)
+        run = tracker.start_run("exp", "cell", {})
+        for call in (lambda: tracker.set_tags(run, {"a": "1"}), lambda: tracker.get_run(run),
+                     lambda: tracker.log_metrics(run, {"m": 1.0}), lambda: tracker.end_run(run)):
+            before = len(beats)
+            call()
+            assert len(beats) > before
+    finally:
+        set_heartbeat(None)

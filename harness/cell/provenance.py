@@ -81,7 +81,7 @@ def plugin_digest(entry: Any) -> str:
 
 
 def provenance_tags(entry: Any) -> dict[str, str]:
-    """The cell's ``harness.plugin_digest`` tag (:func:`harness.cell.runner.cell_tags` adds it)."""
+    """The cell's ``harness.plugin_digest`` tag (:func:`harness.cell.record.cell_tags` adds it)."""
     return {DIGEST_TAG: plugin_digest(entry)}
 
 

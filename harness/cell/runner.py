@@ -1,7 +1,8 @@
 """One cell: build, train, evaluate and record it into one MLflow run.
 
 The suite lifecycle (:mod:`harness.run.lifecycle`) decides which cells run and where;
-this module is what runs a single cell wherever it is sent.
+this module is what runs a single cell wherever it is sent. What the run holds is
+said, and written, in :mod:`harness.cell.record`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from typing import Any
 
 import torch
 
-from harness import __version__
 from harness.cell import distributed, stages
-from harness.cell.provenance import provenance_tags
+from harness.cell.record import CellRecord
 from harness.errors import UsageError
 from harness.host import Host
 from harness.recovery.checkpoint import checkpoint_root
@@ -25,7 +25,7 @@ from harness.recovery.resume import Resume
 from harness.run.interrupt import InterruptGuard
 from harness.run.options import RunOptions
 from harness.suite import Cell, Suite
-from harness.tracking import Tracker, close_guarded, git_commit, guarded, tags_for
+from harness.tracking import Tracker
 
 
 @dataclass
@@ -69,29 +69,6 @@ def intra_op_threads(threads: int, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def cell_tags(host: Host, suite: Suite, cell: Cell, device: torch.device) -> dict[str, str]:
-    entry = host.quantizers.get(cell.quantizer)
-    source = entry.source
-    return {**provenance_tags(entry), **tags_for([
-        ("kind", "cell"), ("suite", suite.name), ("suite_version", suite.version),
-        ("profile", suite.profile), ("version", __version__), ("git_commit", git_commit()),
-        ("method", cell.method), ("quantizer", cell.quantizer),
-        ("codebook_size", cell.codebook_size), ("dim", cell.dim), ("seed", cell.seed),
-        ("plugin", source.plugin), ("plugin_distribution", source.distribution),
-        ("plugin_version", source.version), ("device", str(device)),
-        ("config_hash", cell.config_hash), ("group_hash", cell.group_hash),
-        ("tuning", tuning_role(cell.config)),
-    ])}
-
-
-def tuning_role(config: dict[str, Any]) -> str:
-    """``trial`` (a `harness tune` trial, scored on the selection split: never on a page),
-    ``tuned`` (at a setting `harness tune` chose) or ``shared`` (the suite's own recipe)."""
-    if config["dataset"].get("splits"):
-        return "trial"
-    return "tuned" if config.get("tuned") else "shared"
-
-
 class CellRunner:
     """Trains and evaluates one cell into one MLflow run."""
 
@@ -103,27 +80,23 @@ class CellRunner:
 
     def run(self, cell: Cell, parent: str | None = None, resume: Resume | None = None) -> CellResult:
         start = time.perf_counter()
-        tags = cell_tags(self.host, self.suite, cell, self.device)
-        run_id = self.tracker.start_run(self.suite.name, cell.run_name, tags, parent=parent)
+        record = CellRecord.open(self.tracker, self.host, self.suite, cell, self.device, parent)
+        run_id = record.run_id
         if resume is not None:  # --resume: another --resume on this store may hold the cell
             taken = self._claimed(cell, run_id, start)
             if taken is not None:
                 return taken
         try:
             with intra_op_threads(cell.config["train"].get("threads", 0), self.device):
-                result = self._train_and_evaluate(cell, run_id, resume)
+                result = self._train_and_evaluate(cell, record, resume)
         except KeyboardInterrupt:
-            self.tracker.end_run(run_id, "KILLED")
+            record.killed()
             raise
         except Exception as exc:
-            text, error = traceback.format_exc(), f"{type(exc).__name__}: {exc}"
-            # each write guarded: the one that failed the cell (read-only artifacts, full disk) may fail here too
-            guarded("tagging the error", lambda: self.tracker.set_tags(run_id, {"harness.error": error[:5000]}))
-            guarded("saving traceback.txt", lambda: self.tracker.log_text(run_id, text, "traceback.txt"))
-            close_guarded(self.tracker, run_id, "FAILED")
-            return CellResult(cell, "FAILED", error=f"{type(exc).__name__}: {exc}", run_id=run_id,
-                              seconds=time.perf_counter() - start)
-        self.tracker.end_run(run_id, "FINISHED")
+            error = f"{type(exc).__name__}: {exc}"
+            record.failed(error, traceback.format_exc())
+            return CellResult(cell, "FAILED", error=error, run_id=run_id, seconds=time.perf_counter() - start)
+        record.finished()
         result.run_id, result.seconds = run_id, time.perf_counter() - start
         return result
 
@@ -144,9 +117,9 @@ class CellRunner:
         return CellResult(cell, "SKIPPED", metrics, error=note, run_id=other.info.run_id,
                           seconds=time.perf_counter() - start)
 
-    def _train_and_evaluate(self, cell: Cell, run_id: str, resume: Resume | None = None) -> CellResult:
+    def _train_and_evaluate(self, cell: Cell, record: CellRecord, resume: Resume | None = None) -> CellResult:
         """build -> train -> evaluate -> record (:mod:`harness.cell.stages`)."""
-        built = stages.build(self, cell, run_id)
+        built = stages.build(self, cell, record)
         stages.resume_into(self, built, resume)
         stages.train(self, built)
         if not distributed.is_main():  # rank 0 checkpoints, evaluates and records

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
@@ -69,14 +67,14 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 def find_run(tracker: Any, wanted: str) -> Any:
     """The cell run with this id or unique id prefix; an unknown id names close ones."""
     try:
-        return tracker.client.get_run(wanted)
+        return tracker.get_run(wanted)
     except Exception:  # not a full id of this store: try it as a prefix
         pass
-    ids = [r.info.run_id for e in tracker.client.search_experiments()
-           for r in tracker.runs(e.name, "tags.`harness.kind` = 'cell'")]
+    ids = [r.info.run_id for name in tracker.experiment_names()
+           for r in tracker.runs(name, "tags.`harness.kind` = 'cell'")]
     matches = [i for i in ids if i.startswith(wanted)] if wanted else []
     if len(matches) == 1:
-        return tracker.client.get_run(matches[0])
+        return tracker.get_run(matches[0])
     if len(matches) > 1:
         raise UsageError(f"run id prefix {wanted!r} matches {len(matches)} cell runs; give more of it")
     close = difflib.get_close_matches(wanted, ids, n=3, cutoff=0.6)
@@ -89,12 +87,10 @@ def load_report(tracker: Any, run: Any) -> dict[str, Any] | None:
     """``diagnosis.json`` of the run; else the same built from its ``diag/*`` metrics; else ``None``."""
     from harness.cell.diagnosis import ARTIFACT
 
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = tracker.client.download_artifacts(run.info.run_id, ARTIFACT, tmp)
-            return json.loads(Path(local).read_text(encoding="utf-8"))
-        except Exception:  # no artifact (a run killed before its end, or older than the diagnosis)
-            pass
+    try:
+        return json.loads(tracker.read_artifact(run.info.run_id, ARTIFACT).decode("utf-8"))
+    except Exception:  # no artifact (a run killed before its end, or older than the diagnosis)
+        pass
     metrics = run.data.metrics
     if not any(k.startswith("diag/") for k in metrics):
         return None
@@ -103,7 +99,7 @@ def load_report(tracker: Any, run: Any) -> dict[str, Any] | None:
         prefix = f"diag/{when}/"
         values = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
         report[when] = values or None
-    history = tracker.client.get_metric_history(run.info.run_id, "diag/dead_codes")
+    history = tracker.metric_history(run.info.run_id, "diag/dead_codes")
     report["dead_codes"] = [[m.step, m.value] for m in sorted(history, key=lambda m: m.step)]
     return report
 

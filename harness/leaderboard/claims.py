@@ -9,9 +9,7 @@ rather than re-checking them, so the page says exactly what the run said.
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from harness.tracking import Tracker
@@ -104,12 +102,10 @@ def recheck(board: Any, claims: list[Any], latest: SuiteClaims | None,
 
 
 def _from_artifact(tracker: Tracker, run_id: str) -> list[ClaimRow] | None:
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = tracker.client.download_artifacts(run_id, "claims.json", tmp)
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except Exception:  # no artifact (an old or interrupted run): fall back to the tags
-            return None
+    try:
+        data = json.loads(tracker.read_artifact(run_id, "claims.json").decode("utf-8"))
+    except Exception:  # no artifact (an old or interrupted run): fall back to the tags
+        return None
     return [ClaimRow(str(c.get("id", "?")), str(c.get("text", "")), str(c.get("check", "")),
                      str(c.get("status", "?")), c.get("observed"), _int(c.get("n")))
             for c in data if isinstance(c, dict)]

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import io
 import statistics
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -78,7 +76,7 @@ def utilization_curves(board: Leaderboard, tracker: Tracker) -> Figure | None:
     for row in board.measured:
         histories = []
         for run_id in row.run_ids.values():
-            points = tracker.client.get_metric_history(run_id, UTILIZATION)
+            points = tracker.metric_history(run_id, UTILIZATION)
             if points:
                 histories.append(sorted((p.step, p.value) for p in points))
         if histories:
@@ -232,18 +230,17 @@ def latent_snapshots(board: Leaderboard, tracker: Tracker) -> list[Figure]:
     """The toy suites' latent-space snapshots, one per method and K, from the lowest finished seed."""
     figures = []
     rows = sorted((r for r in board.measured if r.run_ids), key=lambda r: (r.method, r.codebook_size, r.dim))
-    with tempfile.TemporaryDirectory() as tmp:
-        for row in rows:
-            seed = min(row.run_ids)
-            try:
-                path = tracker.client.download_artifacts(row.run_ids[seed], LATENT, tmp)
-            except Exception:  # not a toy suite, or the plot was not asked for
-                continue
-            figures.append(Figure(f"latent-{row.method}-K{row.codebook_size}-d{row.dim}",
-                                  f"{row.method}, K = {row.codebook_size}, d = {row.dim}, seed {seed}",
-                                  "Encoded validation points (coloured by cluster) and the codes "
-                                  "(gold: used, grey: unused) at the snapshot steps.",
-                                  compact_png(Path(path).read_bytes())))
+    for row in rows:
+        seed = min(row.run_ids)
+        try:
+            png = tracker.read_artifact(row.run_ids[seed], LATENT)
+        except Exception:  # not a toy suite, or the plot was not asked for
+            continue
+        figures.append(Figure(f"latent-{row.method}-K{row.codebook_size}-d{row.dim}",
+                              f"{row.method}, K = {row.codebook_size}, d = {row.dim}, seed {seed}",
+                              "Encoded validation points (coloured by cluster) and the codes "
+                              "(gold: used, grey: unused) at the snapshot steps.",
+                              compact_png(png)))
     return figures
 
 

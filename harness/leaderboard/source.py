@@ -63,7 +63,7 @@ def check_known(source: PageSource, tracker: Tracker | None, uri: str | None) ->
 
     if source.known:
         return
-    recorded = [] if tracker is None else [e.name for e in tracker.client.search_experiments()]
+    recorded = [] if tracker is None else tracker.experiment_names()
     if source.name in recorded:
         return
     raise UnknownNameError("suite", source.name, {*builtin_suites(), *recorded},

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.run.signals import process_alive
-from harness.tracking import Tracker, _retry
+from harness.tracking import Tracker
 
 
 def rival(tracker: Tracker, experiment: str, config_hash: str, own_run_id: str) -> Any | None:
@@ -53,4 +53,4 @@ def describe(run: Any) -> str:
 
 def give_way(tracker: Tracker, own_run_id: str) -> None:
     """Drop this process's claim run (nothing was trained in it)."""
-    _retry(lambda: tracker.client.delete_run(own_run_id))
+    tracker.delete_run(own_run_id)

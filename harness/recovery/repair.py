@@ -20,7 +20,7 @@ from typing import Any
 
 from harness.commands.table import markdown
 from harness.run.signals import process_alive
-from harness.tracking import Tracker, _retry
+from harness.tracking import Tracker
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Repair:
 def running_runs(tracker: Tracker, experiments: list[str] | None = None) -> list[tuple[str, Any]]:
     """Every RUNNING run of ``experiments`` (default: every experiment in the store)."""
     if experiments is None:
-        experiments = [e.name for e in _retry(lambda: tracker.client.search_experiments(max_results=50000))]
+        experiments = tracker.experiment_names()
     return [(name, run) for name in experiments
             for run in tracker.runs(name, "attributes.status = 'RUNNING'")]
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from harness.recovery.checkpoint import checkpoint_path
 from harness.suite import Cell
-from harness.tracking import Tracker, _retry
+from harness.tracking import Tracker
 
 
 @dataclass
@@ -79,29 +79,10 @@ def finished_metrics(run: Any) -> dict[str, float]:
     return {k[5:]: v for k, v in run.data.metrics.items() if k.startswith("eval/")}
 
 
-def copy_history(tracker: Tracker, source_run: str, target_run: str, up_to_step: int) -> list[Any]:
-    """Copy the interrupted run's ``train/*`` curves up to the checkpoint's step into the new run,
-    so the finished run holds the whole training history. Returns the points copied."""
-    from mlflow.entities import Metric
+def continue_from(state: Any, schedules: list[Any], resume: Resume, config_hash: str) -> None:
+    """Restore ``state`` and ``schedules`` from the cell's checkpoint (it must be this config's).
 
-    run = _retry(lambda: tracker.client.get_run(source_run))
-    points: list[Metric] = []
-    for key in run.data.metrics:
-        if not key.startswith("train/"):
-            continue
-        for m in _retry(lambda key=key: tracker.client.get_metric_history(source_run, key)):
-            if m.step <= up_to_step:
-                points.append(Metric(m.key, m.value, m.timestamp, m.step))
-    for i in range(0, len(points), 1000):
-        _retry(lambda chunk=points[i:i + 1000]: tracker.client.log_batch(target_run, metrics=chunk))
-    return points
-
-
-def continue_from(tracker: Tracker, run_id: str, state: Any, schedules: list[Any], resume: Resume,
-                  config_hash: str) -> list[Any]:
-    """Restore ``state`` from the cell's checkpoint into the new run ``run_id``; tag both runs.
-
-    Returns the copied ``train/*`` points (the runner's training-curve plot starts from them).
+    The new run's tags and the earlier run's copied curves: :meth:`harness.cell.record.CellRecord.resumed`.
     """
     from harness.errors import HarnessError
     from harness.recovery import checkpoint
@@ -112,13 +93,3 @@ def continue_from(tracker: Tracker, run_id: str, state: Any, schedules: list[Any
         raise HarnessError(f"checkpoint {resume.checkpoint} belongs to config {payload['config_hash']}, "
                            f"not {config_hash}")
     checkpoint.restore(state, schedules, payload)
-    tags = {"harness.resumed_at_step": str(state.step)}
-    points: list[Any] = []
-    if resume.previous_run_id:
-        tags["harness.resumed_from"] = resume.previous_run_id
-        points = copy_history(tracker, resume.previous_run_id, run_id, state.step)
-        tracker.set_tags(resume.previous_run_id, {"harness.resumed_by": run_id})
-        if resume.run.info.status == "RUNNING":  # its process died unhandled (SIGKILL, power cut)
-            tracker.end_run(resume.previous_run_id, "KILLED")
-    tracker.set_tags(run_id, tags)
-    return points

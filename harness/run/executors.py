@@ -92,7 +92,7 @@ class ProcessTracker(Tracker):
 
     def __init__(self, uri: str | None = None) -> None:
         super().__init__(uri)
-        self.client = DeferredClient(self.client, on_call=_beat)
+        self.wrap_client(lambda client: DeferredClient(client, on_call=_beat))
 
     def start_run(self, experiment: str, name: str, tags: dict[str, str], parent: str | None = None) -> str:
         return super().start_run(experiment, name, {**tags, **identity()}, parent)
@@ -135,10 +135,9 @@ def resume_from(tracker: Tracker, saved: dict | None) -> Any:
     from pathlib import Path
 
     from harness.recovery.resume import Resume
-    from harness.tracking import _retry
 
     previous = saved.get("previous_run_id")
-    run = _retry(lambda: tracker.client.get_run(previous)) if previous else None
+    run = tracker.get_run(previous) if previous else None
     checkpoint = saved.get("checkpoint")
     return Resume(saved["action"], run, Path(checkpoint) if checkpoint else None)
 
@@ -256,12 +255,7 @@ def saved_note(spec: CellSpec, step: str | None = None) -> str:
 
 def _newest_cell_run(tracker: Tracker, spec: CellSpec) -> Any:
     """The newest run of this cell under this parent run, or ``None``."""
-    from harness.tracking import _retry
-
-    parent = _retry(lambda: tracker.client.get_run(spec.parent_run_id))
-    query = (f"tags.`mlflow.parentRunId` = '{spec.parent_run_id}' and "
-             f"tags.`harness.config_hash` = '{spec.cell_hash}'")
-    runs = _retry(lambda: tracker.client.search_runs([parent.info.experiment_id], query, max_results=100))
+    runs = tracker.child_runs(spec.parent_run_id, f"tags.`harness.config_hash` = '{spec.cell_hash}'")
     return max(runs, key=lambda r: r.info.start_time or 0) if runs else None
 
 
@@ -305,12 +299,12 @@ def _close_lost(tracker: Tracker, spec: CellSpec, status: str, reason: str, log_
 
 def _start_lost_run(tracker: Tracker, spec: CellSpec) -> str:
     """A run for a cell that died before creating its own, tagged like any cell where possible."""
-    from harness.tracking import _retry, tags_for
+    from harness.tracking import tags_for
 
-    experiment = _retry(lambda: tracker.client.get_experiment(
-        _retry(lambda: tracker.client.get_run(spec.parent_run_id)).info.experiment_id)).name
+    experiment = tracker.experiment_of(spec.parent_run_id)
     try:
-        from harness.cell.runner import cell_tags, resolve_device
+        from harness.cell.record import cell_tags
+        from harness.cell.runner import resolve_device
         from harness.host import get_host
 
         suite, cell = load_cell(spec)

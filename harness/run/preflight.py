@@ -57,8 +57,7 @@ def artifact_folder(tracker: Any, suite_name: str) -> Path | None:
     """Where this suite's artifacts go on local disk (``None``: a server stores them)."""
     location = None
     try:
-        exp = tracker.client.get_experiment_by_name(suite_name)
-        location = exp.artifact_location if exp is not None else None
+        location = tracker.artifact_location(suite_name)
     except Exception:  # reading failed: the store check reports the store itself
         location = None
     if location is None:

@@ -95,11 +95,7 @@ class Sandbox:
 
     def cells(self, experiment: str = "sandbox") -> list[Any]:
         """The experiment's cell runs (MLflow ``Run`` objects), oldest first."""
-        from mlflow.tracking import MlflowClient
+        from harness.tracking import Tracker
 
-        client = MlflowClient(self.uri)
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            return []
-        return client.search_runs([found.experiment_id], "tags.`harness.kind` = 'cell'",
-                                  order_by=["attributes.start_time ASC"])
+        return Tracker(self.uri, write=False).runs(experiment, "tags.`harness.kind` = 'cell'",
+                                                   order_by=["attributes.start_time ASC"])

@@ -122,7 +122,8 @@ def test_record_lost_closes_the_cells_run_or_creates_one(tiny_suite, tracking_ur
     parent = tracker.start_run("tiny", "tiny-smoke", {"harness.kind": "suite"})
     a, b, c = suite.cells(["vq", "drifting"])[:3]
     specs = cell_specs(suite, [(a, None), (b, None), (c, None)], ["vq", "drifting"], parent, tracking_uri, {})
-    from harness.cell.runner import cell_tags, resolve_device
+    from harness.cell.record import cell_tags
+    from harness.cell.runner import resolve_device
 
     running = tracker.start_run("tiny", b.run_name, cell_tags(get_host(), suite, b, resolve_device("cpu")),
                                 parent=parent)
