@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.errors import HarnessError
+from harness.recovery.diskfull import quiet_mlflow_logs
 from harness.recovery.store import check_store
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -262,6 +263,7 @@ class Tracker:
         if write:
             check_sqlite_folder(self.uri)
         check_store(self.uri)  # a folder, or damaged pages: reported, never used (harness.recovery.store)
+        quiet_mlflow_logs()  # a full store is reported in one line, not a traceback per failed write
         from mlflow.tracking import MlflowClient  # after the checks: they fail before this import
 
         try:
@@ -386,6 +388,12 @@ def tags_for(items: Iterable[tuple[str, Any]]) -> dict[str, str]:
     return {f"harness.{k}": str(v) for k, v in items}
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: first line`` of an error (SQLAlchemy's own notes and SQL left out) for a warning."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("(raised as a result of")]
+    return f"{type(exc).__name__}: {(lines or [''])[0][:300]}"
+
+
 def guarded(what: str, write: Callable[[], Any]) -> str | None:
     """One write on a failure path: if it fails too, warn on stderr and return why; never raise.
 
@@ -396,7 +404,7 @@ def guarded(what: str, write: Callable[[], Any]) -> str | None:
     try:
         write()
     except Exception as exc:
-        why = f"{what} failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+        why = f"{what} failed: {one_line(exc)}"
         print(f"harness: warning: {why}", file=sys.stderr)
         return why
     return None

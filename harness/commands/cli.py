@@ -109,11 +109,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         from harness.commands.dryrun import print_run
 
         return print_run(host, suite, methods, options)
+    from harness.recovery.diskfull import StoreFull
+    from harness.run.rerun import resume_command
+
     try:
         result = run_suite(suite, methods, options, host)
+    except StoreFull as exc:  # one line: what is full, what was saved, how to close and continue
+        exc.resume = resume_command(args)
+        raise
     except KeyboardInterrupt as exc:
-        from harness.run.rerun import resume_command
-
         print(f"\nharness: {exc or 'interrupted'}: the interrupted cells are recorded KILLED (what each "
               f"saved is listed above); to continue: {resume_command(args)}", file=sys.stderr)
         raise
