@@ -363,6 +363,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # a full disk where no command handled it (harness run does): one line
+        from harness.recovery.diskfull import disk_full_line
+
+        line = disk_full_line(exc, getattr(args, "tracking_uri", None))
+        if line is None:
+            raise
+        print(f"harness: error: {line}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:  # harness.run.interrupt.Interrupted carries 130 or 143
         if not hasattr(exc, "exit_code"):
             print("harness: interrupted", file=sys.stderr)

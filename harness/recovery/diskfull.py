@@ -176,3 +176,14 @@ def close_quietly(tracker: Any, experiment: str, parent: str | None) -> int:
         except Exception:  # noqa: BLE001 - the disk is full: it stays RUNNING, repair closes it
             left += 1
     return left
+
+
+def disk_full_line(exc: BaseException, tracking_uri: str | None) -> str | None:
+    """The one line for a full disk met by a command with no handling of its own, else ``None``."""
+    if not is_disk_full(exc):
+        return None
+    from harness.tracking import one_line
+
+    repair = ["harness", "runs", "repair", *(["--tracking-uri", tracking_uri] if tracking_uri else [])]
+    return (f"a disk is full ({one_line(exc)}); free space, then `{shlex.join(repair)}` closes any run "
+            "this command left RUNNING")

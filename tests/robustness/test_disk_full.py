@@ -104,3 +104,18 @@ def test_the_line_names_the_commands(tmp_path: Path):
     assert "Saved: 1 of 4 cells finished and recorded (vq-K4-d2-s0). 2 runs left RUNNING" in text
     assert f"`harness runs repair --tracking-uri sqlite:///{tmp_path}/mlflow.db --suite tiny` closes them" in text
     assert text.endswith("`harness run tiny.toml --resume` continues")
+
+
+def test_any_command_meeting_a_full_disk_says_so_in_one_line(monkeypatch, capsys):
+    from harness.commands import cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    parser = cli.build_parser()  # `harness doctor`, made to meet a full disk
+    parser._subparsers._group_actions[0].choices["doctor"].set_defaults(func=full)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    assert cli.main(["doctor"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == ("harness: error: a disk is full (OSError: [Errno 28] No space left on device); free "
+                           "space, then `harness runs repair` closes any run this command left RUNNING")
