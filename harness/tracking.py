@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, one_line
 from harness.recovery.diskfull import quiet_mlflow_logs
 from harness.recovery.store import check_store
 
@@ -386,12 +386,6 @@ class Tracker:
 
 def tags_for(items: Iterable[tuple[str, Any]]) -> dict[str, str]:
     return {f"harness.{k}": str(v) for k, v in items}
-
-
-def one_line(exc: BaseException) -> str:
-    """``Type: first line`` of an error (SQLAlchemy's own notes and SQL left out) for a warning."""
-    lines = [ln for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("(raised as a result of")]
-    return f"{type(exc).__name__}: {(lines or [''])[0][:300]}"
 
 
 def guarded(what: str, write: Callable[[], Any]) -> str | None:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, one_line
 
 #: what SQLite (directly or through a tracking server) and the OS say when a disk is full
 STORE_FULL = "database or disk is full"
@@ -182,8 +182,6 @@ def disk_full_line(exc: BaseException, tracking_uri: str | None) -> str | None:
     """The one line for a full disk met by a command with no handling of its own, else ``None``."""
     if not is_disk_full(exc):
         return None
-    from harness.tracking import one_line
-
     repair = ["harness", "runs", "repair", *(["--tracking-uri", tracking_uri] if tracking_uri else [])]
     return (f"a disk is full ({one_line(exc)}); free space, then `{shlex.join(repair)}` closes any run "
             "this command left RUNNING")
