@@ -82,6 +82,12 @@ def env_number(name: str, default: float, *, minimum: float = 0.0, what: str = "
     return value
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: first line`` of an error for a one-line warning (SQLAlchemy's notes and SQL left out)."""
+    lines = [ln for ln in str(exc).splitlines() if ln.strip() and not ln.startswith("(raised as a result of")]
+    return f"{type(exc).__name__}: {(lines or [''])[0][:300]}"
+
+
 def suggest(name: str, known: Iterable[str]) -> list[str]:
     """Close matches for ``name`` among ``known`` (the did-you-mean list)."""
     return difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.5)

@@ -27,7 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, one_line
+from harness.recovery.diskfull import quiet_mlflow_logs
 from harness.recovery.store import check_store
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -262,6 +263,7 @@ class Tracker:
         if write:
             check_sqlite_folder(self.uri)
         check_store(self.uri)  # a folder, or damaged pages: reported, never used (harness.recovery.store)
+        quiet_mlflow_logs()  # a full store is reported in one line, not a traceback per failed write
         from mlflow.tracking import MlflowClient  # after the checks: they fail before this import
 
         try:
@@ -466,7 +468,7 @@ def guarded(what: str, write: Callable[[], Any]) -> str | None:
     try:
         write()
     except Exception as exc:
-        why = f"{what} failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+        why = f"{what} failed: {one_line(exc)}"
         print(f"harness: warning: {why}", file=sys.stderr)
         return why
     return None

@@ -109,11 +109,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         from harness.commands.dryrun import print_run
 
         return print_run(host, suite, methods, options)
+    from harness.recovery.diskfull import StoreFull
+    from harness.run.rerun import resume_command
+
     try:
         result = run_suite(suite, methods, options, host)
+    except StoreFull as exc:  # one line: what is full, what was saved, how to close and continue
+        exc.resume = resume_command(args)
+        raise
     except KeyboardInterrupt as exc:
-        from harness.run.rerun import resume_command
-
         print(f"\nharness: {exc or 'interrupted'}: the interrupted cells are recorded KILLED (what each "
               f"saved is listed above); to continue: {resume_command(args)}", file=sys.stderr)
         raise
@@ -359,6 +363,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:  # a full disk where no command handled it (harness run does): one line
+        from harness.recovery.diskfull import disk_full_line
+
+        line = disk_full_line(exc, getattr(args, "tracking_uri", None))
+        if line is None:
+            raise
+        print(f"harness: error: {line}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:  # harness.run.interrupt.Interrupted carries 130 or 143
         if not hasattr(exc, "exit_code"):
             print("harness: interrupted", file=sys.stderr)

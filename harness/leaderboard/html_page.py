@@ -25,7 +25,8 @@ from harness.leaderboard.text import (
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
-       max-width: 1280px; padding: 0 1em; color: #1a1a1a; line-height: 1.4; }
+       max-width: 1880px; padding: 0 1em; color: #1a1a1a; line-height: 1.4; }
+body > * { max-width: 1280px; } body > .scroll { max-width: none; }
 .scroll { overflow-x: auto; }
 h1 { margin-bottom: .2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: .15em 1em; font-size: .9em; }
@@ -98,8 +99,14 @@ def _head_html(board: Leaderboard, columns: list[str]) -> str:
         title = (f' title="{"higher" if board.higher_is_better[name] else "lower"} is better"'
                  if name in board.higher_is_better else "")
         css = "text" if h in ("method", "status") else ""
-        out.append(f'<th class="{css}"{title}>{_e(h)}</th>')
+        out.append(f'<th class="{css}"{title}>{_wrappable(h)}</th>')
     return "".join(out)
+
+
+def _wrappable(header: str) -> str:
+    """A header that may break after ``/`` and ``_`` (``dead_codes/stage0``): wide tables fit a
+    screen without hiding columns or abbreviating names (the text a reader copies is unchanged)."""
+    return _e(header).replace("/", "/<wbr>").replace("_", "_<wbr>")
 
 
 def _table_html(board: Leaderboard, columns: list[str], table_id: str, stage_columns: bool = False) -> str:

@@ -280,7 +280,9 @@ def lost_outcome(spec: CellSpec, status: str, reason: str, *, log_path: str | No
         if tags:
             tracker.set_tags(run_id, dict(tags))
     except Exception as exc:  # noqa: BLE001 - the suite goes on; the summary still says why
-        print(f"harness: could not record {spec.run_name} {status}: {exc}", file=sys.stderr)
+        from harness.errors import one_line
+
+        print(f"harness: could not record {spec.run_name} {status}: {one_line(exc)}", file=sys.stderr)
     return CellOutcome(spec.cell_hash, status, run_id, error=reason)
 
 

@@ -22,6 +22,7 @@ from harness.cell.provenance import suite_tags
 from harness.cell.runner import CellResult, resolve_device
 from harness.errors import UsageError
 from harness.host import Host, get_host
+from harness.recovery import diskfull
 from harness.recovery.resume import Resume
 from harness.run import preflight
 from harness.run.executors import (
@@ -183,25 +184,56 @@ def run_suite(suite: Suite, methods: list[str] | None = None, options: RunOption
         check_rerun(tracker, suite, cells, options.resume, uri)
     results: list[CellResult] = []
     with InterruptGuard():  # a signal here raises Interrupted (exit 130/143); cells handle their own
-        parent = start_parent(tracker, host, suite, cells, methods, options, executor.name)
-        status = "FAILED"
         try:
-            from harness.recovery.checkpoint import checkpoint_root
-
-            results, todo = plan_cells(tracker, suite, cells, options, checkpoint_root(uri), host)
-            dispatch(executor, suite, todo, methods, parent, uri, options, results)
-            status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
-            report_interrupted(results)
-            raise
-        finally:
-            with deferred():  # closing is never cut short by a second Ctrl-C
-                claims = close_suite(tracker, suite, parent, results, status)
+            parent = start_parent(tracker, host, suite, cells, methods, options, executor.name)
+        except Exception as exc:
+            if not diskfull.refused(tracker, None, exc):
+                raise
+            raise diskfull.store_full(tracker, suite, None, results, len(cells)) from None
+        claims = run_cells(tracker, executor, suite, cells, methods, parent, options, host, results)
     order = {c.config_hash: i for i, c in enumerate(cells)}
     results.sort(key=lambda r: order[r.cell.config_hash])
     distributed.finish()
     return SuiteResult(suite, results, claims, parent)
+
+
+def run_cells(tracker: Tracker, executor: Executor, suite: Suite, cells: list[Cell], methods: list[str] | None,
+              parent: str, options: RunOptions, host: Host, results: list[CellResult]) -> list[ClaimResult]:
+    """Plan and dispatch the cells under ``parent``; however it ends, close every run. A store
+    whose disk is full stops the suite with :class:`harness.recovery.diskfull.StoreFull`."""
+    from harness.recovery.checkpoint import checkpoint_root
+
+    status = "FAILED"
+    try:
+        skipped, todo = plan_cells(tracker, suite, cells, options, checkpoint_root(tracker.uri), host)
+        results.extend(skipped)
+        dispatch(executor, suite, todo, methods, parent, tracker.uri, options, results, tracker)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        report_interrupted(results)
+        raise
+    except Exception as exc:
+        if not diskfull.refused(tracker, parent, exc):
+            raise
+        status = "FULL"  # closing would fail the same way: store_full closes what it can
+        raise diskfull.store_full(tracker, suite, parent, results, len(cells)) from None
+    finally:
+        if status != "FULL":
+            with deferred():  # closing is never cut short by a second Ctrl-C
+                claims = close_full_aware(tracker, suite, parent, results, status, len(cells))
+    return claims
+
+
+def close_full_aware(tracker: Tracker, suite: Suite, parent: str, results: list[CellResult], status: str,
+                     total: int) -> list[ClaimResult]:
+    """:func:`close_suite`, turning a store that fills up while closing into the one-line stop."""
+    try:
+        return close_suite(tracker, suite, parent, results, status)
+    except Exception as exc:
+        if not diskfull.refused(tracker, None, exc):
+            raise
+        raise diskfull.store_full(tracker, suite, parent, results, total) from None
 
 
 def _resolve(uri: str | None) -> str:
@@ -212,8 +244,11 @@ def _resolve(uri: str | None) -> str:
 
 def dispatch(executor: Executor, suite: Suite, todo: list[tuple[Cell, Resume | None]],
              methods: list[str] | None, parent: str, uri: str, options: RunOptions,
-             results: list[CellResult]) -> None:
-    """Send the cells to the executor; each outcome becomes a :class:`CellResult` as it ends."""
+             results: list[CellResult], tracker: Tracker | None = None) -> None:
+    """Send the cells to the executor; each outcome becomes a :class:`CellResult` as it ends.
+
+    With ``tracker``: a cell that failed for want of disk space stops the suite when the store
+    itself cannot be written any more (:func:`harness.recovery.diskfull.refused`)."""
     from harness.run.specs import cell_specs
 
     if not todo:
@@ -229,6 +264,8 @@ def dispatch(executor: Executor, suite: Suite, todo: list[tuple[Cell, Resume | N
         if progress is not None:
             progress.update(1)
             progress.set_postfix_str(f"{cell.run_name} {outcome.status}")
+        if tracker is not None and outcome.status != "FINISHED" and diskfull.refused(tracker, parent, outcome.error):
+            raise diskfull.FullStoreSeen(outcome.error or "")
 
     try:
         executor.run(specs, collect)

@@ -1,5 +1,6 @@
 """A write that fails during a run (the artifact folder turns read-only, the disk fills up) fails
-the cells that need it, with the reason; the suite goes on and ends with every run closed.
+the cells that need it, with the reason; while the store itself can still be written the suite
+goes on and ends with every run closed (a full store stops it: test_disk_full.py).
 
 Real ``harness run`` processes; the artifact folder is a real tmpfs that the test remounts
 read-only or fills once the first cell has finished.
@@ -24,7 +25,8 @@ def first_cell_finished(uri: str) -> bool:
     (make_read_only, "Read-only file system", "mlartifacts"),
     (fill, "No space left on device", "mlartifacts"),
     (make_read_only, "Read-only file system", "checkpoints"),
-], ids=["read-only-artifacts", "full-artifact-disk", "read-only-checkpoints"])
+    (fill, "No space left on device", "checkpoints"),
+], ids=["read-only-artifacts", "full-artifact-disk", "read-only-checkpoints", "full-checkpoint-disk"])
 def test_failed_write_fails_the_cell_and_the_suite_goes_on(
         attack: Callable[[Path], object], reason: str, folder: str, workdir: Path, store: str,
         tiny: Callable[..., Path]):
@@ -47,5 +49,8 @@ def test_failed_write_fails_the_cell_and_the_suite_goes_on(
     assert parent.info.status == "FAILED"
     assert parent.data.tags["harness.failed_cells"] == str(len(failed))
     assert "Traceback" not in err
+    if attack is fill:  # the store still takes writes: the suite went on, saying what the cells met
+        assert "is full: the suite stopped" not in err
+        assert "No space left on device" in parent.data.tags["harness.warning.disk_full"]
     if folder == "mlartifacts":  # the failure handler's own upload fails too, and is guarded
         assert "harness: warning: saving traceback.txt failed" in err
