@@ -90,22 +90,31 @@ def nearest_codes(u: Tensor, half: Tensor) -> Tensor:
 
     The codebook is symmetric, so ``max_k <u, c_k>`` is ``max_j |<u, h_j>|`` over half of it;
     the sign picks ``h_j`` (index ``j``) or ``-h_j`` (index ``j + K/2``). Scores go in tiles of
-    :data:`TILE_TOKENS` x :data:`TILE_CODES` with a running maximum, so memory stays modest
-    for any batch. On unit vectors the largest inner product is the smallest Euclidean distance.
+    :data:`TILE_TOKENS` x :data:`TILE_CODES`, so memory stays modest for any batch: a first
+    pass keeps each token's best value and the tile holding it (max and min reductions,
+    cheap), a second rescores each token against that one tile for the index. On unit
+    vectors the largest inner product is the smallest Euclidean distance.
     """
     n, k = u.shape[0], half.shape[0]
     out = torch.empty(n, dtype=torch.long, device=u.device)
     for start in range(0, n, TILE_TOKENS):
         x = u[start:start + TILE_TOKENS]
         best = torch.full((x.shape[0],), -1.0, dtype=u.dtype, device=u.device)
-        index = torch.zeros(x.shape[0], dtype=torch.long, device=u.device)
-        for first in range(0, k, TILE_CODES):
+        tile = torch.zeros(x.shape[0], dtype=torch.long, device=u.device)
+        for t, first in enumerate(range(0, k, TILE_CODES)):
             scores = x @ half[first:first + TILE_CODES].t()
-            value, column = scores.abs().max(1)
-            negative = scores.gather(1, column[:, None]).squeeze(1) < 0
+            value = torch.maximum(scores.amax(1), -scores.amin(1))
             better = value > best
             best = torch.where(better, value, best)
-            index = torch.where(better, column + first + negative.long() * k, index)
+            tile = torch.where(better, t, tile)
+        index = torch.empty_like(tile)
+        for t in tile.unique().tolist():
+            rows = (tile == t).nonzero().squeeze(1)
+            first = t * TILE_CODES
+            scores = x[rows] @ half[first:first + TILE_CODES].t()
+            column = scores.abs().argmax(1)
+            negative = scores.gather(1, column[:, None]).squeeze(1) < 0
+            index[rows] = column + first + negative.long() * k
         out[start:start + TILE_TOKENS] = index
     return out
 
