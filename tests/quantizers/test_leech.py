@@ -117,6 +117,34 @@ def test_search_is_the_nearest_code_over_the_whole_codebook():
     assert torch.equal(found, torch.cdist(u, codes).argmin(1))
 
 
+def test_matches_a_float64_reference_of_the_authors_forward():
+    """The authors' ``VectorQuantizer`` (bsq-vit, L24SQ config) restated in float64: normalize z and
+    every code, ``argmin -z @ codes^T`` over all 196,560 rows, ``q`` the normalized row,
+    loss ``beta mean ||sg(q) - z||^2 + mean ||q - sg(z)||^2``, ``z_q = z + sg(q - z)``. Same indices,
+    values and gradient as the plugin (whose half-codebook search and float32 codes differ only by rounding)."""
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(1200, 24, generator=g, dtype=torch.float64)
+    codes = torch.nn.functional.normalize(leech_minimal_vectors().double(), dim=-1)
+    ref_z = torch.nn.functional.normalize(z, dim=-1).requires_grad_(True)
+    index = (-ref_z.detach() @ codes.t()).argmin(1)
+    ref_q = codes[index]
+    ref_loss = (0.25 * ((ref_q - ref_z) ** 2).sum(-1).mean()
+                + ((ref_q - ref_z.detach()) ** 2).sum(-1).mean())
+    ref_out = ref_z + (ref_q - ref_z).detach()
+    q = SphericalLeechQuantizer(dim=24, loss_weight=1.0).double()
+    mine = z.clone().requires_grad_(True)
+    out = q.quantize(mine)  # float64 throughout (forward would cast to float32)
+    assert torch.equal(out.indices, index)
+    torch.testing.assert_close(out.z_q, ref_out, rtol=0, atol=1e-7)
+    torch.testing.assert_close(out.loss, ref_loss, rtol=1e-7, atol=0)
+    upstream = torch.randn(1200, 24, generator=g, dtype=torch.float64)
+    ((out.z_q * upstream).sum() + out.loss).backward()
+    ((ref_out * upstream).sum() + ref_loss).backward()
+    (expected,) = torch.autograd.grad(torch.nn.functional.normalize(z.requires_grad_(True), dim=-1), z,
+                                      grad_outputs=ref_z.grad)
+    torch.testing.assert_close(mine.grad, expected, rtol=0, atol=1e-9)
+
+
 def test_quantized_value_index_and_loss_by_hand():
     """z = (3, 1, 0^22): u = (3, 1, 0...)/sqrt(10). The best codes of each shape: (4, 4, 0...)/sqrt(32)
     at 16/sqrt(320) = 0.894; (2^8) on an octad through 0 and 1 at 8/sqrt(320) = 0.447; (3, 1, ..., -3 ...)
