@@ -35,6 +35,9 @@ SMALL: dict[str, dict[str, Any]] = {
     # whole token maps only: the kit's N = 1 is a map only at one 1 x 1 scale
     # (tests/quantizers/test_msvq.py runs the kit on 2 x 2 maps over two scales)
     "msvq": {"params": {"scales": [1]}},
+    # one fixed size, the Leech lattice's 196,560 minimal vectors (dim 8 goes through Linear maps
+    # to and from 24); the exhaustive search is CPU-heavy at 20,000 tokens, 4,096 spans several tiles
+    "leech-sq": {"codebook_size": 196_560, "large_n": 4096},
 }
 
 NAMES = get_host().quantizers.names()

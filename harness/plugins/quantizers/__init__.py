@@ -40,6 +40,7 @@ QUANTIZERS = {
     "vqbridge":    "harness.plugins.quantizers.vqbridge:VQBridge",
     "qinco":       "harness.plugins.quantizers.qinco:QINCo",
     "msvq":        "harness.plugins.quantizers.msvq:MultiScaleVQ",
+    "leech-sq":    "harness.plugins.quantizers.leech:SphericalLeechQuantizer",
 }
 
 
