@@ -262,3 +262,24 @@ def test_the_rescaling_option_refuses_a_codebook_it_cannot_scale() -> None:
         CodebookInitScale(0.1).on_train_start(state)
     with pytest.raises(ValueError, match="scale must be positive"):
         CodebookInitScale(0.0)
+
+
+def test_the_rule_is_judged_against_the_codes_the_split_can_reach(tracking_uri: str) -> None:
+    """A codebook larger than the eval split (Leech's 196,560 codes over 4,800 tokens) is not
+    flagged for the usage the split cannot exceed, and is flagged below 5% of what it can reach."""
+    from harness.leaderboard import build_leaderboard
+    from harness.leaderboard.collapse import collapse_text, seed_collapse
+    from tests.test_leaderboard import record
+
+    k, tokens = 196_560, 4_800
+    assert seed_collapse({"utilization": 2_000 / k, "perplexity": 900.0}, k, tokens) == ""
+    low = seed_collapse({"utilization": 100 / k, "perplexity": 60.0}, k, tokens)
+    assert low == "0.1% of codes used (the 4,800 eval tokens reach at most 2.4%)"
+    assert seed_collapse({"utilization": 2_000 / k, "perplexity": 900.0}, k) != ""  # old runs: against K
+
+    tracker = Tracker(tracking_uri)
+    for seed in range(2):
+        record(tracker, "lattice", seed, {"psnr": 20.0, "utilization": 2_000 / k, "perplexity": 900.0}, k=k,
+               tags={"harness.eval_tokens": str(tokens)})
+    rows = {r.method: collapse_text(r) for r in build_leaderboard("board", tracker=tracker).rows}
+    assert rows == {"lattice": ""}

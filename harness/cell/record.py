@@ -20,7 +20,8 @@ A cell's run is nested under the suite's parent run. In the order the cell write
   :meth:`~CellRecord.diagnosis_report`): ``train/*`` metrics at each log step, ``diag/*``
   metrics and ``diagnosis.json`` (:mod:`harness.cell.diagnosis`);
 - stopped by a signal (:meth:`~CellRecord.checkpointed`): ``harness.checkpoint``, ``harness.checkpoint_step``;
-- evaluated (:meth:`~CellRecord.evaluation`): ``eval/*`` at the last step; ``harness.unavailable.<metric>``
+- evaluated (:meth:`~CellRecord.evaluation`): ``eval/*`` at the last step; ``harness.eval_tokens`` (the
+  tokens the eval split fed the quantizer); ``harness.unavailable.<metric>``
   and ``unavailable_metrics.json`` for a metric that could not run; ``harness.metric_stack.<metric>``;
 - recorded (:meth:`~CellRecord.outputs`): ``plots/latent.png`` (when asked for), ``plots/code_usage.png``,
   ``plots/training_curves.png``, ``plots/reconstructions.png`` (images), ``checkpoint/final.pt``;
@@ -137,6 +138,8 @@ class CellRecord:
         """``eval/*`` at ``step``; metrics that could not run, and each metric's stack, as tags."""
         tracker, run_id = self.tracker, self.run_id
         tracker.log_metrics(run_id, {f"eval/{k}": v for k, v in result.values.items()}, step)
+        if result.counts:  # the split's token count bounds the codes it can show in use
+            tracker.set_tags(run_id, {"harness.eval_tokens": str(int(result.counts[0].sum()))})
         if result.unavailable:
             tracker.set_tags(run_id, {f"harness.unavailable.{k}": v[:5000] for k, v in result.unavailable.items()})
             tracker.log_json(run_id, result.unavailable, "unavailable_metrics.json")

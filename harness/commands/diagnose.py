@@ -55,7 +55,8 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     report = load_report(tracker, run)
     metrics = {k[5:]: v for k, v in run.data.metrics.items() if k.startswith("eval/")}
     size = int(run.data.tags.get("harness.codebook_size", 0) or 0)
-    sentence = verdict(report, metrics, size)
+    tokens = int(run.data.tags.get("harness.eval_tokens", 0) or 0) or None
+    sentence = verdict(report, metrics, size, eval_tokens=tokens)
     if args.json:
         print(json.dumps({"run_id": run.info.run_id, "diagnosis": report, "eval": metrics,
                           "verdict": sentence}, indent=2, sort_keys=True))
@@ -121,10 +122,11 @@ def few_won(init: dict[str, Any], t: Thresholds = THRESHOLDS) -> bool:
     return init.get("codes_won_fraction", 1.0) < t.few_winners
 
 
-def final_collapse(report: dict[str, Any] | None, metrics: dict[str, float], size: int) -> str:
+def final_collapse(report: dict[str, Any] | None, metrics: dict[str, float], size: int,
+                   eval_tokens: int | None = None) -> str:
     """The leaderboard's collapse rule on the eval split; without eval numbers, on the final batch."""
     if "utilization" in metrics or "perplexity" in metrics:
-        return seed_collapse(metrics, size)
+        return seed_collapse(metrics, size, eval_tokens)
     final = (report or {}).get("final") or {}
     fraction = final.get("codes_won_fraction")
     if fraction is not None and fraction < UTILIZATION_BELOW:
@@ -133,9 +135,9 @@ def final_collapse(report: dict[str, Any] | None, metrics: dict[str, float], siz
 
 
 def verdict(report: dict[str, Any] | None, metrics: dict[str, float], size: int,
-            t: Thresholds = THRESHOLDS) -> str:
+            t: Thresholds = THRESHOLDS, *, eval_tokens: int | None = None) -> str:
     """One plain sentence (or two) on what the diagnosis suggests."""
-    collapsed = final_collapse(report, metrics, size)
+    collapsed = final_collapse(report, metrics, size, eval_tokens)
     init = (report or {}).get("init")
     if not collapsed:
         used = metrics.get("utilization")

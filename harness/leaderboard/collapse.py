@@ -21,15 +21,31 @@ PERPLEXITY_FRACTION_BELOW = 0.02
 PERPLEXITY_AT_LEAST = 2.0
 
 
-def seed_collapse(metrics: dict[str, float], codebook_size: int) -> str:
-    """Why one finished cell counts as collapsed (``"4% of codes used"``), or ``""``."""
+def reachable_codes(codebook_size: int, eval_tokens: int | None) -> int:
+    """How many codes the eval split could use at all: ``K``, or its token count when smaller.
+
+    A codebook larger than the split (the Leech lattice's 196,560 codes over 4,800 tokens)
+    cannot show more than ``tokens / K`` usage, so the thresholds apply to what is reachable.
+    """
+    return min(codebook_size, eval_tokens) if eval_tokens else codebook_size
+
+
+def seed_collapse(metrics: dict[str, float], codebook_size: int, eval_tokens: int | None = None) -> str:
+    """Why one finished cell counts as collapsed (``"4% of codes used"``), or ``""``.
+
+    ``eval_tokens`` (recorded as ``harness.eval_tokens``; absent in older runs) bounds the
+    codes the split can reach; the rule is then judged against that bound and says so.
+    """
+    reachable = reachable_codes(codebook_size, eval_tokens)
+    bound = f" (the {eval_tokens:,} eval tokens reach at most {reachable / codebook_size:.1%})" \
+        if codebook_size and reachable < codebook_size else ""
     used = metrics.get("utilization")
-    if used is not None and used < UTILIZATION_BELOW:
-        return f"{used:.0%} of codes used" if used >= 0.01 else f"{used:.1%} of codes used"
+    if used is not None and reachable and used * codebook_size / reachable < UTILIZATION_BELOW:
+        return (f"{used:.0%} of codes used" if used >= 0.01 else f"{used:.1%} of codes used") + bound
     perplexity = metrics.get("perplexity")
-    floor = max(PERPLEXITY_AT_LEAST, PERPLEXITY_FRACTION_BELOW * codebook_size)
+    floor = max(PERPLEXITY_AT_LEAST, PERPLEXITY_FRACTION_BELOW * reachable)
     if perplexity is not None and codebook_size > 0 and perplexity < floor:
-        return f"usage perplexity {perplexity:.3g} of {codebook_size} codes"
+        return f"usage perplexity {perplexity:.3g} of {codebook_size} codes" + bound
     return ""
 
 
@@ -41,11 +57,14 @@ def collapse_text(row: Any) -> str:
     """
     if getattr(row, "reported", False) or not row.seed_metrics:
         return ""
-    reasons = [seed_collapse(m, row.codebook_size) for _, m in sorted(row.seed_metrics.items())]
+    tokens = getattr(row, "eval_tokens", {})
+    reasons = [seed_collapse(m, row.codebook_size, tokens.get(seed))
+               for seed, m in sorted(row.seed_metrics.items())]
     collapsed = [r for r in reasons if r]
     if not collapsed:
         return ""
     if len(collapsed) < len(reasons):
         return f"collapsed in {len(collapsed)} of {len(reasons)} seeds: {collapsed[0]}"
     means = {k: stat.mean for k, stat in row.metrics.items()}
-    return f"collapsed: {seed_collapse(means, row.codebook_size) or collapsed[0]}"
+    fewest = min(tokens.values()) if tokens else None
+    return f"collapsed: {seed_collapse(means, row.codebook_size, fewest) or collapsed[0]}"

@@ -63,6 +63,8 @@ class Row:
     run_ids: dict[int, str] = field(default_factory=dict)
     #: seed -> eval metrics of each finished cell (claims over sharded runs are re-checked on them)
     seed_metrics: dict[int, dict[str, float]] = field(default_factory=dict)
+    #: seed -> tokens its eval split fed the quantizer (bounds the codes it could use)
+    eval_tokens: dict[int, int] = field(default_factory=dict)
     #: seed -> its state, for every seed the row knows of
     seeds: dict[int, Seed] = field(default_factory=dict)
     #: metric -> finished seeds whose value came back NaN or infinite
@@ -196,6 +198,8 @@ def _add_metrics(row: Row, finished: list[Any]) -> None:
         seed = _int(run.data.tags.get("harness.seed"))
         row.run_ids[seed] = run.info.run_id
         row.seed_metrics[seed] = {}
+        if tokens := _int(run.data.tags.get("harness.eval_tokens")):
+            row.eval_tokens[seed] = tokens
         for key, value in run.data.metrics.items():
             if not key.startswith("eval/"):
                 continue
