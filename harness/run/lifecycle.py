@@ -189,7 +189,7 @@ def run_suite(suite: Suite, methods: list[str] | None = None, options: RunOption
             from harness.recovery.checkpoint import checkpoint_root
 
             results, todo = plan_cells(tracker, suite, cells, options, checkpoint_root(uri), host)
-            dispatch(executor, suite, todo, methods, parent, uri, options, results)
+            dispatch(executor, suite, todo, parent, uri, options, results)
             status = "FINISHED"
         except KeyboardInterrupt:
             status = "KILLED"
@@ -210,16 +210,15 @@ def _resolve(uri: str | None) -> str:
     return resolve_uri(uri)
 
 
-def dispatch(executor: Executor, suite: Suite, todo: list[tuple[Cell, Resume | None]],
-             methods: list[str] | None, parent: str, uri: str, options: RunOptions,
-             results: list[CellResult]) -> None:
+def dispatch(executor: Executor, suite: Suite, todo: list[tuple[Cell, Resume | None]], parent: str,
+             uri: str, options: RunOptions, results: list[CellResult]) -> None:
     """Send the cells to the executor; each outcome becomes a :class:`CellResult` as it ends."""
     from harness.run.specs import cell_specs
 
     if not todo:
         return
     by_hash = {cell.config_hash: cell for cell, _ in todo}
-    specs = cell_specs(suite, todo, methods, parent, uri, cell_options(options, executor))
+    specs = cell_specs(suite, todo, parent, uri, cell_options(options, executor))
     progress = _progress(options, suite, executor, len(specs))
 
     def collect(outcome: CellOutcome) -> None:

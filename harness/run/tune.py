@@ -224,7 +224,7 @@ def run_groups(executor: Executor, tracker: Tracker, groups: list[Group], parent
             continue
         skipped, todo = plan_cells(tracker, group.suite, mine, options, checkpoint_root(uri))
         results += skipped
-        specs += cell_specs(group.suite, todo, [group.method], parent, uri, cell_options(options, executor))
+        specs += cell_specs(group.suite, todo, parent, uri, cell_options(options, executor))
         cells.update({c.config_hash: c for c, _ in todo})
 
     def collect(outcome: CellOutcome) -> None:

@@ -260,8 +260,8 @@ class HarnessSession:
             from harness.run.lifecycle import cell_options
             from harness.run.specs import cell_specs
 
-            built = cell_specs(self.suites[spec], [(c, None) for c in self.cells(spec)], self.methods[spec],
-                               self.parents()[spec], self.uri, cell_options(self.options, self.executor))
+            built = cell_specs(self.suites[spec], [(c, None) for c in self.cells(spec)], self.parents()[spec],
+                               self.uri, cell_options(self.options, self.executor))
             self._specs[spec] = {s.cell_hash: s for s in built}
         return self._specs[spec]
 
