@@ -12,9 +12,9 @@ from pathlib import Path
 
 from harness import __version__
 from harness.commands.select import select_methods
-from harness.commands.table import markdown
 from harness.errors import HarnessError
 from harness.registry import KINDS, NameClashWarning
+from harness.report.table import markdown
 
 LIST_KINDS = (*KINDS, "suites")
 

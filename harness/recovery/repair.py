@@ -18,7 +18,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from harness.commands.table import markdown
+from harness.report.table import markdown
 from harness.run.signals import process_alive
 from harness.tracking import Tracker, _retry
 
