@@ -122,6 +122,18 @@ def test_no_import_circles() -> None:
     assert not found, f"import circles (break each by moving what both sides need below them): {found}"
 
 
+def test_the_contract_types_sit_below_the_host_and_its_door_above() -> None:
+    """``harness.contracts``'s submodules import nothing of the host but errors and the package root
+    (its version): a plugin's types need no host. The host imports those submodules, never the door,
+    which names host entry points."""
+    door, types = "harness.contracts", {m for m in MODULES if m.startswith("harness.contracts.")}
+    below = sorted((m, b) for m in types for b in GRAPH[m] if b not in types and b not in ("harness", "harness.errors"))
+    assert not below, f"a contract type module imports the host: {below}"
+    host = sorted(a for a, targets in GRAPH.items() if door in targets and not is_plugin(a)
+                  and not a.startswith("harness.testing") and a not in types)
+    assert not host, f"host modules import the harness.contracts door (import its submodules): {host}"
+
+
 def test_the_host_never_imports_a_plugin() -> None:
     edges = {(a, b) for a, targets in GRAPH.items() if not is_plugin(a) for b in targets if is_plugin(b)}
     new = sorted(edges - set(KNOWN_HOST_TO_PLUGIN))
@@ -137,18 +149,6 @@ def test_plugins_import_only_the_public_face() -> None:
     assert not new, f"plugins reach past the public face (docs/architecture.md, import rules): {new}"
     gone = sorted(set(KNOWN_PLUGIN_REACHES) - edges)
     assert not gone, f"fixed: remove {gone} from KNOWN_PLUGIN_REACHES"
-
-
-def test_the_contract_types_sit_below_the_host_and_its_door_above() -> None:
-    """``harness.contracts``'s submodules import nothing of the host but errors and the package root
-    (its version): a plugin's types need no host. The host imports those submodules, never the door,
-    which names host entry points."""
-    door, types = "harness.contracts", {m for m in MODULES if m.startswith("harness.contracts.")}
-    below = sorted((m, b) for m in types for b in GRAPH[m] if b not in types and b not in ("harness", "harness.errors"))
-    assert not below, f"a contract type module imports the host: {below}"
-    host = sorted(a for a, targets in GRAPH.items() if door in targets and not is_plugin(a)
-                  and not a.startswith("harness.testing") and a not in types)
-    assert not host, f"host modules import the harness.contracts door (import its submodules): {host}"
 
 
 def _has_code(path: Path) -> bool:
