@@ -359,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt as exc:  # harness.run.interrupt.Interrupted carries 130 or 143
+    except KeyboardInterrupt as exc:  # harness.recovery.interrupt.Interrupted carries 130 or 143
         if not hasattr(exc, "exit_code"):
             print("harness: interrupted", file=sys.stderr)
         return getattr(exc, "exit_code", 130)

@@ -24,12 +24,12 @@ from typing import Any
 
 from harness.contracts.executor import ALLOW_SQLITE, CellOutcome, CellSpec, CellTimeout, Executor
 from harness.errors import UnknownNameError, UsageError
-from harness.run.interrupt import Interrupted
-from harness.run.signals import DeferredClient, deferred, describe_exit, guarded, identity
+from harness.recovery.interrupt import Interrupted
+from harness.recovery.signals import DeferredClient, deferred, describe_exit, guarded, identity
 from harness.tracking import Tracker
 
 # what an executor plugin calls, offered by harness.contracts (and here, under the paths docs/hooks.md
-# once gave); ``deferred`` and ``describe_exit`` come from harness.run.signals
+# once gave); ``deferred`` and ``describe_exit`` come from harness.recovery.signals
 __all__ = ["ALLOW_SQLITE", "CellOutcome", "CellSpec", "CellTimeout", "Executor", "ProcessTracker",
            "Interrupted", "build_executor", "cell_checkpoint", "check_tracking_uri", "checkpoint_root", "deferred",
            "describe_exit", "finish_ranks", "finished_metrics", "init_ranks_from_env", "lost_outcome",
@@ -165,7 +165,7 @@ def _prepare(spec: CellSpec, host: Any = None) -> tuple[Any, Any, Any]:
 def run_cell(spec: CellSpec, host: Any = None) -> CellOutcome:
     """Build, train, evaluate and record one cell; runs in any process that can import harness.
 
-    A signal (SIGINT/SIGTERM) raises :class:`harness.run.interrupt.Interrupted` with
+    A signal (SIGINT/SIGTERM) raises :class:`harness.recovery.interrupt.Interrupted` with
     ``.outcome`` set (what was saved); ``sys.exit`` and ``train.timeout`` inside the
     cell end it FAILED with the reason.
     """

@@ -22,7 +22,9 @@ from harness.cell.provenance import suite_tags
 from harness.cell.runner import CellResult, resolve_device
 from harness.errors import UsageError
 from harness.host import Host, get_host
+from harness.recovery.interrupt import InterruptGuard
 from harness.recovery.resume import Resume
+from harness.recovery.signals import deferred
 from harness.run import preflight
 from harness.run.executors import (
     CellOutcome,
@@ -31,10 +33,8 @@ from harness.run.executors import (
     build_executor,
     check_tracking_uri,
 )
-from harness.run.interrupt import InterruptGuard
 from harness.run.options import RunOptions, executor_choice
 from harness.run.rerun import check_rerun
-from harness.run.signals import deferred
 from harness.suite import Cell, Suite
 from harness.suite.claims import ClaimResult, check_claims
 from harness.tracking import Tracker, git_commit, guarded, tags_for

@@ -32,9 +32,10 @@ from typing import Any
 from harness.cell.runner import CellResult
 from harness.errors import UnknownNameError, suggest
 from harness.host import Host, get_host
+from harness.recovery.interrupt import InterruptGuard
+from harness.recovery.signals import deferred
 from harness.run import preflight
 from harness.run.executors import CellOutcome, Executor
-from harness.run.interrupt import InterruptGuard
 from harness.run.lifecycle import (
     SuiteResult,
     cell_options,
@@ -49,7 +50,6 @@ from harness.run.lifecycle import (
     start_parent,
 )
 from harness.run.options import RunOptions
-from harness.run.signals import deferred
 from harness.suite import Cell, Suite
 from harness.suite import tuning as spec
 from harness.tracking import Tracker, tags_for

@@ -289,8 +289,8 @@ class HarnessSession:
         if not self._parents:
             return
         from harness.cell.runner import CellResult
+        from harness.recovery.signals import deferred
         from harness.run.lifecycle import close_suite
-        from harness.run.signals import deferred
 
         for spec, parent in self._parents.items():
             runs = self.cell_runs(spec)

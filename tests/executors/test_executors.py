@@ -214,7 +214,7 @@ def test_signal_handlers_wait_for_the_end_of_a_store_call():
     import threading
     import time
 
-    from harness.run.signals import deferred, guarded
+    from harness.recovery.signals import deferred, guarded
 
     seen: list[str] = []
     stop = threading.Event()
