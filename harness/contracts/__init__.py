@@ -6,7 +6,8 @@ the host's own modules, so the host may move its insides without breaking a plug
 - the plugin kinds' base classes (:mod:`harness.contracts.kinds`): ``Quantizer``, ``QuantizeOutput``,
   ``DatasetPlugin``, ``Model``, ``Schedule``, ``Loss``, ``Metric``, ``MetricContext``, ``EvalBatch``;
 - training (:mod:`harness.contracts.state`): ``TrainState``, ``Callback`` (a misspelled hook is an
-  error), ``HOOKS``, ``set_requires_grad``; and (:mod:`harness.contracts.precision`) ``autocast_for``, ``channels_last``;
+  error), ``HOOKS``, ``set_requires_grad``; bf16 and memory format (:mod:`harness.contracts.precision`):
+  ``autocast_for``, ``channels_last``;
 - executors (:mod:`harness.contracts.executor`): ``CellSpec``, ``CellOutcome``, ``CellTimeout``,
   ``Executor``, ``ALLOW_SQLITE``; and the host's entry points an executor calls: ``run_cell``,
   ``record_lost``, ``lost_outcome``, ``saved_note``, ``newest_cell_run``, ``cell_checkpoint``,
@@ -24,18 +25,16 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-#: name -> (home, attribute there): the home's module is imported when the name is first used
-_NAMES: dict[str, tuple[str, str]] = {
-    **{n: ("kinds", n) for n in ("QuantizeOutput", "Quantizer", "DatasetPlugin", "Model", "Schedule", "Loss",
-                                 "EvalBatch", "MetricContext", "Metric")},
-    **{n: ("state", n) for n in ("TrainState", "Callback", "HOOKS", "set_requires_grad")},
-    **{n: ("executor", n) for n in ("CellSpec", "CellOutcome", "CellTimeout", "Executor", "ALLOW_SQLITE")},
-    **{n: ("running", n) for n in ("run_cell", "record_lost", "lost_outcome", "saved_note", "newest_cell_run",
-                                   "cell_checkpoint", "ProcessTracker", "deferred", "describe_exit",
-                                   "set_heartbeat")},
-    **{n: ("precision", n) for n in ("autocast_for", "channels_last")},
-    **{n: ("running", n) for n in ("checkpoint_root", "finished_metrics", "Interrupted", "init_ranks_from_env",
-                                   "finish_ranks")},
+#: name -> its home: the home's module is imported when the name is first used
+_NAMES: dict[str, str] = {
+    **dict.fromkeys(("QuantizeOutput", "Quantizer", "DatasetPlugin", "Model", "Schedule", "Loss", "EvalBatch",
+                     "MetricContext", "Metric"), "kinds"),
+    **dict.fromkeys(("TrainState", "Callback", "HOOKS", "set_requires_grad"), "state"),
+    **dict.fromkeys(("autocast_for", "channels_last"), "precision"),
+    **dict.fromkeys(("CellSpec", "CellOutcome", "CellTimeout", "Executor", "ALLOW_SQLITE"), "executor"),
+    **dict.fromkeys(("run_cell", "record_lost", "lost_outcome", "saved_note", "newest_cell_run", "cell_checkpoint",
+                     "checkpoint_root", "finished_metrics", "ProcessTracker", "deferred", "describe_exit",
+                     "set_heartbeat", "Interrupted", "init_ranks_from_env", "finish_ranks"), "running"),
 }
 
 __all__ = sorted(_NAMES)
@@ -59,8 +58,7 @@ def _home(home: str) -> ModuleType:
 def __getattr__(name: str) -> Any:
     if name not in _NAMES:
         raise AttributeError(f"module 'harness.contracts' has no attribute {name!r}")
-    home, attribute = _NAMES[name]
-    value = getattr(_home(home), attribute)
+    value = getattr(_home(_NAMES[name]), name)
     globals()[name] = value
     return value
 
