@@ -144,8 +144,8 @@ def plan_cells(tracker: Tracker, suite: Suite, cells: list[Cell], options: RunOp
     for run in close_dead_runs(tracker, suite.name):
         print(f"harness: closed {run.name} ({run.run_id}) KILLED: its process is gone", file=sys.stderr)
     decisions = plan(tracker, suite.name, cells, root)
-    if host is not None:  # plugin code changed since a cell's earlier run (harness.recovery.codechange)
-        from harness.recovery import codechange
+    if host is not None:  # plugin code changed since a cell's earlier run (harness.run.codechange)
+        from harness.run import codechange
 
         codechange.apply(host, cells, decisions, options.resume_across_code_change)
     skipped, todo = [], []
