@@ -13,20 +13,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "harness"
-#: what any plugin may import: the public face, the test kits, and the homes of the
-#: contract types docs/hooks.md documents (Executor, CellSpec, run_cell, record_lost; TrainState)
+#: what any plugin may import: the public face and the test kits; every contract type and every
+#: host entry point a plugin calls comes through ``harness.contracts`` (its door, not its submodules)
 PUBLIC = {"harness", "harness.hookspecs", "harness.host", "harness.registry", "harness.lazy",
-          "harness.contracts", "harness.errors", "harness.ops", "harness.tracking",
-          "harness.run.executors", "harness.cell.train"}
+          "harness.contracts", "harness.errors", "harness.ops", "harness.tracking"}
 #: reaches past the public face that exist today, each with why; this list may only shrink
-KNOWN_PLUGIN_REACHES = {
-    ("harness.plugins.executors.ray", "harness.recovery.checkpoint"): "lost-run helper",
-    ("harness.plugins.executors.slurm", "harness.cell.distributed"): "torchrun inside a job",
-    ("harness.plugins.executors.slurm", "harness.recovery.checkpoint"): "lost-run helper",
-    ("harness.plugins.executors.slurm", "harness.recovery.resume"): "lost-run helper",
-    ("harness.plugins.executors.slurm", "harness.run.interrupt"): "lost-run helper",
-    ("harness.plugins.losses.patchgan", "harness.cell.forward"): "the decoder's last layer",
-}
+KNOWN_PLUGIN_REACHES: dict[tuple[str, str], str] = {}
 #: the host's imports of first-party plugins today, each with why; this list may only shrink
 KNOWN_HOST_TO_PLUGIN = {
     ("harness.commands.bench", "harness.plugins.peers"): "the peer-library table of `bench --peer`",
@@ -128,6 +120,18 @@ def test_the_graph_sees_the_imports_it_should() -> None:
 def test_no_import_circles() -> None:
     found = circles(GRAPH)
     assert not found, f"import circles (break each by moving what both sides need below them): {found}"
+
+
+def test_the_contract_types_sit_below_the_host_and_its_door_above() -> None:
+    """``harness.contracts``'s submodules import nothing of the host but errors and the package root
+    (its version): a plugin's types need no host. The host imports those submodules, never the door,
+    which names host entry points."""
+    door, types = "harness.contracts", {m for m in MODULES if m.startswith("harness.contracts.")}
+    below = sorted((m, b) for m in types for b in GRAPH[m] if b not in types and b not in ("harness", "harness.errors"))
+    assert not below, f"a contract type module imports the host: {below}"
+    host = sorted(a for a, targets in GRAPH.items() if door in targets and not is_plugin(a)
+                  and not a.startswith("harness.testing") and a not in types)
+    assert not host, f"host modules import the harness.contracts door (import its submodules): {host}"
 
 
 def test_the_host_never_imports_a_plugin() -> None:

@@ -119,7 +119,7 @@ def test_a_suite_without_runs_shows_its_reference_rows_and_says_so(tracker):
 
 
 def test_regenerate_skips_a_suite_that_is_not_registered(tmp_path, capsys):
-    from harness.leaderboard.regenerate import main
+    from harness.commands.regenerate import main
 
     assert main(["no-such-suite", "--skip-run", "--store", str(tmp_path), "--out", str(tmp_path)]) == 1
     out = capsys.readouterr().out

@@ -274,7 +274,7 @@ def test_every_trial_and_tuned_cell_rebuilds_from_its_spec_on_any_executor(tmp_p
     tuned = tuned_groups(suite, tuning, {choice.slot: choice}, cells)
     assert [len(g.cells) for g in trial] == [1, 1] and [len(g.cells) for g in tuned] == [2]
     for group in [*trial, *tuned]:
-        specs = cell_specs(group.suite, [(c, None) for c in group.cells], [group.method], "parent",
+        specs = cell_specs(group.suite, [(c, None) for c in group.cells], "parent",
                            "sqlite:///x.db", {})
         for spec_, cell in zip(specs, group.cells, strict=True):
             _, rebuilt = load_cell(spec_)

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-HOOKS = ("on_train_start", "on_step", "after_step", "on_log", "on_epoch_end", "on_train_end")
+from harness.contracts.state import HOOKS
 
 
 class Callbacks:

@@ -37,7 +37,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from harness.cell.forward import channels_last, reconstruct
+from harness.cell.forward import reconstruct
+from harness.contracts.precision import channels_last
 from harness.ops import distributed as is_distributed
 
 

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
 from harness.cell.forward import make_loader, reconstruct, split_batch
-from harness.contracts import EvalBatch, Metric, MetricContext
+from harness.contracts.kinds import EvalBatch, Metric, MetricContext
 from harness.errors import MetricUnavailable, UsageError
 from harness.host import Host
 

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from harness.contracts import QuantizeOutput
+from harness.contracts.kinds import QuantizeOutput
+from harness.contracts.precision import autocast_for, channels_last
 from harness.errors import UsageError
 from harness.ops import distributed as is_distributed
 
@@ -39,13 +40,6 @@ def to_tokens(z: Tensor) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
     return tokens, lambda t: t.reshape(b, h, w, d).permute(0, 3, 1, 2)
 
 
-def autocast_for(device: torch.device, precision: str):
-    """bf16 autocast for the nets on CUDA (``precision`` auto or bf16), none on CPU."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def reconstruct(model: nn.Module, quantizer: nn.Module, x: Tensor, precision: str = "fp32"
                 ) -> tuple[Tensor, QuantizeOutput, Tensor]:
     """Encode, quantize in float32 (autocast off), decode. Returns ``x_hat``, the output, ``z``."""
@@ -65,12 +59,6 @@ def reconstruct(model: nn.Module, quantizer: nn.Module, x: Tensor, precision: st
     with autocast_for(x.device, precision):
         x_hat = model.decode(unflatten(out.z_q))
     return x_hat.float(), out, z
-
-
-def channels_last(config: dict[str, Any], device: torch.device, model: nn.Module) -> bool:
-    """Channels-last memory format for conv nets on CUDA (``train.channels_last``)."""
-    return (device.type == "cuda" and bool(config["train"].get("channels_last", True))
-            and any(isinstance(m, nn.Conv2d) for m in model.modules()))
 
 
 # -- batches -----------------------------------------------------------------------------

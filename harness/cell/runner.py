@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -21,11 +21,13 @@ from harness.cell.record import CellRecord
 from harness.errors import UsageError
 from harness.host import Host
 from harness.recovery.checkpoint import checkpoint_root
+from harness.recovery.interrupt import InterruptGuard
 from harness.recovery.resume import Resume
-from harness.run.interrupt import InterruptGuard
-from harness.run.options import RunOptions
 from harness.suite import Cell, Suite
 from harness.tracking import Tracker
+
+if TYPE_CHECKING:  # what was asked (harness.run.options): read here, decided above the cell
+    from harness.run.options import RunOptions
 
 
 @dataclass

@@ -11,12 +11,11 @@ first step checks the quantizer's output against its contract
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import Dataset
 
 from harness.cell.callbacks import (
@@ -31,47 +30,8 @@ from harness.cell.contract import check_quantizer_output
 from harness.cell.forward import cell_inputs, reconstruct, world_size
 from harness.cell.losses import LossSet
 from harness.cell.optim import LrDecay
+from harness.contracts.state import TrainState
 from harness.errors import Diverged
-
-
-@dataclass
-class TrainState:
-    """Everything a schedule or loss may read or change during training.
-
-    ``loss_weights`` scales the named loss terms (``rec``, ``quantizer``,
-    ``lpips``, ``adv``, ...); ``terms`` holds the current step's unweighted terms
-    computed so far; ``extras`` is free space for schedules and the state of
-    losses (a discriminator, checkpointed with the rest).
-    """
-
-    model: nn.Module
-    quantizer: nn.Module
-    optimizer: torch.optim.Optimizer
-    config: dict[str, Any]
-    device: torch.device
-    steps_total: int
-    steps_per_epoch: int
-    step: int = 0
-    epoch: int = 0
-    loss_weights: dict[str, float] = field(default_factory=lambda: {"rec": 1.0, "quantizer": 1.0})
-    extras: dict[str, Any] = field(default_factory=dict)
-    terms: dict[str, Tensor] = field(default_factory=dict)
-    #: model + quantizer under DistributedDataParallel when run by torchrun (harness.cell.distributed)
-    wrapped: nn.Module | None = None
-    stop: bool = False
-
-    @property
-    def encoder(self) -> nn.Module:
-        return getattr(self.model, "encoder", self.model)
-
-    @property
-    def decoder(self) -> nn.Module:
-        return getattr(self.model, "decoder", self.model)
-
-
-def set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
 
 
 class Divergence:

@@ -272,7 +272,7 @@ HEADERS = ["method", "shape", "device", "ours ms", "ours MiB", "peer ms", "peer 
 def run(args: Any, host: Host) -> int:
     """The ``harness bench`` command: measure, print the table, record it in MLflow."""
     from harness.cell.runner import resolve_device
-    from harness.commands.table import markdown
+    from harness.report.table import markdown
 
     device = resolve_device(args.device)
     names = args.quantizer or host.quantizers.names()

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from harness import __version__
 from harness.commands.select import select_methods
-from harness.commands.table import markdown
 from harness.errors import HarnessError
 from harness.registry import KINDS, NameClashWarning
+from harness.report.table import markdown
 
 LIST_KINDS = (*KINDS, "suites")
 
@@ -371,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"harness: error: {line}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt as exc:  # harness.run.interrupt.Interrupted carries 130 or 143
+    except KeyboardInterrupt as exc:  # harness.recovery.interrupt.Interrupted carries 130 or 143
         if not hasattr(exc, "exit_code"):
             print("harness: interrupted", file=sys.stderr)
         return getattr(exc, "exit_code", 130)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.commands.table import markdown
+from harness.report.table import markdown
 
 
 def cell_table(cells: list[Any]) -> str:

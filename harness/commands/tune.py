@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from harness.commands.table import markdown
+from harness.report.table import markdown
 
 
 def add_parser(sub: Any) -> None:

@@ -4,7 +4,7 @@
 from the tracking store; :func:`build_page` adds the claims of the newest suite
 run and the plots; :mod:`harness.leaderboard.render` prints a board as Markdown,
 CSV or a self-contained HTML page; :func:`log_page` records the page as a
-``leaderboard`` run; ``python -m harness.leaderboard.regenerate`` rebuilds the
+``leaderboard`` run; ``python -m harness.commands.regenerate`` rebuilds the
 checked-in pages (see README.md in this folder).
 """
 

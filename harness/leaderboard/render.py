@@ -7,7 +7,6 @@ file, an MLflow artifact view or an air-gapped machine alike.
 
 from __future__ import annotations
 
-from harness.commands.table import csv_table, markdown
 from harness.leaderboard.build import Leaderboard, Row
 from harness.leaderboard.collapse import collapse_text
 from harness.leaderboard.html_page import to_html
@@ -35,6 +34,7 @@ from harness.leaderboard.text import (
     staged,
     status_text,
 )
+from harness.report.table import csv_table, markdown
 
 __all__ = ["RENDERERS", "to_csv", "to_html", "to_json", "to_markdown"]
 

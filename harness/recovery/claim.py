@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.run.signals import process_alive
+from harness.recovery.signals import process_alive
 from harness.tracking import Tracker
 
 

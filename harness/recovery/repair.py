@@ -3,7 +3,7 @@
 A process killed by SIGKILL, the OOM killer or a power cut cannot end its runs;
 MLflow then shows them RUNNING for ever and nobody can tell them from live
 ones. Every run the harness starts names its process (the ``harness.pid``,
-``harness.hostname`` and ``harness.pid_start`` tags, :func:`harness.run.signals.identity`),
+``harness.hostname`` and ``harness.pid_start`` tags, :func:`harness.recovery.signals.identity`),
 so this command, like ``harness run --resume``, can tell: a run whose process
 is gone is ended KILLED (tagged ``harness.repaired``), whether or not its cell
 left a checkpoint (``--resume`` continues from one). A run whose process still
@@ -18,8 +18,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from harness.commands.table import markdown
-from harness.run.signals import process_alive
+from harness.recovery.signals import process_alive
+from harness.report.table import markdown
 from harness.tracking import Tracker
 
 

@@ -1,13 +1,13 @@
-"""The executor seam: a cell as plain data, a function that runs it anywhere, and the plugin kind.
+"""The executor seam, host side: run a :class:`CellSpec` anywhere, close a lost cell's run, build executors.
 
 The suite lifecycle (:mod:`harness.run.lifecycle`) turns each cell into a :class:`CellSpec`
-(picklable: the suite file, profile, ``--set`` strings, the cell's config hash,
-the parent run, the tracking URI, options) and hands the list to an
-:class:`Executor`. Wherever the executor sends a spec (this process, a worker
-process, a SLURM job, a Ray task), :func:`run_cell` rebuilds the cell from it and
-records it into the same store; nothing else about the submitting process is
-needed. An executor that loses a worker calls :func:`record_lost`, so no run is
-left RUNNING. Executors are plugins (``harness_register_executors``, docs/hooks.md).
+(:mod:`harness.contracts.executor`: plain, picklable data carrying the resolved suite and the
+cell's config hash) and hands the list to an :class:`Executor`. Wherever the executor sends a spec
+(this process, a worker process, a SLURM job, a Ray task), :func:`run_cell` rebuilds the cell from
+the spec's data (never from the suite file), checks its hash, and records it into the same store.
+An executor that loses a worker calls :func:`record_lost`, so no run is left RUNNING. Plugins
+reach all of this through :mod:`harness.contracts`; the names here stay for plugins written
+against the paths docs/hooks.md used to give.
 """
 
 from __future__ import annotations
@@ -19,52 +19,21 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any
 
+from harness.contracts.executor import ALLOW_SQLITE, CellOutcome, CellSpec, CellTimeout, Executor
 from harness.errors import UnknownNameError, UsageError
-from harness.run.signals import DeferredClient, deferred, describe_exit, guarded, identity
+from harness.recovery.interrupt import Interrupted
+from harness.recovery.signals import DeferredClient, deferred, describe_exit, guarded, identity
 from harness.tracking import Tracker
 
-# the executor contract: what an executor plugin imports (``deferred`` and ``describe_exit`` come
-# from harness.run.signals, offered here so plugins need no other host module for them)
-__all__ = ["CellOutcome", "CellSpec", "CellTimeout", "Executor", "ProcessTracker", "build_executor",
-           "check_tracking_uri", "deferred", "describe_exit", "lost_outcome", "record_lost", "run_cell",
-           "saved_note"]
-
-
-@dataclass(frozen=True)
-class CellSpec:
-    """All a cell needs, anywhere: plain, picklable data."""
-
-    suite: str  # resolved path of the suite file
-    profile: str
-    overrides: tuple[str, ...]  # the --set K=V strings (and matrix.seeds=N for --seeds)
-    methods: tuple[str, ...] | None
-    cell_hash: str  # Cell.config_hash of the cell in that suite
-    run_name: str
-    parent_run_id: str
-    tracking_uri: str  # absolute URI
-    options: dict = field(hash=False)  # device, data_root, threads (intra-op), timeout, progress
-    resume: dict | None = field(default=None, hash=False)  # {"action", "previous_run_id", "checkpoint"}
-
-
-@dataclass
-class CellOutcome:
-    """What came back from one cell (the run in the store is the record)."""
-
-    cell_hash: str
-    status: str  # FINISHED, FAILED or KILLED
-    run_id: str | None = None
-    metrics: dict = field(default_factory=dict)
-    error: str | None = None
-    seconds: float = 0.0
-    #: metrics that could not be computed here, with the reason (missing weights): never numbers
-    unavailable: dict = field(default_factory=dict)
-
-
-class CellTimeout(Exception):
-    """The cell ran longer than ``train.timeout`` seconds (raised inside the cell: recorded FAILED)."""
+# what an executor plugin calls, offered by harness.contracts (and here, under the paths docs/hooks.md
+# once gave); ``deferred`` and ``describe_exit`` come from harness.recovery.signals
+__all__ = ["ALLOW_SQLITE", "CellOutcome", "CellSpec", "CellTimeout", "Executor", "ProcessTracker",
+           "Interrupted", "build_executor", "cell_checkpoint", "check_tracking_uri", "checkpoint_root", "deferred",
+           "describe_exit", "finish_ranks", "finished_metrics", "init_ranks_from_env", "lost_outcome",
+           "newest_cell_run", "record_lost", "run_cell", "saved_note", "set_heartbeat"]
 
 
 # -- the tracker every process of a suite uses -------------------------------------------------
@@ -105,16 +74,25 @@ class ProcessTracker(Tracker):
 # -- running one cell, anywhere ----------------------------------------------------------------
 
 def load_cell(spec: CellSpec) -> tuple[Any, Any]:
-    """The suite and the cell a spec names (the same files give the same config hash)."""
-    from harness.errors import HarnessError
-    from harness.suite import load_suite
+    """The suite and the cell a spec carries, rebuilt from its data (the suite file is not read).
 
-    suite = load_suite(spec.suite, spec.profile, overrides=spec.overrides)
-    for cell in suite.cells(list(spec.methods) if spec.methods else None):
-        if cell.config_hash == spec.cell_hash:
-            return suite, cell
-    raise HarnessError(f"{spec.suite} ({spec.profile}) has no cell with config hash {spec.cell_hash} "
-                       f"({spec.run_name}): was the suite file changed after submitting?")
+    The rebuilt cell's config hash must be the spec's: a mismatch means the data changed on the
+    way (or another harness version built the spec), and training it would record another experiment.
+    """
+    from harness.errors import HarnessError
+    from harness.suite import Suite
+
+    try:
+        suite = Suite.from_plain(spec.suite, spec.profile, spec.suite_data)
+        cell = suite.cell(*spec.cell_key)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HarnessError(f"{spec.run_name}: its CellSpec carries no usable suite data ({type(exc).__name__}: "
+                           f"{exc}); build specs with harness.run.specs.cell_specs") from None
+    if cell.config_hash != spec.cell_hash:
+        raise HarnessError(f"{spec.run_name}: the suite data in its CellSpec gives config hash {cell.config_hash}, "
+                           f"not the spec's {spec.cell_hash}: the spec was changed after it was built (or built "
+                           f"by another harness version); refusing to train a different experiment")
+    return suite, cell
 
 
 def run_options(spec: CellSpec) -> Any:
@@ -186,12 +164,11 @@ def _prepare(spec: CellSpec, host: Any = None) -> tuple[Any, Any, Any]:
 def run_cell(spec: CellSpec, host: Any = None) -> CellOutcome:
     """Build, train, evaluate and record one cell; runs in any process that can import harness.
 
-    A signal (SIGINT/SIGTERM) raises :class:`harness.run.interrupt.Interrupted` with
+    A signal (SIGINT/SIGTERM) raises :class:`harness.recovery.interrupt.Interrupted` with
     ``.outcome`` set (what was saved); ``sys.exit`` and ``train.timeout`` inside the
     cell end it FAILED with the reason.
     """
     from harness.cell import distributed
-    from harness.run.interrupt import Interrupted
 
     start = time.perf_counter()
     cell, tracker, runner = _prepare(spec, host)
@@ -234,16 +211,16 @@ def interrupted_outcome(spec: CellSpec, tracker: Tracker, seconds: float) -> Cel
                        error=f"interrupted; {saved_note(spec, step)}", seconds=seconds)
 
 
+def cell_checkpoint(spec: CellSpec) -> Path:
+    """Where the spec's cell keeps its checkpoint (whether or not one exists yet)."""
+    from harness.recovery.checkpoint import checkpoint_path
+
+    return checkpoint_path(checkpoint_root(spec.tracking_uri), spec.suite_name, spec.cell_hash)
+
+
 def saved_note(spec: CellSpec, step: str | None = None) -> str:
     """What a stopped cell left on disk to continue from, checked on the disk."""
-    from harness.recovery.checkpoint import checkpoint_path, checkpoint_root
-    from harness.suite import load_suite
-
-    try:
-        name = load_suite(spec.suite, spec.profile, overrides=spec.overrides).name
-    except Exception:  # noqa: BLE001 - a note must not fail the closing
-        return "checkpoint state unknown (the suite file no longer loads)"
-    path = checkpoint_path(checkpoint_root(spec.tracking_uri), name, spec.cell_hash)
+    path = cell_checkpoint(spec)
     if path.is_file() and step:
         return f"checkpoint saved at step {step} ({path})"
     if path.is_file():
@@ -257,6 +234,38 @@ def _newest_cell_run(tracker: Tracker, spec: CellSpec) -> Any:
     """The newest run of this cell under this parent run, or ``None``."""
     runs = tracker.child_runs(spec.parent_run_id, f"tags.`harness.config_hash` = '{spec.cell_hash}'")
     return max(runs, key=lambda r: r.info.start_time or 0) if runs else None
+
+
+#: the newest run of a spec's cell under its parent run, or ``None`` (an executor's public name for it)
+newest_cell_run = _newest_cell_run
+
+
+def checkpoint_root(tracking_uri: str) -> Path:
+    """Where a store's checkpoints live: an executor exports it (``HARNESS_CHECKPOINT_DIR``) to its workers."""
+    from harness.recovery import checkpoint
+
+    return checkpoint.checkpoint_root(tracking_uri)
+
+
+def finished_metrics(run: Any) -> dict[str, float]:
+    """A FINISHED run's ``eval/*`` numbers, as its outcome reports them (a requeued job that had ended)."""
+    from harness.recovery import resume
+
+    return resume.finished_metrics(run)
+
+
+def init_ranks_from_env() -> bool:
+    """Join torchrun's process group from the environment (a multi-task job); True when joined."""
+    from harness.cell import distributed
+
+    return distributed.init_from_env()
+
+
+def finish_ranks() -> None:
+    """Leave the process group :func:`init_ranks_from_env` joined."""
+    from harness.cell import distributed
+
+    distributed.finish()
 
 
 def record_lost(spec: CellSpec, status: str, reason: str, log_path: str | None = None) -> str | None:
@@ -318,35 +327,6 @@ def _start_lost_run(tracker: Tracker, spec: CellSpec) -> str:
 
 
 # -- the plugin kind -------------------------------------------------------------------------------
-
-class Executor:
-    """Runs a list of cell specs somewhere; a plugin kind (``harness_register_executors``).
-
-    ``run`` calls ``on_outcome`` in the submitting process as each cell ends and
-    returns when all ended. A worker that dies: :func:`record_lost` and a FAILED
-    or KILLED outcome with the engine's reason. ``KeyboardInterrupt``: cancel
-    everything submitted, record it KILLED, re-raise.
-    """
-
-    name: ClassVar[str] = ""
-    #: sends cells to other machines: refuses ``sqlite:///`` or relative URIs unless forced
-    remote: ClassVar[bool] = False
-    #: accepted ``--executor-option`` keys and their types
-    option_types: ClassVar[dict[str, type]] = {}
-
-    def __init__(self, **options: Any) -> None:
-        self.options = options
-        #: the suite's own plugin host, for an executor that runs cells in this process (``local``);
-        #: one that starts other processes rebuilds the host from the entry points there
-        self.host: Any = None
-
-    def run(self, specs: list[CellSpec], on_outcome: Callable[[CellOutcome], None]) -> None:
-        raise NotImplementedError
-
-
-#: accepted by every remote executor: write a sqlite:/// store that all machines share
-ALLOW_SQLITE = "allow_sqlite"
-
 
 def parse_option_value(executor: str, key: str, value: Any, kind: type) -> Any:
     """``"4"`` -> 4 for an int option; booleans accept true/false/1/0/yes/no; a list option takes a

@@ -23,7 +23,9 @@ from harness.cell.runner import CellResult, resolve_device
 from harness.errors import UsageError
 from harness.host import Host, get_host
 from harness.recovery import diskfull
+from harness.recovery.interrupt import InterruptGuard
 from harness.recovery.resume import Resume
+from harness.recovery.signals import deferred
 from harness.run import preflight
 from harness.run.executors import (
     CellOutcome,
@@ -32,10 +34,8 @@ from harness.run.executors import (
     build_executor,
     check_tracking_uri,
 )
-from harness.run.interrupt import InterruptGuard
 from harness.run.options import RunOptions, executor_choice
 from harness.run.rerun import check_rerun
-from harness.run.signals import deferred
 from harness.suite import Cell, Suite
 from harness.suite.claims import ClaimResult, check_claims
 from harness.tracking import Tracker, git_commit, guarded, tags_for
@@ -145,8 +145,8 @@ def plan_cells(tracker: Tracker, suite: Suite, cells: list[Cell], options: RunOp
     for run in close_dead_runs(tracker, suite.name):
         print(f"harness: closed {run.name} ({run.run_id}) KILLED: its process is gone", file=sys.stderr)
     decisions = plan(tracker, suite.name, cells, root)
-    if host is not None:  # plugin code changed since a cell's earlier run (harness.recovery.codechange)
-        from harness.recovery import codechange
+    if host is not None:  # plugin code changed since a cell's earlier run (harness.run.codechange)
+        from harness.run import codechange
 
         codechange.apply(host, cells, decisions, options.resume_across_code_change)
     skipped, todo = [], []
@@ -190,15 +190,15 @@ def run_suite(suite: Suite, methods: list[str] | None = None, options: RunOption
             if not diskfull.refused(tracker, None, exc):
                 raise
             raise diskfull.store_full(tracker, suite, None, results, len(cells)) from None
-        claims = run_cells(tracker, executor, suite, cells, methods, parent, options, host, results)
+        claims = run_cells(tracker, executor, suite, cells, parent, options, host, results)
     order = {c.config_hash: i for i, c in enumerate(cells)}
     results.sort(key=lambda r: order[r.cell.config_hash])
     distributed.finish()
     return SuiteResult(suite, results, claims, parent)
 
 
-def run_cells(tracker: Tracker, executor: Executor, suite: Suite, cells: list[Cell], methods: list[str] | None,
-              parent: str, options: RunOptions, host: Host, results: list[CellResult]) -> list[ClaimResult]:
+def run_cells(tracker: Tracker, executor: Executor, suite: Suite, cells: list[Cell], parent: str,
+              options: RunOptions, host: Host, results: list[CellResult]) -> list[ClaimResult]:
     """Plan and dispatch the cells under ``parent``; however it ends, close every run. A store
     whose disk is full stops the suite with :class:`harness.recovery.diskfull.StoreFull`."""
     from harness.recovery.checkpoint import checkpoint_root
@@ -207,7 +207,7 @@ def run_cells(tracker: Tracker, executor: Executor, suite: Suite, cells: list[Ce
     try:
         skipped, todo = plan_cells(tracker, suite, cells, options, checkpoint_root(tracker.uri), host)
         results.extend(skipped)
-        dispatch(executor, suite, todo, methods, parent, tracker.uri, options, results, tracker)
+        dispatch(executor, suite, todo, parent, tracker.uri, options, results, tracker)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -242,9 +242,8 @@ def _resolve(uri: str | None) -> str:
     return resolve_uri(uri)
 
 
-def dispatch(executor: Executor, suite: Suite, todo: list[tuple[Cell, Resume | None]],
-             methods: list[str] | None, parent: str, uri: str, options: RunOptions,
-             results: list[CellResult], tracker: Tracker | None = None) -> None:
+def dispatch(executor: Executor, suite: Suite, todo: list[tuple[Cell, Resume | None]], parent: str,
+             uri: str, options: RunOptions, results: list[CellResult], tracker: Tracker | None = None) -> None:
     """Send the cells to the executor; each outcome becomes a :class:`CellResult` as it ends.
 
     With ``tracker``: a cell that failed for want of disk space stops the suite when the store
@@ -254,7 +253,7 @@ def dispatch(executor: Executor, suite: Suite, todo: list[tuple[Cell, Resume | N
     if not todo:
         return
     by_hash = {cell.config_hash: cell for cell, _ in todo}
-    specs = cell_specs(suite, todo, methods, parent, uri, cell_options(options, executor))
+    specs = cell_specs(suite, todo, parent, uri, cell_options(options, executor))
     progress = _progress(options, suite, executor, len(specs))
 
     def collect(outcome: CellOutcome) -> None:

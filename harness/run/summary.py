@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from harness.commands.table import markdown
+from harness.report.table import markdown
 from harness.tracking import DEFAULT_URI, resolve_uri
 
 #: the profile ``harness leaderboard`` shows when none is named (when it was recorded)

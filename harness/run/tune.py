@@ -32,9 +32,10 @@ from typing import Any
 from harness.cell.runner import CellResult
 from harness.errors import UnknownNameError, suggest
 from harness.host import Host, get_host
+from harness.recovery.interrupt import InterruptGuard
+from harness.recovery.signals import deferred
 from harness.run import preflight
 from harness.run.executors import CellOutcome, Executor
-from harness.run.interrupt import InterruptGuard
 from harness.run.lifecycle import (
     SuiteResult,
     cell_options,
@@ -49,7 +50,6 @@ from harness.run.lifecycle import (
     start_parent,
 )
 from harness.run.options import RunOptions
-from harness.run.signals import deferred
 from harness.suite import Cell, Suite
 from harness.suite import tuning as spec
 from harness.tracking import Tracker, tags_for
@@ -224,7 +224,7 @@ def run_groups(executor: Executor, tracker: Tracker, groups: list[Group], parent
             continue
         skipped, todo = plan_cells(tracker, group.suite, mine, options, checkpoint_root(uri))
         results += skipped
-        specs += cell_specs(group.suite, todo, [group.method], parent, uri, cell_options(options, executor))
+        specs += cell_specs(group.suite, todo, parent, uri, cell_options(options, executor))
         cells.update({c.config_hash: c for c, _ in todo})
 
     def collect(outcome: CellOutcome) -> None:

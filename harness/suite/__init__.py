@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import SuiteError, UnknownNameError, suggest
+from harness.suite import tomlsource
 from harness.suite import tuning as suitetuning
 from harness.suite import values as suitevalues
 from harness.suite.claims import Claim
@@ -37,7 +38,7 @@ from harness.suite.schema import (  # noqa: F401  (re-exported: the suite's publ
     TOP_LEVEL,
     Number,
 )
-from harness.suite.tomlsource import KeyLocator, load_toml, parse_value
+from harness.suite.tomlsource import KeyLocator, parse_value
 
 
 def _type_names(types: tuple[type, ...]) -> str:
@@ -128,6 +129,20 @@ class Suite:
             return SuiteError(f"{origin}: {message}")
         return SuiteError(message, str(self.path), self.locator.line(path))
 
+    # -- as data -------------------------------------------------------------
+    def plain(self) -> dict[str, Any]:
+        """The suite as plain data (what a :class:`~harness.contracts.executor.CellSpec` carries):
+        enough for :meth:`from_plain` to rebuild it anywhere without reading or validating the file."""
+        return {"name": self.name, "data": copy.deepcopy(self.data), "lines": self.locator.lines(),
+                "origins": [[list(path), option] for path, option in self.origins.items()]}
+
+    @classmethod
+    def from_plain(cls, path: str, profile: str, plain: dict[str, Any]) -> Suite:
+        """The suite :meth:`plain` described (its data was validated where it was loaded)."""
+        origins = {tuple(key): str(option) for key, option in plain.get("origins", [])}
+        return cls(str(plain["name"]), Path(path), profile, copy.deepcopy(plain["data"]),
+                   KeyLocator.of_lines(plain.get("lines", [])), origins)
+
     # -- cells ---------------------------------------------------------------
     def cell_keys(self) -> list[dict[str, Any]]:
         """Each cell's key (what claims match on) without resolving configs; stops past the size limit."""
@@ -152,12 +167,16 @@ class Suite:
         labels = list(methods) if methods else list(matrix.get("method") or self.methods)
         cells = []
         for label in labels:
-            method = self.method(label)
-            sizes = method.get("codebook_size") or matrix["codebook_size"]
-            for k, d, seed in itertools.product(sizes, matrix["dim"], range(matrix["seeds"])):
-                config = self.resolve(label, method, k, d, seed)
-                cells.append(Cell(self.name, self.profile, label, method["quantizer"], k, d, seed, config))
+            sizes = self.method(label).get("codebook_size") or matrix["codebook_size"]
+            cells += [self.cell(label, k, d, seed)
+                      for k, d, seed in itertools.product(sizes, matrix["dim"], range(matrix["seeds"]))]
         return cells
+
+    def cell(self, label: str, k: int, d: int, seed: int) -> Cell:
+        """One cell of the matrix: ``label`` at codebook size ``k``, dimension ``d`` and ``seed``."""
+        method = self.method(label)
+        return Cell(self.name, self.profile, label, method["quantizer"], k, d, seed,
+                    self.resolve(label, method, k, d, seed))
 
     def method(self, label: str) -> dict[str, Any]:
         """The method table for ``label``; a bare quantizer name gets its defaults."""
@@ -260,7 +279,7 @@ def load_suite(
 ) -> Suite:
     """Load, apply ``profile``, ``--set`` overrides and ``--seeds``, then validate."""
     path = find_suite(name_or_path)
-    raw, locator = load_toml(path)
+    raw, locator = tomlsource.load_toml(path)  # the one parse of the file per load
     validate(raw, path, locator)
     profiles = raw.get("profiles", {})
     if profile not in profiles and profile not in PROFILES:

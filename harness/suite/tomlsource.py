@@ -58,6 +58,17 @@ class KeyLocator:
                 for i in range(len(table) + 1, len(full) + 1):
                     self._lines.setdefault(full[:i], number)
 
+    @classmethod
+    def of_lines(cls, lines: Sequence[tuple[Sequence[Any], int]]) -> KeyLocator:
+        """A locator from :meth:`lines` (a suite rebuilt from data: no text to scan)."""
+        locator = cls("")
+        locator._lines = {tuple(path): int(line) for path, line in lines}
+        return locator
+
+    def lines(self) -> list[tuple[list[Any], int]]:
+        """Every key path found and its line, as plain data."""
+        return [(list(path), line) for path, line in self._lines.items()]
+
     def line(self, path: Sequence[Any]) -> int | None:
         """The line where ``path`` (or its nearest written ancestor) is defined."""
         path = tuple(path)

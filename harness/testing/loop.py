@@ -50,7 +50,7 @@ class StopAt:
 
 
 def build_state(t: TinyTraining) -> Any:
-    from harness.cell.train import TrainState
+    from harness.contracts.state import TrainState
     from harness.suite import DEFAULT_TRAIN
 
     torch.manual_seed(t.seed)

@@ -260,8 +260,8 @@ class HarnessSession:
             from harness.run.lifecycle import cell_options
             from harness.run.specs import cell_specs
 
-            built = cell_specs(self.suites[spec], [(c, None) for c in self.cells(spec)], self.methods[spec],
-                               self.parents()[spec], self.uri, cell_options(self.options, self.executor))
+            built = cell_specs(self.suites[spec], [(c, None) for c in self.cells(spec)], self.parents()[spec],
+                               self.uri, cell_options(self.options, self.executor))
             self._specs[spec] = {s.cell_hash: s for s in built}
         return self._specs[spec]
 
@@ -289,8 +289,8 @@ class HarnessSession:
         if not self._parents:
             return
         from harness.cell.runner import CellResult
+        from harness.recovery.signals import deferred
         from harness.run.lifecycle import close_suite
-        from harness.run.signals import deferred
 
         for spec, parent in self._parents.items():
             runs = self.cell_runs(spec)

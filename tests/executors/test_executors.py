@@ -4,6 +4,8 @@ choose an executor, cell specs, record_lost, and real runs on ``local``, ``proce
 from __future__ import annotations
 
 import json
+import pickle
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -11,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from harness.commands.cli import main
-from harness.errors import SuiteError, UsageError
+from harness.errors import HarnessError, SuiteError, UsageError
 from harness.host import build_host, get_host
 from harness.plugins.executors.processes import ProcessesExecutor, cores
 from harness.run.executors import (
@@ -19,10 +21,11 @@ from harness.run.executors import (
     ProcessTracker,
     build_executor,
     check_tracking_uri,
+    load_cell,
     record_lost,
 )
 from harness.run.options import RunOptions, executor_choice
-from harness.run.specs import cell_specs, suite_overrides
+from harness.run.specs import cell_specs
 from harness.suite import load_suite
 
 
@@ -105,15 +108,33 @@ def test_processes_gives_each_worker_its_share_of_the_cores():
         ProcessesExecutor(jobs=0)
 
 
-def test_specs_rebuild_the_same_cells_from_the_file_and_the_overrides(tiny_suite):
+def test_specs_rebuild_the_same_cells_from_their_data_without_the_file(tiny_suite):
     suite = load_suite(str(tiny_suite), "smoke", overrides=["train.lr=0.5", "dataset.params.n_train=128"],
                        seeds=3)
-    assert set(suite_overrides(suite)) == {"train.lr=0.5", "dataset.params.n_train=128", "matrix.seeds=3"}
     cells = suite.cells(["vq"])
-    specs = cell_specs(suite, [(c, None) for c in cells], ["vq"], "parent", "sqlite:////x.db", {})
-    rebuilt = load_suite(specs[0].suite, specs[0].profile, overrides=specs[0].overrides).cells(["vq"])
-    assert [s.cell_hash for s in specs] == [c.config_hash for c in rebuilt] == [c.config_hash for c in cells]
-    assert Path(specs[0].suite).is_absolute()
+    specs = cell_specs(suite, [(c, None) for c in cells], "parent", "sqlite:////x.db", {})
+    tiny_suite.unlink()  # the worker never reads the file: the resolved suite travels in the spec
+    specs = pickle.loads(pickle.dumps(specs))  # plain data, as multiprocessing, submitit and Ray send it
+    rebuilt = [load_cell(s) for s in specs]
+    assert [s.cell_hash for s in specs] == [c.config_hash for _, c in rebuilt] == [c.config_hash for c in cells]
+    assert [c.config for _, c in rebuilt] == [c.config for c in cells]
+    assert rebuilt[0][0].origins[("train", "lr")] == "--set train.lr=0.5"  # errors still name the option
+    assert rebuilt[0][0].locator.line(("train", "lr")) == suite.locator.line(("train", "lr"))
+    assert Path(specs[0].suite).is_absolute() and specs[0].suite_name == "tiny"
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda spec: spec.suite_data["data"]["train"].update(lr=0.9) or spec,
+    lambda spec: replace(spec, cell_key=("vq", 4, 2, 1)),
+    lambda spec: spec.suite_data["data"].pop("train") and spec,
+], ids=["changed value", "other cell", "malformed"])
+def test_a_spec_whose_data_no_longer_gives_its_hash_is_refused(tiny_suite, tamper):
+    suite = load_suite(str(tiny_suite), "smoke")
+    [spec] = cell_specs(suite, [(suite.cells(["vq"])[0], None)], "parent", "sqlite:////x.db", {})
+    spec = tamper(spec)
+    with pytest.raises(HarnessError, match=r"vq-K4-d2-s0: (the suite data in its CellSpec gives config hash "
+                                           r"\w+, not the spec's|its CellSpec carries no usable suite data)"):
+        load_cell(spec)
 
 
 def test_record_lost_closes_the_cells_run_or_creates_one(tiny_suite, tracking_uri):
@@ -121,7 +142,7 @@ def test_record_lost_closes_the_cells_run_or_creates_one(tiny_suite, tracking_ur
     tracker = ProcessTracker(tracking_uri)
     parent = tracker.start_run("tiny", "tiny-smoke", {"harness.kind": "suite"})
     a, b, c = suite.cells(["vq", "drifting"])[:3]
-    specs = cell_specs(suite, [(a, None), (b, None), (c, None)], ["vq", "drifting"], parent, tracking_uri, {})
+    specs = cell_specs(suite, [(a, None), (b, None), (c, None)], parent, tracking_uri, {})
     from harness.cell.record import cell_tags
     from harness.cell.runner import resolve_device
 
@@ -161,6 +182,31 @@ def test_cells_run_in_workers_by_default_and_inline_with_local(tiny_suite, track
     assert {r.info.status for r in runs_of(tracking_uri)} == {"FINISHED"}
 
 
+@pytest.mark.parametrize("executor", ["local", "processes"])
+def test_harness_run_parses_the_suite_once_and_no_worker_reads_it(executor, tiny_suite, tracking_uri, monkeypatch):
+    """One parse per `harness run`, whatever the number of cells: the resolved suite travels in each
+    CellSpec. The file is deleted once the specs are built, so a worker that read it would fail."""
+    from harness.run import specs as specs_module
+    from harness.suite import tomlsource
+
+    parsed: list[Path] = []
+    load_toml, cell_specs_of = tomlsource.load_toml, specs_module.cell_specs
+    monkeypatch.setattr(tomlsource, "load_toml", lambda path: parsed.append(Path(path)) or load_toml(path))
+
+    def specs_then_delete(*args, **kwargs):
+        built = cell_specs_of(*args, **kwargs)
+        tiny_suite.unlink()
+        return built
+
+    monkeypatch.setattr(specs_module, "cell_specs", specs_then_delete)
+    assert main(["run", str(tiny_suite), "--profile", "smoke", "-q", "vq", "--no-progress",
+                 "--executor", executor]) == 0
+    assert not tiny_suite.exists()
+    cells = runs_of(tracking_uri)
+    assert len(cells) == 2 and {r.info.status for r in cells} == {"FINISHED"}
+    assert [p.name for p in parsed] == ["tiny.toml"]
+
+
 def test_signal_handlers_wait_for_the_end_of_a_store_call():
     """A Ctrl-C inside a store call would abandon an SQLite transaction: it is held until the call ends,
     even with other threads running (where the kernel may deliver it)."""
@@ -169,7 +215,7 @@ def test_signal_handlers_wait_for_the_end_of_a_store_call():
     import threading
     import time
 
-    from harness.run.signals import deferred, guarded
+    from harness.recovery.signals import deferred, guarded
 
     seen: list[str] = []
     stop = threading.Event()

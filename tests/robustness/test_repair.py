@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from harness.run.signals import identity, process_alive
+from harness.recovery.signals import identity, process_alive
 from tests.robustness.conftest import (
     cell_runs,
     finish,

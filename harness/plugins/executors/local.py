@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from harness.run.executors import CellOutcome, CellSpec, Executor, run_cell
+from harness.contracts import CellOutcome, CellSpec, Executor, run_cell
 
 
 class LocalExecutor(Executor):

@@ -5,10 +5,10 @@ runs one cell at a time, sent over its own pipe, so the control process always
 knows which cell a worker holds. That is what isolates a cell:
 
 * a cell whose worker dies (``os._exit``, a segfault, the OOM killer) is recorded
-  FAILED with the exit code or signal (:func:`harness.run.executors.record_lost`), a
+  FAILED with the exit code or signal (:func:`harness.contracts.record_lost`), a
   fresh worker takes the next cell and the suite goes on;
 * ``sys.exit`` inside a cell and ``train.timeout`` are handled in the worker
-  (:func:`harness.run.executors.run_cell`); a cell that ignores its timeout is killed
+  (:func:`harness.contracts.run_cell`); a cell that ignores its timeout is killed
   ``TIMEOUT_GRACE_S`` later, and one that writes nothing to the store for
   ``watchdog`` seconds (metrics, tags: its progress) is killed as hung;
 * a worker dies with its control process (``PR_SET_PDEATHSIG`` and a parent
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any, ClassVar
 
-from harness.run.executors import (
+from harness.contracts import (
     CellOutcome,
     CellSpec,
     Executor,
@@ -134,8 +134,8 @@ def _worker(conn: Any, beat: Any, threads: int, parent_pid: int) -> None:
     faulthandler.enable()  # a segfault prints the Python stack to the worker's stderr
     import torch
 
+    from harness.contracts import run_cell, set_heartbeat
     from harness.host import get_host
-    from harness.run.executors import run_cell, set_heartbeat
 
     torch.set_num_threads(threads)
     get_host()  # import every plugin now, before a cell's watchdog starts

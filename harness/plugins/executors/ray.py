@@ -1,6 +1,6 @@
 """``ray``: one Ray task per cell, on an existing cluster (``address``) or a local one.
 
-Each task runs :func:`~harness.run.executors.run_cell` on a :class:`~harness.run.executors.CellSpec`
+Each task runs :func:`~harness.contracts.run_cell` on a :class:`~harness.contracts.CellSpec`
 in a Ray worker, with ``num_cpus`` / ``num_gpus`` reserved per cell, and records into
 the tracking URI (a ``harness server``; ``sqlite:///`` only with ``allow_sqlite=true``
 on a shared file system). Without ``address`` a local cluster is started for the
@@ -12,7 +12,7 @@ Failure semantics:
 
 * retries are off (``max_retries=0``, settable): a worker that dies (``os._exit``,
   the OOM killer, a lost node) is recorded FAILED by
-  :func:`~harness.run.executors.record_lost` with Ray's reason (``WorkerCrashedError: ...``);
+  :func:`~harness.contracts.record_lost` with Ray's reason (``WorkerCrashedError: ...``);
 * Ctrl-C in the submitting process cancels every task with :func:`ray.cancel`, which
   interrupts running ones with SIGINT: the cell's guard stops at the next step,
   checkpoints and records KILLED; after ``CANCEL_WAIT_S`` the rest are force-cancelled
@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, ClassVar
 
+from harness.contracts import CellOutcome, CellSpec, Executor, ProcessTracker, lost_outcome
 from harness.errors import UsageError
-from harness.run.executors import CellOutcome, CellSpec, Executor, ProcessTracker, lost_outcome
 
 CANCEL_WAIT_S = 60.0
 WAIT_S = 1.0
@@ -79,7 +79,7 @@ class RayExecutor(Executor):
         return True
 
     def _run(self, ray: Any, specs: list[CellSpec], on_outcome: Callable[[CellOutcome], None]) -> None:
-        from harness.recovery.checkpoint import checkpoint_root
+        from harness.contracts import checkpoint_root
 
         threads = str(max(1, int(self.num_cpus)))
         env = {"HARNESS_CHECKPOINT_DIR": str(checkpoint_root(specs[0].tracking_uri)), "OMP_NUM_THREADS": threads}
@@ -108,7 +108,7 @@ class RayExecutor(Executor):
         """Ctrl-C: interrupt every task (SIGINT: checkpoint, KILLED), then force the stragglers."""
         import time
 
-        from harness.run.executors import deferred
+        from harness.contracts import deferred
 
         for ref in pending:
             ray.cancel(ref, force=False)
@@ -179,7 +179,7 @@ def ray_cell(spec: CellSpec) -> CellOutcome:
     """One cell in a Ray worker. SIGINT (``ray.cancel``) reaches the cell's guard: checkpoint, KILLED."""
     import torch
 
-    from harness.run.executors import run_cell
+    from harness.contracts import run_cell
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 1))
     spec = replace(spec, options={**spec.options, "ignore_sigint": False})

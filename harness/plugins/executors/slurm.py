@@ -1,7 +1,7 @@
 """``slurm``: one SLURM job (an element of one job array) per cell, submitted through submitit.
 
-Each job unpickles a :class:`~harness.run.executors.CellSpec` and calls
-:func:`~harness.run.executors.run_cell` on a compute node, recording into the
+Each job unpickles a :class:`~harness.contracts.CellSpec` and calls
+:func:`~harness.contracts.run_cell` on a compute node, recording into the
 tracking URI (a ``harness server``; a ``sqlite:///`` store only with
 ``allow_sqlite=true`` on a shared file system). The submitting process polls
 ``sacct`` (through submitit; accounting through ``slurmdbd`` is required: without
@@ -12,7 +12,7 @@ tags the cell's run with ``harness.slurm.job_id``, ``harness.log`` (stdout) and
 Failure semantics:
 
 * a job that dies without a result (``os._exit``, OOM kill, node failure, time
-  limit, ``scancel``) is recorded by :func:`~harness.run.executors.record_lost` with
+  limit, ``scancel``) is recorded by :func:`~harness.contracts.record_lost` with
   the state and exit code ``sacct`` gives and the tail of its error log:
   CANCELLED, TIMEOUT, PREEMPTED and DEADLINE are KILLED, the rest FAILED; it is
   recorded only once ``squeue`` has not listed it for ``SETTLE_S`` (a job being
@@ -29,7 +29,7 @@ Failure semantics:
 
 A cell with ``tasks_per_cell`` > 1 (by default ``gpus_per_cell``) runs one task per
 rank in its job; each joins the process group like under ``torchrun`` (DDP, rank 0
-records; :mod:`harness.cell.distributed`).
+records; ``harness.contracts.init_ranks_from_env``).
 """
 
 from __future__ import annotations
@@ -46,8 +46,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.errors import UsageError
-from harness.run.executors import (
+from harness.contracts import (
     CellOutcome,
     CellSpec,
     Executor,
@@ -55,6 +54,7 @@ from harness.run.executors import (
     lost_outcome,
     record_lost,
 )
+from harness.errors import UsageError
 
 DEFAULT_TIME_MIN = 60
 DEFAULT_FOLDER = "harness-slurm"
@@ -112,7 +112,7 @@ class SlurmExecutor(Executor):
 
     def setup_lines(self, uri: str) -> list[str]:
         """The user's ``setup`` lines, then what every cell's job needs from this process."""
-        from harness.recovery.checkpoint import checkpoint_root
+        from harness.contracts import checkpoint_root
 
         threads = max(1, self.cpus // self.tasks)
         return [*(self.options.get("setup") or []),
@@ -170,7 +170,7 @@ class SlurmExecutor(Executor):
     def _cancel(self, pending: dict[str, tuple[Any, CellSpec]], tracker: Any,
                 on_outcome: Callable[[CellOutcome], None]) -> None:
         """Ctrl-C: ``scancel`` every job; each running cell checkpoints and records KILLED itself."""
-        from harness.run.executors import deferred
+        from harness.contracts import deferred
 
         for job, _spec in pending.values():
             job.cancel(check=False)
@@ -325,8 +325,7 @@ class SlurmCell:
 
 def run_in_job(spec: CellSpec, requeued: bool) -> CellOutcome:
     """Run one cell in this job (each rank of a multi-task cell); requeued: continue it."""
-    from harness.cell import distributed
-    from harness.run.executors import run_cell
+    from harness.contracts import finish_ranks, run_cell
 
     ranked = _join_ranks()
     try:
@@ -346,7 +345,7 @@ def run_in_job(spec: CellSpec, requeued: bool) -> CellOutcome:
         return outcome
     finally:
         if ranked:
-            distributed.finish()
+            finish_ranks()
 
 
 def _join_ranks() -> bool:
@@ -355,10 +354,10 @@ def _join_ranks() -> bool:
         return False
     from submitit.helpers import TorchDistributedEnvironment
 
-    from harness.cell import distributed
+    from harness.contracts import init_ranks_from_env
 
     TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-    return distributed.init_from_env()
+    return init_ranks_from_env()
 
 
 @contextlib.contextmanager
@@ -374,7 +373,7 @@ def preemption() -> Iterator[list[Any]]:
     received: list[Any] = []
 
     def on_signal(signum: int, frame: Any) -> None:
-        from harness.run.interrupt import Interrupted
+        from harness.contracts import Interrupted
 
         received.append(previous)
         if signal.getsignal(signal.SIGTERM) is before:  # no cell handler yet (or any more)
@@ -401,16 +400,13 @@ def _requeue(handler: Any) -> None:
 def continue_spec(spec: CellSpec) -> CellSpec | CellOutcome:
     """A requeued job: the cell's FINISHED outcome if it ended before, else the spec that continues it
     from its checkpoint (or restarts it, closing the dead run KILLED, when there is none)."""
-    from harness.recovery.checkpoint import checkpoint_path, checkpoint_root
-    from harness.recovery.resume import finished_metrics
-    from harness.run.executors import _newest_cell_run, load_cell
+    from harness.contracts import cell_checkpoint, finished_metrics, newest_cell_run
 
     tracker = ProcessTracker(spec.tracking_uri)
-    run = _newest_cell_run(tracker, spec)
+    run = newest_cell_run(tracker, spec)
     if run is not None and run.info.status == "FINISHED":
         return CellOutcome(spec.cell_hash, "FINISHED", run.info.run_id, finished_metrics(run))
-    suite, _cell = load_cell(spec)
-    path = checkpoint_path(checkpoint_root(spec.tracking_uri), suite.name, spec.cell_hash)
+    path = cell_checkpoint(spec)
     previous = run.info.run_id if run is not None else None
     if path.is_file():
         return replace(spec, resume={"action": "continue", "previous_run_id": previous, "checkpoint": str(path)})

@@ -30,8 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness import ops
-from harness.cell.forward import autocast_for, channels_last
-from harness.contracts import Loss, QuantizeOutput
+from harness.contracts import Loss, QuantizeOutput, autocast_for, channels_last
 from harness.errors import UsageError
 
 

@@ -6,8 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from harness.cell.train import set_requires_grad
-from harness.contracts import Schedule
+from harness.contracts import Schedule, set_requires_grad
 
 
 def freeze(module: nn.Module) -> None:

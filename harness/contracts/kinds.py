@@ -1,4 +1,5 @@
-"""The contracts between the host and its plugins (docs/architecture.md, "The contracts").
+"""The plugin kinds' base classes (docs/architecture.md, "The contracts"); plugins import them from
+:mod:`harness.contracts`, the host from here.
 
 Plugins need not inherit from these classes (the host duck-types them), but the
 base classes give the defaults the host relies on and a place to read the rules.
@@ -13,6 +14,8 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from harness.contracts.state import Callback, TrainState
 
 
 @dataclass
@@ -159,22 +162,23 @@ class Model(nn.Module):
         return None
 
 
-class Schedule:
-    """Acts on :class:`harness.cell.train.TrainState` during training; several compose in a cell.
+class Schedule(Callback):
+    """Acts on :class:`~harness.contracts.state.TrainState` during training; several compose in a cell.
 
-    Hooks run in the order the suite lists the schedules. Override any of them.
+    Hooks run in the order the suite lists the schedules. Override any of them (a schedule is a
+    :class:`~harness.contracts.state.Callback`: a misspelled hook name fails when the class is defined).
     """
 
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
 
-    def on_train_start(self, state: Any) -> None:
+    def on_train_start(self, state: TrainState) -> None:
         """Before the first step."""
 
-    def on_step(self, state: Any) -> None:
+    def on_step(self, state: TrainState) -> None:
         """Before each optimisation step (``state.step`` is the step about to run)."""
 
-    def on_epoch_end(self, state: Any) -> None:
+    def on_epoch_end(self, state: TrainState) -> None:
         """After each pass over the training split (``state.epoch`` just finished)."""
 
 
@@ -207,14 +211,14 @@ class Loss:
     def key(self) -> str:
         return self.term or self.name
 
-    def setup(self, state: Any) -> None:
+    def setup(self, state: TrainState) -> None:
         """Once per cell, before the first step: move to ``state.device``, read the model."""
 
-    def active(self, state: Any) -> bool:
+    def active(self, state: TrainState) -> bool:
         """Whether the term runs this step: by default while its weight is not zero."""
         return state.loss_weights.get(self.key, self.weight) != 0
 
-    def terms(self, state: Any, x: Tensor, x_hat: Tensor, out: QuantizeOutput) -> dict[str, Tensor]:
+    def terms(self, state: TrainState, x: Tensor, x_hat: Tensor, out: QuantizeOutput) -> dict[str, Tensor]:
         raise NotImplementedError  # pragma: no cover - abstract
 
     def state_dict(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from harness.run.signals import guarded
+from harness.recovery.signals import guarded
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -40,7 +40,7 @@ class InterruptGuard:
 
     def __enter__(self) -> InterruptGuard:
         if threading.current_thread() is threading.main_thread():
-            for sig in SIGNALS:  # held while a store call runs (harness.run.signals.deferred)
+            for sig in SIGNALS:  # held while a store call runs (harness.recovery.signals.deferred)
                 self._previous[sig] = signal.signal(sig, guarded(self._handle))
         return self
 

@@ -1,8 +1,8 @@
 """Regenerate the checked-in leaderboards: run the suites' full profiles on CPU, write the pages.
 
-    python -m harness.leaderboard.regenerate                 # toy2d, toy2d-drift, digits
-    python -m harness.leaderboard.regenerate toy2d --jobs 4  # one suite, 4 shards at once
-    python -m harness.leaderboard.regenerate --skip-run      # only re-render from the store
+    python -m harness.commands.regenerate                 # toy2d, toy2d-drift, digits
+    python -m harness.commands.regenerate toy2d --jobs 4  # one suite, 4 shards at once
+    python -m harness.commands.regenerate --skip-run      # only re-render from the store
 
 Each suite runs as ``harness run SUITE --device cpu`` (``--jobs`` splits it into
 ``--shard i/N`` processes writing to one store; the page then re-checks the
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from harness.suite import builtin_suites
     from harness.tracking import resolve_uri
 
-    parser = argparse.ArgumentParser(prog="python -m harness.leaderboard.regenerate",
+    parser = argparse.ArgumentParser(prog="python -m harness.commands.regenerate",
                                      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suites", nargs="*", default=list(SUITES), help=f"default: {' '.join(SUITES)}")
     parser.add_argument("--store", type=Path, default=Path("leaderboard-store"),

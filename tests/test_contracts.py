@@ -1,0 +1,66 @@
+"""``harness.contracts`` is the whole plugin contract: every name resolves, the door costs nothing to
+import, the old documented homes answer with the same objects, and a misspelled hook is an error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import harness.contracts as contracts
+from harness.contracts import Callback, Schedule
+
+
+def test_every_name_of_the_door_resolves():
+    missing = [name for name in contracts.__all__ if getattr(contracts, name, None) is None]
+    assert not missing
+    with pytest.raises(AttributeError, match="no attribute 'Quantiser'"):
+        contracts.Quantiser  # noqa: B018
+
+
+def test_importing_the_door_imports_neither_torch_nor_the_host():
+    probe = ("import json, sys; import harness.contracts; "
+             "print(json.dumps(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('harness.run', "
+             "'harness.cell', 'harness.recovery')))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(done.stdout) == []
+
+
+def test_the_old_documented_homes_give_the_same_objects():
+    from harness.cell.train import TrainState
+    from harness.run import executors
+
+    assert TrainState is contracts.TrainState
+    for name in ("CellSpec", "CellOutcome", "Executor", "run_cell", "record_lost", "lost_outcome", "saved_note",
+                 "ProcessTracker", "deferred", "describe_exit"):
+        assert getattr(executors, name) is getattr(contracts, name), name
+
+
+def test_a_misspelled_hook_fails_when_the_class_is_defined():
+    with pytest.raises(TypeError, match=r"on_epoch_ends is not a training hook.*did you mean 'on_epoch_end'"):
+        class Late(Schedule):  # noqa: F841 - defining it is the test
+            def on_epoch_ends(self, state):
+                pass
+
+    with pytest.raises(TypeError, match=r"after_steps is not a training hook.*did you mean 'after_step'"):
+        class Logger(Callback):  # noqa: F841
+            def after_steps(self, state, x, x_hat, out):
+                pass
+
+
+def test_real_hooks_and_other_methods_are_fine():
+    class Warmup(Schedule):
+        def on_step(self, state):
+            pass
+
+        def on_train_end(self, state):
+            pass
+
+        def online(self):  # not hook-shaped: "on" without the underscore
+            return True
+
+        on_rate = 0.5  # not a method
+
+    assert Warmup().online()
