@@ -94,18 +94,40 @@ def _cut_comment(line: str) -> str:
     return line
 
 
+def _lines(block: Block) -> list[tuple[int, str]]:
+    """The block's shell lines with their line offsets: every line of a shell block; the
+    ``run:`` steps of a YAML block (a CI workflow), ``run: |`` bodies included."""
+    lines = block.body.splitlines()
+    if block.lang in SHELL:
+        return list(enumerate(lines))
+    if block.lang not in ("yaml", "yml"):
+        return []
+    found = []
+    for i, line in enumerate(lines):
+        step = re.match(r"^(\s*)(?:- )?run:\s*(.*)$", line)
+        if not step:
+            continue
+        if step.group(2).strip() not in ("|", ">"):
+            found.append((i, step.group(2)))
+            continue
+        indent = len(step.group(1))
+        for j in range(i + 1, len(lines)):
+            if lines[j].strip() and len(lines[j]) - len(lines[j].lstrip()) <= indent:
+                break
+            found.append((j, lines[j]))
+    return found
+
+
 def commands(page: str) -> list[Command]:
     found = []
     for block in blocks(page):
-        if block.lang not in SHELL:
-            continue
-        raw = block.body.splitlines()
+        raw = _lines(block)
         i = 0
         while i < len(raw):
-            start, line = i, raw[i]
+            start, line = raw[i]
             while line.rstrip().endswith("\\") and i + 1 < len(raw):
                 i += 1
-                line = line.rstrip()[:-1] + " " + raw[i]
+                line = line.rstrip()[:-1] + " " + raw[i][1]
             i += 1
             prompt = line.lstrip().startswith("$ ")
             if block.lang == "console" and not prompt:
@@ -113,8 +135,8 @@ def commands(page: str) -> list[Command]:
             shown = None
             if block.lang == "console":
                 out = []
-                while i < len(raw) and not raw[i].lstrip().startswith("$ "):
-                    out.append(raw[i])
+                while i < len(raw) and not raw[i][1].lstrip().startswith("$ "):
+                    out.append(raw[i][1])
                     i += 1
                 shown = "\n".join(out).strip() or None
             text = _cut_comment(line.lstrip().removeprefix("$ "))
@@ -189,6 +211,16 @@ RUN_AS: dict[str, dict[str, Run]] = {
                                          expect=(r"init \(step 0\)",)),
         "harness new quantizer my-vq": Run(writes=("harness-my-vq/pyproject.toml",)),
     },
+    "docs/ci.md": {
+        "harness run toy2d --profile smoke --shard ${{ matrix.shard }}/4 --no-progress": Run(
+            FAST, replace={"${{ matrix.shard }}": "1"},
+            why="the first job of the matrix; " + FAST_WHY, codes=(0, 1),
+            expect=(r"results: 1 cell runs in sqlite:///",)),
+        'harness leaderboard toy2d --profile smoke >> "$GITHUB_STEP_SUMMARY"': Run(
+            expect=(r"## toy2d \(profile smoke",), writes=("summary.md",)),
+        "harness leaderboard toy2d --profile smoke --format html --output leaderboard.html": Run(
+            writes=("leaderboard.html",)),
+    },
     "docs/diagnosis.md": {
         "harness diagnose 0660e52d": Run(replace={"0660e52d": "{cell}"},
                                          why="the IBQ cell SETUP recorded (the page's id is an example)"),
@@ -235,6 +267,16 @@ EXCLUDED: dict[str, dict[str, str]] = {
                       "checks it answers on loopback and stops it",
     },
     "docs/ci.md": {
+        "pip install -e .": "installs into the environment; tests/authoring/test_fresh_clone.py runs it "
+                            "on a fresh clone in a fresh venv",
+        "pytest": "a plugin package's own tests: tests/authoring/test_ci_recipe.py runs them after "
+                  "the recipe's install",
+        "pytest --harness-suite toy2d --harness-method my-vq -n auto":
+            "tests/authoring/test_ci_recipe.py runs it on the package's quantizer (one seed, "
+            "fewer steps)",
+        "pytest --harness-suite toy2d -n auto --junitxml=toy2d.xml":
+            "the pytest route of a whole suite inside this test run: tests/authoring/"
+            "test_pytest_plugin.py runs --harness-suite on two xdist workers",
         'pip install -e ".[test]"': "installs into the environment; tests/authoring/test_ci_recipe.py "
                                     "runs the recipe in a venv",
         "pytest --harness-suite toy2d -n auto": "the pytest route of a whole suite: "
@@ -323,7 +365,12 @@ def _other_store(box: Sandbox) -> None:
     shutil.copy(box.root / "mlflow.db", box.root / "other.db")
 
 
+def _github_env(box: Sandbox) -> None:
+    box.env["GITHUB_STEP_SUMMARY"] = str(box.root / "summary.md")
+
+
 SETUP = {
+    "docs/ci.md": [_github_env],
     "README.md": [_my_suite],
     # the page's example: IBQ at its authors' defaults on digits at 8 bits, 30 steps (as
     # tests/test_diagnosis.py); other.db: a second store holding the same cell
@@ -419,10 +466,17 @@ def run_page(page: str, root: Path) -> None:
             continue
         ran.add(command.text)
         where = f"{page}:{command.line}: {command.text}"
-        argv = shlex.split(command.text)
+        text = command.text
         if plan.replace:
             values = box.values()
-            argv = [plan.replace.get(a, a).format(**values) for a in argv]
+            for old, new in plan.replace.items():
+                text = text.replace(old, new.format(**values))
+        argv = shlex.split(text)
+        append_to = None
+        if ">>" in argv:  # a CI step's `>> "$GITHUB_STEP_SUMMARY"`
+            at = argv.index(">>")
+            target = re.sub(r"\$\{?(\w+)\}?", lambda m: box.env[m.group(1)], argv[at + 1])
+            argv, append_to = argv[:at], box.cwd / target
         if argv[0] == "cd":
             box.cwd = box.cwd / argv[1]
             assert box.cwd.is_dir(), where
@@ -430,6 +484,9 @@ def run_page(page: str, root: Path) -> None:
         assert argv[0] == "harness", f"{where}: only harness commands and cd are run here"
         done = box.harness([*argv[1:], *plan.extra])
         real = done.stdout + done.stderr
+        if append_to is not None:
+            with append_to.open("a") as summary:
+                summary.write(done.stdout)
         assert done.returncode in plan.codes, f"{where}: exit {done.returncode}\n{real[-6000:]}"
         for regex in plan.expect:
             assert re.search(regex, real), f"{where}: no {regex!r} in\n{real[-6000:]}"
