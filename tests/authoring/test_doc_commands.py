@@ -1,10 +1,12 @@
-"""Every shell command in README.md and docs/*.md is run here, with the output the page shows,
-or excluded in EXCLUDED below with the reason: a page cannot gain a command nobody runs.
+"""Every shell command in README.md, docs/*.md and pages/README.md is run here, with the output
+the page shows, or excluded in EXCLUDED below with the reason: a page cannot gain a command
+nobody runs, and a table entry whose command left the pages fails too.
 
 What counts as a command: each line of a fenced ```bash, ```sh, ```shell or ```console block,
-a leading ``$ `` prompt dropped, ``\\`` continuations joined, a trailing ``# comment`` cut,
-and ``a && b`` split into ``a`` and ``b``. In a ```console block the lines after a ``$ ``
-command, up to the next one, are the output it shows.
+and each ``run:`` step of a ```yaml block (docs/ci.md's workflows), a leading ``$ `` prompt
+dropped, ``\\`` continuations joined, a trailing ``# comment`` cut (a commented-out line is
+no command), and ``a && b`` split into ``a`` and ``b``. In a ```console block the lines after
+a ``$ `` command, up to the next one, are the output it shows.
 
 Each page runs its commands in the page's order in one sandbox of its own (a tmp_path, so
 pytest-xdist can run pages side by side): the sandbox is the working folder, so the store is
@@ -13,7 +15,9 @@ is a folder inside it, and plugins are the installed ones (``HARNESS_DISABLE_PLU
 ``cd`` moves the sandbox's working folder. A command is run as written, except that
 RUN_AS may append options (fewer steps or seeds, ``--dry-run``) or replace a placeholder of
 the page (a run id, a server's URL): each such change says why. Commands that need earlier
-ones (``harness leaderboard`` after ``harness run``) find the earlier ones' store.
+ones (``harness leaderboard`` after ``harness run``) find the earlier ones' store. Cost: 24
+real cells in all (toy2d at 100 steps and one seed, two digits cells of 30 steps), the rest
+listings, dry runs, leaderboards and diagnoses; no test asserts a time.
 
 Shown output: an untagged fenced block is either the output of a command (SHOWN) or not
 output at all (NOT_OUTPUT, e.g. a file tree or a diagram); every untagged block is one or the
@@ -43,7 +47,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = ("README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")))
+PAGES = ("README.md", *sorted(f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")), "pages/README.md")
 SHELL = {"bash", "sh", "shell", "console"}
 HOME_PLACEHOLDER = "/home/you/vq-harness"
 
@@ -240,6 +244,14 @@ RUN_AS: dict[str, dict[str, Run]] = {
     "docs/teams.md": {
         "harness run toy2d --jobs 2": Run(FAST, why=FAST_WHY, codes=(0, 1), expect=(r"4 cell runs in",)),
     },
+    # no run first: the page says what an empty store gives (the page, exit 0, no store created)
+    "pages/README.md": {
+        "harness leaderboard toy2d --format html --output toy2d.html": Run(writes=("toy2d.html",)),
+        "harness leaderboard toy2d --tracking-uri sqlite:///path/mlflow.db": Run(
+            expect=(r"No run recorded yet", r"no store there yet")),
+        "harness leaderboard my-suite.toml": Run(expect=(r"## my-suite",)),
+        "harness leaderboard toy2d --log": Run(expect=(r"## toy2d",)),
+    },
     "docs/tutorial.md": {
         "harness new quantizer cosine-vq": Run(writes=("harness-cosine-vq/pyproject.toml",)),
         "cd harness-cosine-vq": Run(),
@@ -250,8 +262,24 @@ RUN_AS: dict[str, dict[str, Run]] = {
     },
 }
 
+REGENERATE_WHY = ("full-profile runs of the published suites (minutes to an hour) that rewrite "
+                  "pages/; the renderer they end with is `harness leaderboard`, run below")
 # Commands not run here, per page, with the reason (and where they are run, if anywhere).
 EXCLUDED: dict[str, dict[str, str]] = {
+    "pages/README.md": {
+        "python -m harness.leaderboard.regenerate": REGENERATE_WHY,
+        "python -m harness.leaderboard.regenerate toy2d --jobs 4": REGENERATE_WHY,
+        "python -m harness.leaderboard.regenerate --skip-run": "rewrites the published pages/ from "
+                                                               "./leaderboard-store, which only the runs "
+                                                               "above make",
+        "git clone -q --shared . /tmp/lb-src": "the pinned-checkout recipe: writes under /tmp outside "
+                                               "any sandbox, for the regenerate run below",
+        "pip install -q --no-deps --no-build-isolation --target /tmp/lb-site /tmp/lb-src":
+            "the pinned-checkout recipe (installs into /tmp/lb-site)",
+        "cd /tmp/lb-src/docs": "the pinned-checkout recipe",
+        ('PYTHONPATH=/tmp/lb-site python -m harness.leaderboard.regenerate digits --jobs 4 '
+         '--store /tmp/lb-digits --out "$OLDPWD/leaderboard"'): "digits' full profile: hours on a CPU",
+    },
     "README.md": {
         "pip install -e .": "installs into the environment; tests/authoring/test_fresh_clone.py runs it "
                             "on a fresh clone in a fresh venv, then `harness run toy2d`",
@@ -369,7 +397,13 @@ def _github_env(box: Sandbox) -> None:
     box.env["GITHUB_STEP_SUMMARY"] = str(box.root / "summary.md")
 
 
+def _my_dash_suite(box: Sandbox) -> None:
+    toml = (ROOT / "harness/suites/toy2d.toml").read_text()
+    (box.root / "my-suite.toml").write_text(toml.replace('\nname = "toy2d"\n', '\nname = "my-suite"\n'))
+
+
 SETUP = {
+    "pages/README.md": [_my_dash_suite],
     "docs/ci.md": [_github_env],
     "README.md": [_my_suite],
     # the page's example: IBQ at its authors' defaults on digits at 8 bits, 30 steps (as
