@@ -39,8 +39,12 @@ import os
 import re
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,6 +172,10 @@ SLURM_WHY = ("a SLURM cluster, the celebahq256 images and a GPU: tests/engines/t
              "slurm executor on a real cluster, on toy2d")
 
 
+SERVER_PORT = {"127.0.0.1:5000": "127.0.0.1:{port}"}
+SERVER_PORT_WHY = "the sandbox's harness server, on a free port"
+
+
 @dataclass(frozen=True)
 class Run:
     """Run the command; ``extra`` options appended and ``replace`` placeholders swapped, each
@@ -241,8 +249,19 @@ RUN_AS: dict[str, dict[str, Run]] = {
             "schedule is accepted and runs; 1: 30 steps do not meet the suite's psnr claim",
             codes=(1,), expect=(r"ibq-K256-d8-s0 \| FINISHED",)),
     },
+    # SETUP starts a harness server (SQLite behind it) on a free port: it stands for the page's
+    # server at 127.0.0.1:5000 (a fixed port could be taken, and xdist runs pages side by side)
     "docs/teams.md": {
         "harness run toy2d --jobs 2": Run(FAST, why=FAST_WHY, codes=(0, 1), expect=(r"4 cell runs in",)),
+        "curl http://127.0.0.1:5000/health": Run(
+            replace=SERVER_PORT, why=SERVER_PORT_WHY, expect=(r"^OK$",)),
+        "harness run toy2d --tracking-uri http://127.0.0.1:5000": Run(
+            FAST, replace=SERVER_PORT, why=SERVER_PORT_WHY + "; " + FAST_WHY, codes=(0, 1),
+            expect=(r"4 cell runs in http://127\.0\.0\.1:\d+, experiment 'toy2d'",)),
+        "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000": Run(replace=SERVER_PORT, why=SERVER_PORT_WHY),
+        "harness leaderboard celebahq256 --tracking-uri http://127.0.0.1:5000": Run(
+            replace=SERVER_PORT, why=SERVER_PORT_WHY + "; no celebahq256 run (the images are not "
+            "here): the page says so", expect=(r"## celebahq256", r"No run recorded yet")),
     },
     # no run first: the page says what an empty store gives (the page, exit 0, no store created)
     "pages/README.md": {
@@ -325,11 +344,6 @@ EXCLUDED: dict[str, dict[str, str]] = {
          "--artifacts-destination /srv/mlflow/artifacts"): "a server that stays up, on PostgreSQL: "
                                                            "the tracking_server fixture of "
                                                            "tests/engines/conftest.py runs it",
-        "curl http://127.0.0.1:5000/health": "needs the server above; tests/test_ui.py and "
-                                             "tests/engines/conftest.py wait on /health",
-        "harness run toy2d --tracking-uri http://127.0.0.1:5000": SERVER_WHY,
-        "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000": "a shell setting for the commands after "
-                                                            "it; the server: " + SERVER_WHY,
         ("harness run celebahq256 --executor slurm --tracking-uri http://tracking-host:5000 "
          "--executor-option partition=gpu --executor-option gpus_per_cell=1 "
          "--executor-option cpus_per_cell=8 --executor-option mem_gb=32 "
@@ -347,8 +361,6 @@ EXCLUDED: dict[str, dict[str, str]] = {
             "README.md's page runs `--shard 1/4` on a suite file",
         "harness run celebahq256 --shard 2/4 --tracking-uri http://127.0.0.1:5000":
             "as --shard 1/4 above",
-        "harness leaderboard celebahq256 --tracking-uri http://127.0.0.1:5000":
-            "reads the server above; README.md's page runs `harness leaderboard` on its store",
     },
     "docs/tutorial.md": {
         'pip install "vq-harness[test] @ git+https://<host>/<org>/vq-harness.git"':
@@ -393,6 +405,42 @@ def _other_store(box: Sandbox) -> None:
     shutil.copy(box.root / "mlflow.db", box.root / "other.db")
 
 
+def _tracking_server(box: Sandbox) -> None:
+    """A `harness server` on a free port of loopback (SQLite behind it, not the page's PostgreSQL:
+    tests/engines/ run that one), standing for the page's server at 127.0.0.1:5000."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (box.root / "server.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "harness.commands.cli", "server", "--backend-store-uri",
+                             "sqlite:///server.db", "--port", str(port), "--workers", "1"],
+                            cwd=box.root, env=box.env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+    def stop() -> None:  # SIGTERM: harness server stops its whole process group itself
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        log.close()
+
+    box.cleanups.append(stop)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                if answer.read().strip() == b"OK":
+                    box.extra["port"] = str(port)
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"harness server did not answer on port {port}: "
+                         f"{(box.root / 'server.log').read_text()[-3000:]}")
+
+
 def _github_env(box: Sandbox) -> None:
     box.env["GITHUB_STEP_SUMMARY"] = str(box.root / "summary.md")
 
@@ -403,6 +451,7 @@ def _my_dash_suite(box: Sandbox) -> None:
 
 
 SETUP = {
+    "docs/teams.md": [_tracking_server],
     "pages/README.md": [_my_dash_suite],
     "docs/ci.md": [_github_env],
     "README.md": [_my_suite],
@@ -424,6 +473,8 @@ class Sandbox:
                     if k not in ("MLFLOW_TRACKING_URI", "HARNESS_DISABLE_PLUGINS", "HARNESS_SOURCE")
                     and not k.startswith("PYTEST_")}
         self.env.update(HOME=str(root / "home"), MPLBACKEND="Agg", GIT_PYTHON_REFRESH="quiet")
+        self.extra: dict[str, str] = {}
+        self.cleanups: list = []
 
     def harness(self, args: list[str]) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "harness.commands.cli", *args], cwd=self.cwd,
@@ -436,7 +487,7 @@ class Sandbox:
         client = MlflowClient(store)
         ids = [e.experiment_id for e in client.search_experiments()]
         cells = client.search_runs(ids, "tags.`harness.kind` = 'cell'", order_by=["attributes.start_time DESC"])
-        return {"store": store, "cell": cells[0].info.run_id[:8] if cells else "no-cell-yet"}
+        return {"store": store, "cell": cells[0].info.run_id[:8] if cells else "no-cell-yet", **self.extra}
 
 
 def normalize(text: str) -> str:
@@ -486,6 +537,14 @@ def outputs(page: str) -> tuple[dict[str, str], dict[str, str]]:
 
 def run_page(page: str, root: Path) -> None:
     box = Sandbox(root)
+    try:
+        _run_page(page, box)
+    finally:
+        for cleanup in box.cleanups:
+            cleanup()
+
+
+def _run_page(page: str, box: Sandbox) -> None:
     for step in SETUP.get(page, []):
         if callable(step):
             step(box)
@@ -515,7 +574,17 @@ def run_page(page: str, root: Path) -> None:
             box.cwd = box.cwd / argv[1]
             assert box.cwd.is_dir(), where
             continue
-        assert argv[0] == "harness", f"{where}: only harness commands and cd are run here"
+        if argv[0] == "export":  # for the commands after it, as in a shell
+            name, value = argv[1].split("=", 1)
+            box.env[name] = value
+            continue
+        if argv[0] == "curl":
+            with urllib.request.urlopen(argv[1], timeout=30) as answer:
+                body = answer.read().decode()
+            for regex in plan.expect:
+                assert re.search(regex, body), f"{where}: no {regex!r} in {body!r}"
+            continue
+        assert argv[0] == "harness", f"{where}: only harness commands, cd, export and curl are run here"
         done = box.harness([*argv[1:], *plan.extra])
         real = done.stdout + done.stderr
         if append_to is not None:
