@@ -44,6 +44,9 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 # stdout, between the harness's progress lines; `harness run` ends by saying where the runs are.
 # Set it to false to see them again.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+# Reading an artifact back (`harness diagnose`, the leaderboard's figures) would draw MLflow's
+# download progress bar on stderr for a file of a few kilobytes.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def resolve_uri(uri: str | None = None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -142,6 +143,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
                        references=source.references, primary=source.primary,
                        default_primary=source.default_primary, description=source.description,
                        claims=source.claims, claim_groups=source.groups or None,
+                       run_as=args.suite,
                        plots=args.log or args.format == "html", store=resolve_uri(args.tracking_uri))
     texts = {fmt: render(board) for fmt, render in RENDERERS.items()}
     if args.log and tracker is not None:
@@ -359,7 +361,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", category=NameClashWarning)  # the registry prints it on stderr
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, inside the handler below, not at exit
+        return code
+    except BrokenPipeError:  # `harness leaderboard | head`: the reader has gone, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141  # what a shell reports for a process ended by SIGPIPE
     except HarnessError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -111,13 +111,15 @@ def build_leaderboard(
     primary: str | None = None,
     default_primary: str | None = None,
     store: str | None = None,
+    run_as: str | None = None,
 ) -> Leaderboard:
     """Read the suite's cells; never mix profiles, suite versions or plugin digests.
 
     ``primary`` forces the ranking metric (a suite given as a file); otherwise the
     one the newest suite run recorded, else ``default_primary``, else ``mse``.
     With no recorded cell the board holds only the ``references`` and says so, naming
-    the store it read (``store``, the resolved URI, when ``tracker`` is ``None``: no store yet).
+    the store it read (``store``, the resolved URI, when ``tracker`` is ``None``: no store yet)
+    and how to record them (``harness run RUN_AS``: the suite file's path when one was given).
     """
     host = host or get_host()
     runs = tracker.runs(suite, CELLS) if tracker is not None else []
@@ -126,7 +128,8 @@ def build_leaderboard(
     if profile and profile not in recorded_profiles:
         runs = []
     if not runs:
-        board = empty_board(suite, tracker, profile, host, references, primary or default_primary, store)
+        board = empty_board(suite, tracker, profile, host, references, primary or default_primary, store,
+                            run_as)
         if recorded_profiles:
             board.meta["no_runs"] = (f"no {board.profile!r} run of suite {suite!r} is recorded in "
                                      f"{board.meta['store']} (profiles recorded: {', '.join(recorded_profiles)})"
@@ -159,7 +162,7 @@ OTHER_STORE = "to read another store pass --tracking-uri URI or set MLFLOW_TRACK
 
 def empty_board(suite: str, tracker: Tracker | None, profile: str | None, host: Host,
                 references: list[dict[str, Any]] | None, primary: str | None,
-                store: str | None = None) -> Leaderboard:
+                store: str | None = None, run_as: str | None = None) -> Leaderboard:
     """No cell recorded yet: the papers' rows alone, and a line saying where no run is recorded."""
     rows: list[Row] = []
     add_references(rows, references or [])
@@ -170,7 +173,7 @@ def empty_board(suite: str, tracker: Tracker | None, profile: str | None, host: 
                         {c: metric_direction(host, c) for c in columns}, rows,
                         meta={"store": uri, "built": _now()})
     board.meta["no_runs"] = (f"no run of suite {suite!r} is recorded in {uri}; "
-                             f"`harness run {suite}` records them there; {OTHER_STORE}")
+                             f"`harness run {run_as or suite}` records them there; {OTHER_STORE}")
     return board
 
 

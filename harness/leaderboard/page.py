@@ -41,6 +41,7 @@ def build_page(
     claim_groups: frozenset[str] | None = None,
     plots: bool = True,
     store: str | None = None,
+    run_as: str | None = None,
 ) -> Leaderboard:
     """The leaderboard with its claims and (unless ``plots=False``) its figures attached.
 
@@ -50,7 +51,7 @@ def build_page(
     ``None`` (no store exists yet at ``store``): the page then shows the reference rows alone.
     """
     board = build_leaderboard(suite, tracker=tracker, profile=profile, host=host, references=references,
-                              primary=primary, default_primary=default_primary, store=store)
+                              primary=primary, default_primary=default_primary, store=store, run_as=run_as)
     if description:
         board.meta["description"] = description
     if tracker is None or not board.measured:
