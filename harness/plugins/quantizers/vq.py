@@ -86,7 +86,7 @@ class VectorQuantizer(Quantizer):
       token, so codes move with the encoder. We follow the authors' vqtorch; vector-quantize-
       pytorch's ``sync_update_v`` applies the term after its straight-through, where the
       code is detached, so there it scales the token's gradient by ``1 + v`` and the code
-      gets nothing (tests/quantizers/test_vq_options.py shows both).
+      gets nothing (tests/quantizers/test_vq_library_options.py shows both).
     * ``affine_lr`` (Huh et al. 2023, section 5.2; vqtorch's ``affine_lr`` with
       ``AffineTransform(use_running_statistics=False)``; 0 = off): the effective codes are
       ``(1 + a s) * e + a b`` with learned per-channel ``s, b`` (one pair per codebook)
