@@ -59,7 +59,9 @@ class TestAffineVQ(QuantizerConformance):
 
 
 def test_options_off_keep_the_plain_state_and_bad_values_are_refused() -> None:
-    assert set(VectorQuantizer(dim=4, codebook_size=8).state_dict()) == {"embedding"}
+    plain = VectorQuantizer(dim=4, codebook_size=8)
+    assert set(plain.state_dict()) == {"embedding"}
+    assert plain.codebook() is plain.embedding, "codebook-init-scale rescales the stored parameter"
     for bad in ({"heads": 3}, {"separate_codebook_per_head": True}, {"sample_temperature": -1.0},
                 {"orthogonal_reg_weight": -1.0}, {"sync_nu": -0.1}, {"affine_lr": 1.0, "cosine_sim": True}):
         with pytest.raises(ValueError):

@@ -144,8 +144,14 @@ class VectorQuantizer(Quantizer):
         return l2norm(codes) if self.cosine_sim else codes
 
     def codebook(self) -> Tensor | None:
-        """The ``(K, D)`` codes with one head; ``None`` with several (a code covers one chunk)."""
-        return self.codes()[0] if self.heads == 1 else None
+        """The ``(K, D)`` codes with one head; ``None`` with several (a code covers one chunk).
+
+        Without a map (cosine, affine) it is the stored parameter itself, as schedules that
+        rescale the initial codebook (``codebook-init-scale``) require.
+        """
+        if self.heads > 1:
+            return None
+        return self.embedding if not (self.cosine_sim or self.affine_lr > 0) else self.codes()[0]
 
     def tokens(self, z: Tensor) -> Tensor:
         """``(C, M, d)`` tokens as the codebooks see them (split into heads, normalized)."""
