@@ -92,7 +92,9 @@ class EMAQuantizer(Quantizer):
       them. The EMA statistics receive the tokens mapped back,
       ``(z - mu_z) sigma_c / sigma_z + mu_c``; sigmas are ``sqrt(max(var, 1e-5))``.
       Deviation: theirs also updates the batch statistics in eval forwards; here eval changes
-      no state (the harness's contract). Not with ``cosine_sim`` (theirs refuses it too).
+      no state (the harness's contract). Under DDP the batch statistics are each rank's own,
+      as theirs by default (``sync_affine_param = False``; the EMA sums are still all-reduced).
+      Not with ``cosine_sim`` (theirs refuses it too).
 
     Not offered: the synchronized update (``vq``'s ``sync_nu``): it sends the decoder's
     gradient to the codes, and these codes take none (vector-quantize-pytorch refuses it
