@@ -204,8 +204,8 @@ RUN_AS: dict[str, dict[str, Run]] = {
         "harness run toy2d -q drifting --seeds 5 --set train.lr=0.005": Run(
             FAST, why=FAST_WHY, codes=(0, 1), expect=(r"drifting-K10-d2-s0 \| FINISHED",)),
         "harness tune digits --bits 8 --seeds 3": Run(
-            ("--dry-run",), why="102 trials then 102 cells: about 35 minutes (README); the dry run "
-            "checks the command and counts them as the README does", expect=(r"102 trials .* then 102 cells",)),
+            ("--dry-run",), why="132 trials then 132 cells: about 45 minutes (README); the dry run "
+            "checks the command and counts them as the README does", expect=(r"132 trials .* then 132 cells",)),
         "harness run toy2d -q vq-harness:vq": Run(FAST, why=FAST_WHY, codes=(0, 1),
                                                    expect=(r"\| vq-harness:vq-K2-d2-s0 +\| FINISHED",)),
         "harness run path/to/my_suite.toml --shard 1/4 --tracking-uri http://127.0.0.1:5000": Run(

@@ -166,3 +166,75 @@ def straight_through_vq(z: Tensor, codes: Tensor, beta: float) -> QuantizeOutput
         loss=codebook_loss + beta * commitment_loss,
         logs={"codebook_loss": codebook_loss.detach(), "commitment_loss": commitment_loss.detach()},
     )
+
+
+# The options ``vq`` and ``ema`` share (docs/methods.md, ``vq``): heads, cosine codes,
+# stochastic sampling, the orthogonal regularizer. Tokens travel as ``(C, M, d)``: ``C``
+# codebooks (``heads`` when each head has its own, else 1), ``M`` tokens each, ``d = D / heads``.
+
+
+def l2norm(x: Tensor) -> Tensor:
+    """Unit rows (the last axis); ``eps = 1e-6`` as vector-quantize-pytorch's ``l2norm``."""
+    return F.normalize(x, p=2, dim=-1, eps=1e-6)
+
+
+def split_heads(z: Tensor, heads: int, separate: bool) -> Tensor:
+    """``(N, D)`` tokens as ``(C, M, D / heads)``: head ``h`` of token ``n`` is row ``n h + h``
+    of the one shared codebook's batch, or row ``n`` of codebook ``h``'s batch."""
+    n = z.shape[0]
+    x = z.reshape(n, heads, -1)
+    return x.transpose(0, 1) if separate else x.reshape(1, n * heads, -1)
+
+
+def merge_heads(x: Tensor, n: int, heads: int, separate: bool) -> Tensor:
+    """Inverse of :func:`split_heads` for ``(C, M, d)`` vectors, or ``(C, M)`` indices to ``(N, heads)``."""
+    if separate:
+        x = x.transpose(0, 1)
+    return x.reshape(n, heads, *x.shape[2:]).reshape(n, -1) if x.dim() == 3 else x.reshape(n, heads)
+
+
+def orthogonal_loss(codes: Tensor) -> Tensor:
+    """Orthogonality of the codes, Shin et al. 2021 eq. (2) as vector-quantize-pytorch computes it.
+
+    ``sum_{c,i,j} cos(e_ci, e_cj)^2 / (C K^2) - 1/K`` over ``(C, K, d)`` codes: 0 when each
+    codebook's codes are pairwise orthogonal (possible only for ``K <= d``), ``1 - 1/K`` when all
+    are parallel. The ``1/K`` is the diagonal's share, a constant.
+    """
+    c, k = codes.shape[:2]
+    unit = l2norm(codes)
+    cos = unit @ unit.transpose(1, 2)
+    return cos.pow(2).sum() / (c * k * k) - 1.0 / k
+
+
+def gumbel_noise(shape_like: Tensor) -> Tensor:
+    """Standard Gumbel noise ``-log(-log u)``, ``u ~ U[0, 1)``, logs clamped at ``1e-20``."""
+    u = torch.zeros_like(shape_like).uniform_(0.0, 1.0)
+    return -torch.log((-torch.log(u.clamp_min(1e-20))).clamp_min(1e-20))
+
+
+@torch.no_grad()
+def assign_codes(x: Tensor, codes: Tensor, cosine: bool, temperature: float) -> Tensor:
+    """``(C, M)`` indices of ``(C, M, d)`` tokens into ``(C, K, d)`` codes.
+
+    ``temperature = 0``: the nearest code (squared Euclidean; for unit vectors the
+    largest dot product). ``temperature > 0``: Gumbel-max sampling from
+    ``softmax(logits / temperature)``, the logits being ``-||x - e||`` (the distance, not its
+    square) or, with ``cosine``, ``<x, e>``, as vector-quantize-pytorch's ``gumbel_sample``.
+    The noise is drawn as one ``(C, M, K)`` tensor (the draw order of that code), and the
+    logits are computed in the tokens' dtype (float64 in the comparison against that code).
+    """
+    if temperature <= 0:
+        return torch.stack([nearest_code(x[c], codes[c]) for c in range(codes.shape[0])])
+    if cosine:
+        logits = x @ codes.transpose(1, 2)
+    else:
+        sq = x.pow(2).sum(-1, keepdim=True) + codes.pow(2).sum(-1)[:, None, :] - 2 * x @ codes.transpose(1, 2)
+        logits = -sq.clamp_min(1e-8).sqrt()
+    return (logits / temperature + gumbel_noise(logits)).argmax(-1)
+
+
+def gather_codes(codes: Tensor, indices: Tensor) -> Tensor:
+    """``(C, M, d)`` codes ``codes[c, indices[c, m]]`` (differentiable in ``codes``)."""
+    if codes.shape[0] == 1:
+        return F.embedding(indices[0], codes[0])[None]
+    return torch.gather(codes, 1, indices[..., None].expand(-1, -1, codes.shape[-1]))
