@@ -222,7 +222,8 @@ def test_bits_keeps_one_rate_group_and_dry_run_counts_it(capsys: pytest.CaptureF
 
     suite = load_suite("digits")
     cells = select_cells(get_host(), suite, None, bits=8)
-    assert {c.method for c in cells} == {c.method for c in suite.cells()}  # every method has an 8-bit row
+    # every method has an 8-bit row but leech-sq, whose one size is 17.58 bits per token
+    assert {c.method for c in suite.cells()} - {c.method for c in cells} == {"leech-sq"}
     assert {c.codebook_size for c in cells if c.method == "residual-vq"} == {16}
     assert {c.codebook_size for c in cells if c.method == "vq"} == {256}
     with pytest.raises(UsageError, match="rates: .*8.*10.*12"):

@@ -285,9 +285,9 @@ REGENERATE_WHY = ("full-profile runs of the published suites (minutes to an hour
 # Commands not run here, per page, with the reason (and where they are run, if anywhere).
 EXCLUDED: dict[str, dict[str, str]] = {
     "pages/README.md": {
-        "python -m harness.leaderboard.regenerate": REGENERATE_WHY,
-        "python -m harness.leaderboard.regenerate toy2d --jobs 4": REGENERATE_WHY,
-        "python -m harness.leaderboard.regenerate --skip-run": "rewrites the published pages/ from "
+        "python -m harness.commands.regenerate": REGENERATE_WHY,
+        "python -m harness.commands.regenerate toy2d --jobs 4": REGENERATE_WHY,
+        "python -m harness.commands.regenerate --skip-run": "rewrites the published pages/ from "
                                                                "./leaderboard-store, which only the runs "
                                                                "above make",
         "git clone -q --shared . /tmp/lb-src": "the pinned-checkout recipe: writes under /tmp outside "
@@ -295,7 +295,7 @@ EXCLUDED: dict[str, dict[str, str]] = {
         "pip install -q --no-deps --no-build-isolation --target /tmp/lb-site /tmp/lb-src":
             "the pinned-checkout recipe (installs into /tmp/lb-site)",
         "cd /tmp/lb-src/docs": "the pinned-checkout recipe",
-        ('PYTHONPATH=/tmp/lb-site python -m harness.leaderboard.regenerate digits --jobs 4 '
+        ('PYTHONPATH=/tmp/lb-site python -m harness.commands.regenerate digits --jobs 4 '
          '--store /tmp/lb-digits --out "$OLDPWD/leaderboard"'): "digits' full profile: hours on a CPU",
     },
     "README.md": {
@@ -390,6 +390,14 @@ NOT_OUTPUT: dict[str, dict[str, str]] = {
                              "suite file (TOML)                                  harness/suite/ (__init__.py, "
                              "schema.py, values.py, tomlsource.py)": "a diagram of the pipeline"},
     "docs/methods.md": {"## `registry-name`: Method name": "the template of a method card"},
+    "docs/robustness.md": {
+        "harness: error: the MLflow store /work/mlflow.db (file system /work: 0 KiB free) is full: the suite "
+        "stopped. Saved: 1 of 4 cells finished and recorded (vq-K4-d2-s0), 1 unfinished with a checkpoint to "
+        "continue from. 2 runs left RUNNING: once space is freed, `harness runs repair --tracking-uri "
+        "sqlite:////work/mlflow.db --suite tiny` closes them, then `harness run tiny.toml -q vq --seeds 4 "
+        "--tracking-uri sqlite:////work/mlflow.db --resume` continues":
+        "the line a store on a full disk prints (tests/robustness/test_disk_full.py fills a real tmpfs "
+        "and checks it)"},
 }
 
 # Done before a page's first command (harness arguments, or a callable of the sandbox).
