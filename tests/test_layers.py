@@ -115,11 +115,43 @@ def test_the_graph_sees_the_imports_it_should() -> None:
     assert "harness.contracts" in GRAPH["harness.plugins.quantizers.vq"]
     assert "harness.suite.schema" in GRAPH["harness.suite.claims"]
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert floor_of("harness.run.lifecycle") == "harness.run"
+    assert floor_of("harness.tracking.store") == floor_of("harness.tracking") == "harness.tracking"
+    assert floor_of("harness.errors") == "harness.errors" and floor_of("harness.plugins.quantizers.vq") is None
+    assert "harness.tracking" in floor_graph()["harness.recovery"]
 
 
 def test_no_import_circles() -> None:
     found = circles(GRAPH)
     assert not found, f"import circles (break each by moving what both sides need below them): {found}"
+
+
+def floor_of(module: str) -> str | None:
+    """The floor a host module stands on: its subpackage (``harness.run``), the contract's door
+    (``harness.contracts``), or the face module itself; ``None`` for plugins."""
+    if is_plugin(module):
+        return None
+    if module == "harness.contracts":
+        return "harness.contracts (door)"
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 2 or (HARNESS / parts[-1]).is_dir() else module
+
+
+def floor_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for module, targets in GRAPH.items():
+        if (floor := floor_of(module)) is not None:
+            graph.setdefault(floor, set()).update(
+                f for t in targets if (f := floor_of(t)) not in (None, floor))
+    return graph
+
+
+def test_the_floors_stack_with_no_arrow_back_up() -> None:
+    """Subpackages and face modules form floors that import only downwards: no two floors import
+    each other, directly or round a longer loop (a circle among floors is an arrow that runs
+    back up whatever the order chosen)."""
+    found = circles(floor_graph())
+    assert not found, f"floors that import each other (move what both need to the lower one): {found}"
 
 
 def test_the_contract_types_sit_below_the_host_and_its_door_above() -> None:
@@ -180,7 +212,7 @@ def test_the_door_check_sees_a_bypass() -> None:
 def test_the_tracker_is_the_only_door_to_mlflow() -> None:
     doors = {name: found for name, path in MODULES.items() if name != "harness.tracking"
              and (found := mlflow_doors(path.read_text(encoding="utf-8")))}
-    assert not doors, ("only harness/tracking.py talks to MLflow; give Tracker the method you need "
+    assert not doors, ("only harness.tracking talks to MLflow; give Tracker the method you need "
                        f"(docs/architecture.md, \"One door to MLflow\"): {doors}")
 
 

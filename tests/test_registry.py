@@ -219,3 +219,16 @@ def test_builtin_suites_keep_working_and_qualified_names_pick_the_plugin(shadowe
                                order_by=["attributes.start_time ASC"])
     assert [(r.info.run_name, r.data.tags["harness.plugin_distribution"]) for r in cells] == [
         ("vq-K4-d2-s0", "vq-harness"), ("vq-K4-d2-s0", "fake_shadow"), ("vq-harness:vq-K4-d2-s0", "vq-harness")]
+
+
+def test_a_qualified_name_without_a_clash_selects_the_suites_own_row(tiny_suite):
+    """``-q vq-harness:vq`` is the suite's ``vq`` row (same cells, same names, its claims apply);
+    the bare label only when the suite's quantizer is that very plugin."""
+    from harness.commands.select import select_methods
+    from harness.host import build_host
+    from harness.suite import load_suite
+
+    host = build_host()
+    suite = load_suite(str(tiny_suite), "smoke")
+    assert select_methods(suite, ["vq-harness:vq"], host) == ["vq"]
+    assert select_methods(suite, ["vq-harness:drifting"], host) == select_methods(suite, ["drifting"], host)

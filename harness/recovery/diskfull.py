@@ -14,8 +14,6 @@ goes on (docs/robustness.md).
 
 from __future__ import annotations
 
-import errno
-import logging
 import os
 import shlex
 from collections.abc import Sequence
@@ -23,52 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError, one_line
-
-#: what SQLite (directly or through a tracking server) and the OS say when a disk is full
-STORE_FULL = "database or disk is full"
-DISK_FULL = (STORE_FULL, "no space left on device", "disk quota exceeded")
-FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    while exc is not None and exc not in seen:
-        seen.append(exc)
-        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
-    return seen
-
-
-def is_disk_full(error: BaseException | str | None) -> bool:
-    """True for an error (or its recorded text) that says a disk is full."""
-    if error is None:
-        return False
-    if isinstance(error, str):
-        return any(needle in error.lower() for needle in DISK_FULL)
-    return any((isinstance(e, OSError) and e.errno in FULL_ERRNOS) or is_disk_full(str(e)) for e in _chain(error))
-
-
-def is_store_full(error: BaseException | str | None) -> bool:
-    """True when the store itself refused a write for want of space (SQLite's own words)."""
-    if error is None:
-        return False
-    if isinstance(error, str):
-        return STORE_FULL in error.lower()
-    return any(is_store_full(str(e)) for e in _chain(error))
-
-
-class _QuietFullStore(logging.Filter):
-    """MLflow logs a full traceback for every SQL error; the harness reports a full store itself."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        return not (is_store_full(error) or is_store_full(record.getMessage()))
-
-
-def quiet_mlflow_logs() -> None:
-    """Install the filter once per process (every :class:`harness.tracking.Tracker` calls this)."""
-    logger = logging.getLogger("mlflow.store.db.utils")
-    if not any(isinstance(f, _QuietFullStore) for f in logger.filters):
-        logger.addFilter(_QuietFullStore())
+from harness.tracking.store import is_disk_full, is_store_full
 
 
 class FullStoreSeen(Exception):

@@ -207,7 +207,7 @@ RUN_AS: dict[str, dict[str, Run]] = {
             ("--dry-run",), why="132 trials then 132 cells: about 45 minutes (README); the dry run "
             "checks the command and counts them as the README does", expect=(r"132 trials .* then 132 cells",)),
         "harness run toy2d -q vq-harness:vq": Run(FAST, why=FAST_WHY, codes=(0, 1),
-                                                   expect=(r"\| vq-harness:vq-K2-d2-s0 +\| FINISHED",)),
+                                                   expect=(r"\| vq-K2-d2-s0 +\| FINISHED",)),
         "harness run path/to/my_suite.toml --shard 1/4 --tracking-uri http://127.0.0.1:5000": Run(
             ("--profile", "smoke", *FAST), replace={"http://127.0.0.1:5000": "{store}"},
             why="the sandbox's store stands for the server (" + SERVER_WHY + "); the smoke profile, "

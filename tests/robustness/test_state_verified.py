@@ -165,7 +165,7 @@ def test_a_sqlite_uri_naming_a_folder_fails_at_once(workdir: Path, tiny_suite: P
 
 HOLD = """
 import sys, time
-from harness.recovery.store import init_lock
+from harness.tracking.store import init_lock
 with init_lock(sys.argv[1]):
     print("held", flush=True)
     time.sleep(600)

@@ -285,8 +285,8 @@ def test_the_store_lock_is_beside_the_store_and_a_foreign_lock_file_does_not_blo
     import pytest
 
     from harness.errors import HarnessError
-    from harness.recovery.store import lock_file
     from harness.tracking import Tracker
+    from harness.tracking.store import lock_file
     from tests.robustness.conftest import child_env
 
     uri = f"sqlite:///{workdir / 'new.db'}"
@@ -297,7 +297,7 @@ def test_the_store_lock_is_beside_the_store_and_a_foreign_lock_file_does_not_blo
         pytest.skip("chattr +i is not available on this file system")
     try:
         Tracker(uri).check()  # opened (and created) the store: the foreign lock file did not block it
-        hold = ("import sys, time\nfrom harness.recovery.store import init_lock\n"
+        hold = ("import sys, time\nfrom harness.tracking.store import init_lock\n"
                 "with init_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n")
         holder = subprocess.Popen([sys.executable, "-c", hold, uri], env=child_env(), stdout=subprocess.PIPE,
                                   text=True)

@@ -1,5 +1,7 @@
 """Checks on the MLflow store before it is trusted: the URI names a file, its pages are whole,
-and the lock that serialises its creation cannot hang a run for ever.
+the lock that serialises its creation cannot hang a run for ever, and a store that refuses a
+write for want of space is told apart from any other full disk (harness.recovery.diskfull
+turns that into the suite's one-line stop).
 
 :class:`harness.tracking.Tracker` calls :func:`check_store` before opening a
 store and takes :func:`init_lock` while MLflow creates or migrates its tables.
@@ -8,6 +10,8 @@ store and takes :func:`init_lock` while MLflow creates or migrates its tables.
 from __future__ import annotations
 
 import contextlib
+import errno
+import logging
 import os
 import socket
 import sqlite3
@@ -153,3 +157,52 @@ def _acquire(fd: int, path: Path, uri: str, timeout: float, fcntl: Any) -> None:
                                    f"{holder or 'a process that did not say who it is'}. If that "
                                    "process is gone or stuck, stop it and run again") from None
             time.sleep(0.1)
+
+
+# -- a full store, told apart from a full disk --------------------------------------------------
+
+#: what SQLite (directly or through a tracking server) and the OS say when a disk is full
+STORE_FULL = "database or disk is full"
+DISK_FULL = (STORE_FULL, "no space left on device", "disk quota exceeded")
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return seen
+
+
+def is_disk_full(error: BaseException | str | None) -> bool:
+    """True for an error (or its recorded text) that says a disk is full."""
+    if error is None:
+        return False
+    if isinstance(error, str):
+        return any(needle in error.lower() for needle in DISK_FULL)
+    return any((isinstance(e, OSError) and e.errno in FULL_ERRNOS) or is_disk_full(str(e)) for e in _chain(error))
+
+
+def is_store_full(error: BaseException | str | None) -> bool:
+    """True when the store itself refused a write for want of space (SQLite's own words)."""
+    if error is None:
+        return False
+    if isinstance(error, str):
+        return STORE_FULL in error.lower()
+    return any(is_store_full(str(e)) for e in _chain(error))
+
+
+class _QuietFullStore(logging.Filter):
+    """MLflow logs a full traceback for every SQL error; the harness reports a full store itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (is_store_full(error) or is_store_full(record.getMessage()))
+
+
+def quiet_mlflow_logs() -> None:
+    """Install the filter once per process (every :class:`harness.tracking.Tracker` calls this)."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _QuietFullStore) for f in logger.filters):
+        logger.addFilter(_QuietFullStore())

@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.errors import HarnessError, one_line
-from harness.recovery.diskfull import quiet_mlflow_logs
-from harness.recovery.store import check_store
+from harness.tracking.store import check_store, quiet_mlflow_logs
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 FLUSH_EVERY_S = 5.0  # buffered metrics reach the store at least this often (live curves in the UI)
@@ -154,7 +153,7 @@ def store_init_lock(uri: str) -> Iterator[None]:
     exists"). An ``flock`` on a lock file beside the database (``.mlflow.db.harness-lock``)
     makes the second process wait and then find the tables.
     """
-    from harness.recovery.store import init_lock
+    from harness.tracking.store import init_lock
 
     with init_lock(uri):  # waits at most $HARNESS_STORE_LOCK_TIMEOUT s, then names the holder
         yield
@@ -265,7 +264,7 @@ class Tracker:
         self.uri = resolve_uri(uri)
         if write:
             check_sqlite_folder(self.uri)
-        check_store(self.uri)  # a folder, or damaged pages: reported, never used (harness.recovery.store)
+        check_store(self.uri)  # a folder, or damaged pages: reported, never used (harness.tracking.store)
         quiet_mlflow_logs()  # a full store is reported in one line, not a traceback per failed write
         from mlflow.tracking import MlflowClient  # after the checks: they fail before this import
 
