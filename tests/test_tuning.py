@@ -300,3 +300,22 @@ def test_harness_tune_command_in_worker_processes(tmp_path: Path, capsys: pytest
     assert "| vq     | 4 | 2   | lr=0.01" in out  # budget 1: the one grid point, the suite's own lr
     runs = Tracker(uri).runs("tunebox", "tags.`harness.kind` = 'cell' and attributes.status = 'FINISHED'")
     assert sorted(r.data.tags["harness.tuning"] for r in runs) == ["trial", "tuned"]
+
+
+def test_tune_resume_says_when_the_plugin_code_changed(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``harness tune --resume`` keeps a finished cell of old code as ``harness run --resume`` does,
+    and says so: the trials and tuned rows are planned through the same code-change check."""
+    from harness.run import codechange
+    from harness.run.options import RunOptions
+    from harness.run.tune import tune_suite
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = write(tmp_path, TINY + TUNING)
+    tune_suite(load_suite(str(path)), None, RunOptions(tracking_uri=uri, progress=False, executor="local"))
+    capsys.readouterr()
+    monkeypatch.setattr(codechange, "plugin_digest", lambda entry: "edited-code")  # the user edits vq
+    again = tune_suite(load_suite(str(path)), None, RunOptions(tracking_uri=uri, progress=False,
+                                                              executor="local", resume=True))
+    err = capsys.readouterr().err
+    assert "the plugin code changed since these cells finished, so --resume keeps their old-code numbers" in err
+    assert all(r.status == "SKIPPED" for r in again.trials)

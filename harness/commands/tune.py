@@ -36,7 +36,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     methods = select_methods(suite, args.quantizer or (), host)
     options = RunOptions(device=args.device, data_root=args.data_root, tracking_uri=args.tracking_uri,
                          shard=parse_shard(args.shard) if args.shard else None, bits=args.bits,
-                         progress=False, resume=args.resume, jobs=args.jobs,
+                         progress=False, resume=args.resume or args.resume_across_code_change,
+                         resume_across_code_change=args.resume_across_code_change, jobs=args.jobs,
                          executor=args.executor, executor_options=parse_executor_options(args.executor_option))
     if args.dry_run:
         from harness.commands.dryrun import print_tune

@@ -210,8 +210,9 @@ def tuned_groups(suite: Suite, tuning: spec.Tuning, choices: dict[Slot, Choice],
 # -- running groups on the executor ------------------------------------------------------------------
 
 def run_groups(executor: Executor, tracker: Tracker, groups: list[Group], parent: str, uri: str,
-               options: RunOptions) -> list[CellResult]:
-    """This shard's cells of every group, in one executor call (finished ones skipped with --resume)."""
+               options: RunOptions, host: Host) -> list[CellResult]:
+    """This shard's cells of every group, in one executor call (finished ones skipped with --resume;
+    a cell whose plugin code changed since its earlier run is handled as ``harness run`` does)."""
     from harness.recovery.checkpoint import checkpoint_root
     from harness.run.specs import cell_specs
 
@@ -222,7 +223,7 @@ def run_groups(executor: Executor, tracker: Tracker, groups: list[Group], parent
         mine = [c for g, c in pairs if g is group]
         if not mine:
             continue
-        skipped, todo = plan_cells(tracker, group.suite, mine, options, checkpoint_root(uri))
+        skipped, todo = plan_cells(tracker, group.suite, mine, options, checkpoint_root(uri), host)
         results += skipped
         specs += cell_specs(group.suite, todo, parent, uri, cell_options(options, executor))
         cells.update({c.config_hash: c for c, _ in todo})
@@ -324,7 +325,7 @@ def run_trials(tracker: Tracker, host: Host, suite: Suite, tuning: spec.Tuning, 
     parent = tuning_parent(tracker, host, suite, tuning, groups, options, executor.name)
     status, results, choices = "FAILED", [], {}
     try:
-        results = run_groups(executor, tracker, groups, parent, uri, options)
+        results = run_groups(executor, tracker, groups, parent, uri, options, host)
         choices = choose(tracker, suite, tuning, groups)
         record_choices(tracker, parent, tuning, choices)
         status = "FINISHED"
@@ -350,7 +351,7 @@ def run_tuned(tracker: Tracker, host: Host, suite: Suite, groups: list[Group], c
                           executor.name, extra=(("kind", "tuned"), ("tuning_run", tuning_run)))
     status, results = "FAILED", []
     try:
-        results = run_groups(executor, tracker, groups, parent, uri, options)
+        results = run_groups(executor, tracker, groups, parent, uri, options, host)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
