@@ -70,6 +70,13 @@ class Host:
             return registries[kind]
         raise AttributeError(kind)
 
+    def higher_is_better(self, metric: str) -> bool | None:
+        """The installed metric plugin's direction (``None``: no such metric). Runs record it
+        (``harness.metric_directions``); this answers for what no run recorded."""
+        if metric not in self.metrics:
+            return None
+        return bool(getattr(self.metrics.get(metric).obj, "higher_is_better", True))
+
     def plugins(self, load: bool = False) -> list[dict[str, Any]]:
         """Every plugin seen, loaded or broken, sorted by name (the ``harness plugins`` listing);
         ``load`` also imports every lazy entry, so a class that fails to import shows too."""

@@ -166,6 +166,15 @@ def test_the_contract_types_sit_below_the_host_and_its_door_above() -> None:
     assert not host, f"host modules import the harness.contracts door (import its submodules): {host}"
 
 
+def test_the_leaderboard_reads_what_runs_recorded_not_the_installed_plugins() -> None:
+    """A page ranks by the directions its runs recorded (``harness.metric_directions``); what no
+    run recorded comes from the caller (``direction_of``), so the leaderboard imports no registry."""
+    registries = {"harness.host", "harness.registry", "harness.lazy"}
+    found = sorted((m, t) for m, targets in GRAPH.items() if m.startswith("harness.leaderboard")
+                   for t in targets if t in registries)
+    assert not found, f"leaderboard modules import the plugin registries: {found}"
+
+
 def test_the_host_never_imports_a_plugin() -> None:
     edges = {(a, b) for a, targets in GRAPH.items() if not is_plugin(a) for b in targets if is_plugin(b)}
     new = sorted(edges - set(KNOWN_HOST_TO_PLUGIN))

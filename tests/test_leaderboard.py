@@ -17,8 +17,13 @@ from harness.tracking import Tracker
 
 def record(tracker, method, seed, metrics, *, k=4, profile="full", version=1, status="FINISHED",
            tags=None, params=None, group=None):
-    """A hand-made cell run, as the runner records one (``tags`` add or replace harness tags)."""
+    """A hand-made cell run, as the runner records one (``tags`` add or replace harness tags),
+    with each metric's direction as the installed plugin gives it, as a real cell records it."""
+    from harness.host import get_host
+
+    directions = {m: d for m in metrics if (d := get_host().higher_is_better(m.split("/")[0])) is not None}
     base = {"harness.kind": "cell", "harness.method": method, "harness.quantizer": method,
+            "harness.metric_directions": json.dumps(directions),
             "harness.codebook_size": str(k), "harness.dim": "2", "harness.seed": str(seed),
             "harness.profile": profile, "harness.suite_version": str(version),
             "harness.group_hash": group or f"{method}-{k}-{profile}-{version}"}

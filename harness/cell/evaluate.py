@@ -26,6 +26,8 @@ class EvalResult:
     unavailable: dict[str, str] = field(default_factory=dict)
     #: what produced each number: implementation, versions, weights digest (``Metric.stack``)
     stacks: dict[str, str] = field(default_factory=dict)
+    #: each metric's direction (higher is better?), recorded so a page never asks the plugins
+    directions: dict[str, bool] = field(default_factory=dict)
     #: per-stage code counts over the split, for the usage histogram
     counts: list[Tensor] = field(default_factory=list)
     #: a few originals and reconstructions, for the reconstruction grid
@@ -111,6 +113,7 @@ def evaluate(
         quantizer.train(was_training[1])
     for name, metric in metrics.items():
         result.stacks[name] = str(metric.stack)  # what produced the number, recorded beside it
+        result.directions[name] = bool(getattr(metric, "higher_is_better", True))
         try:
             result.values.update({k: float(v) for k, v in metric.compute().items()})
         except MetricUnavailable as exc:

@@ -143,6 +143,6 @@ def suite_tags(host: Any, suite: Any) -> dict[str, str]:
     directions = {}
     for spec in suite.data.get("eval", {}).get("metrics", []):
         name = spec if isinstance(spec, str) else spec.get("name", "") if isinstance(spec, dict) else ""
-        if name in host.metrics:
-            directions[name] = bool(getattr(host.metrics.get(name).obj, "higher_is_better", True))
+        if (higher := host.higher_is_better(name)) is not None:
+            directions[name] = higher
     return {PRIMARY_TAG: suite.primary_metric, DIRECTIONS_TAG: json.dumps(directions, sort_keys=True)}

@@ -23,6 +23,7 @@ A cell's run is nested under the suite's parent run. In the order the cell write
 - evaluated (:meth:`~CellRecord.evaluation`): ``eval/*`` at the last step; ``harness.eval_tokens`` (the
   tokens the eval split fed the quantizer); ``harness.unavailable.<metric>``
   and ``unavailable_metrics.json`` for a metric that could not run; ``harness.metric_stack.<metric>``;
+  ``harness.metric_directions`` (each metric's direction, JSON);
 - recorded (:meth:`~CellRecord.outputs`): ``plots/latent.png`` (when asked for), ``plots/code_usage.png``,
   ``plots/training_curves.png``, ``plots/reconstructions.png`` (images), ``checkpoint/final.pt``;
 - closed: FINISHED; KILLED on an interrupt; FAILED with ``harness.error`` and ``traceback.txt``
@@ -38,13 +39,14 @@ own run (:mod:`harness.recovery.claim`). Every write goes through :class:`harnes
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from harness import __version__
-from harness.cell.provenance import provenance_tags, rate_tags
+from harness.cell.provenance import DIRECTIONS_TAG, provenance_tags, rate_tags
 from harness.host import Host
 from harness.suite import Cell, Suite
 from harness.tracking import as_floats, close_guarded, flatten, git_commit, guarded, tags_for
@@ -145,6 +147,8 @@ class CellRecord:
             tracker.log_json(run_id, result.unavailable, "unavailable_metrics.json")
         if result.stacks:
             tracker.set_tags(run_id, {f"harness.metric_stack.{k}": v for k, v in result.stacks.items()})
+        if result.directions:  # the page ranks by what the cell recorded, not by installed plugins
+            tracker.set_tags(run_id, {DIRECTIONS_TAG: json.dumps(result.directions, sort_keys=True)})
 
     def outputs(self, title: str, built: Any, result: Any) -> None:
         """The plots (built now, after training) and the final weights."""

@@ -139,7 +139,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     source = page_source(args.suite, args.profile)
     tracker = open_store(args.tracking_uri, write=args.log)
     check_known(source, tracker, args.tracking_uri)
-    board = build_page(source.name, tracker=tracker, profile=args.profile, host=_host(),
+    board = build_page(source.name, tracker=tracker, profile=args.profile, direction_of=_host().higher_is_better,
                        references=source.references, primary=source.primary,
                        default_primary=source.default_primary, description=source.description,
                        claims=source.claims, claim_groups=source.groups or None,

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from harness.cell.provenance import DIRECTIONS_TAG, PRIMARY_TAG
-from harness.host import Host, get_host
 from harness.leaderboard.rows import (
     Row,
     Seed,
@@ -84,14 +84,19 @@ class Leaderboard:
         return max(values) if self.higher_is_better.get(column, True) else min(values)
 
 
-def metric_direction(host: Host, column: str, recorded: dict[str, bool] | None = None) -> bool:
-    """Higher is better? As the run recorded it, else as the installed metric plugin says."""
+#: a metric's direction where no run recorded it (the command passes what the installed plugins say)
+DirectionOf = Callable[[str], "bool | None"]
+
+
+def metric_direction(column: str, recorded: dict[str, bool] | None = None,
+                     direction_of: DirectionOf | None = None) -> bool:
+    """Higher is better? As the runs recorded it (``harness.metric_directions``), else as the
+    caller's ``direction_of`` says (runs older than that tag, hand-made runs), else higher."""
     base = column.split("/")[0]
     if recorded and base in recorded:
         return bool(recorded[base])
-    if base in host.metrics:
-        return bool(getattr(host.metrics.get(base).obj, "higher_is_better", True))
-    return True
+    given = direction_of(base) if direction_of is not None else None
+    return True if given is None else bool(given)
 
 
 def _int(value: Any, default: int = 0) -> int:
@@ -106,7 +111,7 @@ def build_leaderboard(
     *,
     tracker: Tracker | None = None,
     profile: str | None = None,
-    host: Host | None = None,
+    direction_of: DirectionOf | None = None,
     references: list[dict[str, Any]] | None = None,
     primary: str | None = None,
     default_primary: str | None = None,
@@ -121,14 +126,13 @@ def build_leaderboard(
     the store it read (``store``, the resolved URI, when ``tracker`` is ``None``: no store yet)
     and how to record them (``harness run RUN_AS``: the suite file's path when one was given).
     """
-    host = host or get_host()
     runs = tracker.runs(suite, CELLS) if tracker is not None else []
     runs = [r for r in runs if r.data.tags.get("harness.tuning") != "trial"]  # scored on select: never ranked
     recorded_profiles = sorted({r.data.tags.get("harness.profile") or "" for r in runs} - {""})
     if profile and profile not in recorded_profiles:
         runs = []
     if not runs:
-        board = empty_board(suite, tracker, profile, host, references, primary or default_primary, store,
+        board = empty_board(suite, tracker, profile, direction_of, references, primary or default_primary, store,
                             run_as)
         if recorded_profiles:
             board.meta["no_runs"] = (f"no {board.profile!r} run of suite {suite!r} is recorded in "
@@ -138,6 +142,7 @@ def build_leaderboard(
     profile, version, runs, hidden = select_runs(suite, runs, profile)
     suite_runs = parent_runs(tracker, suite, profile, version)
     recorded_primary, recorded_directions = recorded_rules(suite_runs)
+    recorded_directions = {**cell_directions(runs), **recorded_directions}
     rows, used = [], []
     for group_runs in by_group(runs).values():
         row, kept = make_row(group_runs)
@@ -148,7 +153,7 @@ def build_leaderboard(
     add_references(rows, references or [])
     primary = primary or recorded_primary or default_primary or "mse"
     columns = ordered_columns(rows, primary)
-    directions = {c: metric_direction(host, c, recorded_directions) for c in columns}
+    directions = {c: metric_direction(c, recorded_directions, direction_of) for c in columns}
     rows = sort_rows(rows, primary, directions.get(primary, True))
     board = Leaderboard(suite, profile, version, primary, columns, directions, rows,
                         meta=_meta(tracker, used), stacks=metric_stacks(used))
@@ -160,7 +165,7 @@ def build_leaderboard(
 OTHER_STORE = "to read another store pass --tracking-uri URI or set MLFLOW_TRACKING_URI"
 
 
-def empty_board(suite: str, tracker: Tracker | None, profile: str | None, host: Host,
+def empty_board(suite: str, tracker: Tracker | None, profile: str | None, direction_of: DirectionOf | None,
                 references: list[dict[str, Any]] | None, primary: str | None,
                 store: str | None = None, run_as: str | None = None) -> Leaderboard:
     """No cell recorded yet: the papers' rows alone, and a line saying where no run is recorded."""
@@ -170,7 +175,7 @@ def empty_board(suite: str, tracker: Tracker | None, profile: str | None, host: 
     columns = ordered_columns(rows, primary)
     uri = tracker.uri if tracker is not None else f"{store or 'the default store'} (no store there yet)"
     board = Leaderboard(suite, profile or "full", None, primary, columns,
-                        {c: metric_direction(host, c) for c in columns}, rows,
+                        {c: metric_direction(c, None, direction_of) for c in columns}, rows,
                         meta={"store": uri, "built": _now()})
     board.meta["no_runs"] = (f"no run of suite {suite!r} is recorded in {uri}; "
                              f"`harness run {run_as or suite}` records them there; {OTHER_STORE}")
@@ -216,6 +221,17 @@ def recorded_rules(suite_runs: list[Any]) -> tuple[str | None, dict[str, bool]]:
                 directions = {}
             return tags[PRIMARY_TAG], directions
     return None, {}
+
+
+def cell_directions(runs: list[Any]) -> dict[str, bool]:
+    """Each metric's direction as the cells recorded it (``harness.metric_directions``)."""
+    found: dict[str, bool] = {}
+    for run in runs:
+        try:
+            found.update({str(k): bool(v) for k, v in json.loads(run.data.tags.get(DIRECTIONS_TAG, "{}")).items()})
+        except (ValueError, AttributeError):
+            continue
+    return found
 
 
 def ordered_columns(rows: list[Row], primary: str) -> list[str]:

@@ -14,8 +14,7 @@ import os
 from typing import Any
 
 from harness import __version__
-from harness.host import Host
-from harness.leaderboard.build import Leaderboard, build_leaderboard
+from harness.leaderboard.build import DirectionOf, Leaderboard, build_leaderboard
 from harness.leaderboard.claims import latest_claims, recheck
 from harness.tracking import Tracker, tags_for
 
@@ -32,7 +31,7 @@ def build_page(
     *,
     tracker: Tracker | None,
     profile: str | None = None,
-    host: Host | None = None,
+    direction_of: DirectionOf | None = None,
     references: list[dict[str, Any]] | None = None,
     primary: str | None = None,
     default_primary: str | None = None,
@@ -50,7 +49,7 @@ def build_page(
     than the board holds (``-q``, ``--set matrix...``). ``tracker`` may be
     ``None`` (no store exists yet at ``store``): the page then shows the reference rows alone.
     """
-    board = build_leaderboard(suite, tracker=tracker, profile=profile, host=host, references=references,
+    board = build_leaderboard(suite, tracker=tracker, profile=profile, direction_of=direction_of, references=references,
                               primary=primary, default_primary=default_primary, store=store, run_as=run_as)
     if description:
         board.meta["description"] = description

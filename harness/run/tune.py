@@ -110,11 +110,7 @@ class TuneResult:
 
 def check_tuning(host: Host, suite: Suite, cells: list[Cell]) -> spec.Tuning:
     """The suite's ``[tuning]`` with defaults; a metric, split or knob the plugins lack: file:line."""
-    def higher(metric: str) -> bool:
-        return bool(getattr(host.metrics.get(metric).obj, "higher_is_better", True)) if metric in host.metrics \
-            else True
-
-    tuning = spec.read_tuning(suite.data, suite.primary_metric, higher)
+    tuning = spec.read_tuning(suite.data, suite.primary_metric, lambda m: host.higher_is_better(m) is not False)
     metrics = [m if isinstance(m, str) else str(m.get("name")) for m in suite.data.get("eval", {}).get("metrics", [])]
     if tuning.metric not in metrics:
         raise suite.error(str(UnknownNameError("selection metric", tuning.metric, metrics,
