@@ -29,17 +29,20 @@ A cell's run is nested under the suite's parent run. In the order the cell write
 - closed: FINISHED; KILLED on an interrupt; FAILED with ``harness.error`` and ``traceback.txt``
   (:meth:`~CellRecord.failed`).
 
-Others write on a cell's run afterwards, about the cell rather than from it: an executor
-that lost the worker (:mod:`harness.run.executors`: ``harness.error``, ``harness.log``, the
-engine's job tags), the suite's close (:mod:`harness.run.lifecycle`: ``harness.error`` on a
-run left RUNNING), ``harness runs repair`` (``harness.repaired``), ``harness tune``
-(``harness.tuned.*``, ``tuning/trial_seconds``); a ``--resume`` that gives way deletes its
-own run (:mod:`harness.recovery.claim`). Every write goes through :class:`harness.tracking.Tracker`.
+Written about a cell afterwards, by the layers that learn it, through the functions at the
+end of this module: a cell whose worker was lost (:func:`close_lost`: ``harness.error``,
+``harness.log``, the engine's job tags), a run still RUNNING when its suite ended
+(:func:`close_orphan`), a tuned cell's cost (:func:`tuning_cost`: ``harness.tuned.*``).
+The recovery layer, a floor below this one, writes its own repairs on runs whose process is
+gone: ``harness runs repair`` (``harness.repaired``), a full store (``harness.error``), a
+``--resume`` that gives way (deletes its own run). Every write goes through
+:class:`harness.tracking.Tracker`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +52,15 @@ from harness import __version__
 from harness.cell.provenance import DIRECTIONS_TAG, provenance_tags, rate_tags
 from harness.host import Host
 from harness.suite import Cell, Suite
-from harness.tracking import as_floats, close_guarded, flatten, git_commit, guarded, tags_for
+from harness.tracking import (
+    Tracker,
+    as_floats,
+    close_guarded,
+    flatten,
+    git_commit,
+    guarded,
+    tags_for,
+)
 
 #: the curves the training-curves plot shows (kept from the log steps, and from a resumed run)
 CURVES = ("train/loss", "train/rec", "train/utilization")
@@ -200,3 +211,26 @@ class TrackerLog:
         for key in CURVES:
             if key in numbers:
                 self.history.setdefault(key, []).append((step, numbers[key]))
+
+
+# -- written about a cell afterwards ------------------------------------------------------------
+
+def close_lost(tracker: Tracker, run_id: str, status: str, reason: str, log_path: str | None = None,
+               engine_tags: Mapping[str, str] | None = None) -> None:
+    """A cell whose worker died: why (``harness.error``), its log, the engine's job or task id."""
+    tags = {"harness.error": reason[:5000], **({"harness.log": log_path} if log_path else {})}
+    tracker.set_tags(run_id, {**tags, **dict(engine_tags or {})})
+    tracker.end_run(run_id, status)
+
+
+def close_orphan(tracker: Tracker, run_id: str, status: str) -> None:
+    """A cell run still RUNNING when its suite ended: its process stopped without closing it."""
+    tracker.set_tags(run_id, {"harness.error": "still RUNNING when the suite ended: its process "
+                                               "stopped without closing it"})
+    tracker.end_run(run_id, status)
+
+
+def tuning_cost(tracker: Tracker, run_id: str, cost_s: float, trials: int, values: str) -> None:
+    """What a tuned cell's setting cost: its configuration's trials and their total wall time."""
+    tracker.set_tags(run_id, {"harness.tuned.cost_s": f"{cost_s:.3f}", "harness.tuned.trials": str(trials),
+                              "harness.tuned.values": values})

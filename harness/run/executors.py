@@ -285,9 +285,7 @@ def lost_outcome(spec: CellSpec, status: str, reason: str, *, log_path: str | No
     run_id = None
     try:
         tracker = ProcessTracker(spec.tracking_uri)
-        run_id = _close_lost(tracker, spec, status, reason, log_path)
-        if tags:
-            tracker.set_tags(run_id, dict(tags))
+        run_id = _close_lost(tracker, spec, status, reason, log_path, tags)
     except Exception as exc:  # noqa: BLE001 - the suite goes on; the summary still says why
         from harness.errors import one_line
 
@@ -295,16 +293,18 @@ def lost_outcome(spec: CellSpec, status: str, reason: str, *, log_path: str | No
     return CellOutcome(spec.cell_hash, status, run_id, error=reason)
 
 
-def _close_lost(tracker: Tracker, spec: CellSpec, status: str, reason: str, log_path: str | None) -> str:
+def _close_lost(tracker: Tracker, spec: CellSpec, status: str, reason: str, log_path: str | None,
+                engine_tags: Mapping[str, str] | None = None) -> str:
+    """The cell's newest run under its parent, closed ``status`` unless its worker closed it."""
+    from harness.cell.record import close_lost
+
     run = _newest_cell_run(tracker, spec)
     if run is not None and run.info.status not in ("RUNNING", "SCHEDULED"):
+        if engine_tags:
+            tracker.set_tags(run.info.run_id, dict(engine_tags))
         return run.info.run_id
     run_id = run.info.run_id if run is not None else _start_lost_run(tracker, spec)
-    tags = {"harness.error": reason[:5000]}
-    if log_path:
-        tags["harness.log"] = log_path
-    tracker.set_tags(run_id, tags)
-    tracker.end_run(run_id, status)
+    close_lost(tracker, run_id, status, reason, log_path, engine_tags)
     return run_id
 
 

@@ -19,6 +19,7 @@ from harness import __version__
 from harness.cell import distributed
 from harness.cell.build import check_suite
 from harness.cell.provenance import suite_tags
+from harness.cell.record import close_orphan
 from harness.cell.runner import CellResult, resolve_device
 from harness.errors import UsageError
 from harness.host import Host, get_host
@@ -311,9 +312,7 @@ def close_orphans(tracker: Tracker, experiment: str, parent: str, status: str) -
         return 0
     left = tracker.runs(experiment, f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'")
     for run in left:
-        tracker.set_tags(run.info.run_id, {"harness.error": "still RUNNING when the suite ended: its process "
-                                           "stopped without closing it"})
-        tracker.end_run(run.info.run_id, status)
+        close_orphan(tracker, run.info.run_id, status)
     return len(left)
 
 

@@ -29,6 +29,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from harness.cell.record import tuning_cost
 from harness.cell.runner import CellResult
 from harness.errors import UnknownNameError, suggest
 from harness.host import Host, get_host
@@ -365,9 +366,7 @@ def tag_cost(tracker: Tracker, results: list[CellResult], choices: dict[Slot, Ch
     for result in results:
         choice = choices.get(slot_of(result.cell))
         if result.run_id and choice is not None:
-            tracker.set_tags(result.run_id, {"harness.tuned.cost_s": f"{choice.cost:.3f}",
-                                             "harness.tuned.trials": str(len(choice.trials)),
-                                             "harness.tuned.values": spec.describe(choice.values or {})})
+            tuning_cost(tracker, result.run_id, choice.cost, len(choice.trials), spec.describe(choice.values or {}))
 
 
 def tune_suite(suite: Suite, methods: list[str] | None = None, options: RunOptions | None = None,
