@@ -148,18 +148,21 @@ class CellRecord:
 
     # -- evaluate and record --------------------------------------------------------------
     def evaluation(self, result: Any, step: int) -> None:
-        """``eval/*`` at ``step``; metrics that could not run, and each metric's stack, as tags."""
+        """``eval/*`` at ``step``; as tags, in one write: the split's token count (it bounds the
+        codes it can show in use), metrics that could not run, each metric's stack and direction
+        (the page ranks by what the cell recorded, not by installed plugins)."""
         tracker, run_id = self.tracker, self.run_id
         tracker.log_metrics(run_id, {f"eval/{k}": v for k, v in result.values.items()}, step)
-        if result.counts:  # the split's token count bounds the codes it can show in use
-            tracker.set_tags(run_id, {"harness.eval_tokens": str(int(result.counts[0].sum()))})
+        tags = {f"harness.unavailable.{k}": v[:5000] for k, v in result.unavailable.items()}
+        tags.update({f"harness.metric_stack.{k}": v for k, v in result.stacks.items()})
+        if result.counts:
+            tags["harness.eval_tokens"] = str(int(result.counts[0].sum()))
+        if result.directions:
+            tags[DIRECTIONS_TAG] = json.dumps(result.directions, sort_keys=True)
+        if tags:
+            tracker.set_tags(run_id, tags)
         if result.unavailable:
-            tracker.set_tags(run_id, {f"harness.unavailable.{k}": v[:5000] for k, v in result.unavailable.items()})
             tracker.log_json(run_id, result.unavailable, "unavailable_metrics.json")
-        if result.stacks:
-            tracker.set_tags(run_id, {f"harness.metric_stack.{k}": v for k, v in result.stacks.items()})
-        if result.directions:  # the page ranks by what the cell recorded, not by installed plugins
-            tracker.set_tags(run_id, {DIRECTIONS_TAG: json.dumps(result.directions, sort_keys=True)})
 
     def outputs(self, title: str, built: Any, result: Any) -> None:
         """The plots (built now, after training) and the final weights."""

@@ -57,7 +57,7 @@ def collapse_text(row: Any) -> str:
     """
     if getattr(row, "reported", False) or not row.seed_metrics:
         return ""
-    tokens = getattr(row, "eval_tokens", {})
+    tokens = row.eval_tokens
     reasons = [seed_collapse(m, row.codebook_size, tokens.get(seed))
                for seed, m in sorted(row.seed_metrics.items())]
     collapsed = [r for r in reasons if r]

@@ -39,7 +39,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -298,13 +297,18 @@ EXCLUDED: dict[str, dict[str, str]] = {
         ('PYTHONPATH=/tmp/lb-site python -m harness.commands.regenerate digits --jobs 4 '
          '--store /tmp/lb-digits --out "$OLDPWD/leaderboard"'): "digits' full profile: hours on a CPU",
     },
+    "docs/install.md": {
+        "pip install torch --index-url https://download.pytorch.org/whl/cpu":
+            "downloads from the internet, which CI does not have",
+        "pip install -e .": "installs into the environment; tests/authoring/test_fresh_clone.py runs it "
+                            "on a fresh clone in a fresh venv, then `harness run toy2d`",
+        "harness run toy2d": "run on README.md's page (the same command)",
+    },
     "README.md": {
         "harness run toy2d --profile smoke": "run on docs/tutorial.md's page (the same command; four "
                                              "cells fewer here)",
         "pip install -e .": "installs into the environment; tests/authoring/test_fresh_clone.py runs it "
                             "on a fresh clone in a fresh venv, then `harness run toy2d`",
-        "pip install torch --index-url https://download.pytorch.org/whl/cpu":
-            "downloads from the internet, which CI does not have",
         'pip install -e ".[test]"': "installs into the environment; tests/authoring/test_fresh_clone.py "
                                     "runs it on a fresh clone",
         "pytest -n auto": "the whole suite, which is what runs this test; test_fresh_clone.py checks "
@@ -426,14 +430,10 @@ def _tracking_server(box: Sandbox) -> None:
                             cwd=box.root, env=box.env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
-    def stop() -> None:  # SIGTERM: harness server stops its whole process group itself
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+    def stop() -> None:
+        from tests.engines.conftest import stop_server
+
+        stop_server(proc)
         log.close()
 
     box.cleanups.append(stop)

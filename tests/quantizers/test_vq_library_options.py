@@ -196,6 +196,15 @@ def _ours_run(ours: VectorQuantizer, z: torch.Tensor, g: torch.Tensor):  # noqa:
     return out, x.grad
 
 
+def _paired(theirs, ours: VectorQuantizer, n: int, d: int):  # noqa: ANN202
+    """Ours on their codebook, both run on the same tokens and upstream gradient:
+    ``(q, idx, loss, parts, grad)`` of theirs, then ``(out, grad)`` of ours."""
+    with torch.no_grad():
+        ours.embedding.copy_(theirs.codebook)
+    z, g = _inputs(n, d)
+    return _vqp_run(theirs, z, g), _ours_run(ours, z, g)
+
+
 def _inputs(n: int, d: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(n, d, generator=gen), torch.randn(n, d, generator=gen)
@@ -207,11 +216,7 @@ def test_cosine_matches_vector_quantize_pytorch() -> None:
     theirs = _vqp_module(dim=8, codebook_size=32, use_cosine_sim=True, ema_update=False, commitment_weight=0.25)
     theirs.train()
     ours = VectorQuantizer(dim=8, codebook_size=32, cosine_sim=True, beta=0.25)
-    with torch.no_grad():
-        ours.embedding.copy_(theirs.codebook)
-    z, g = _inputs(300, 8)
-    q, idx, loss, parts, grad = _vqp_run(theirs, z, g)
-    out, our_grad = _ours_run(ours, z, g)
+    (q, idx, loss, parts, grad), (out, our_grad) = _paired(theirs, ours, 300, 8)
     assert torch.equal(out.indices, idx)
     assert (out.z_q - q).abs().max() < 1e-6
     assert abs(0.25 * out.logs["commitment_loss"] - loss) < 1e-7
@@ -232,11 +237,7 @@ def test_orthogonal_regularizer_matches_vector_quantize_pytorch() -> None:
     theirs = _vqp_module(dim=4, codebook_size=16, orthogonal_reg_weight=3.0, learnable_codebook=True,
                          ema_update=False, commitment_weight=1.0)
     ours = VectorQuantizer(dim=4, codebook_size=16, orthogonal_reg_weight=3.0, beta=1.0)
-    with torch.no_grad():
-        ours.embedding.copy_(theirs.codebook)
-    z, g = _inputs(200, 4)
-    q, idx, loss, parts, grad = _vqp_run(theirs, z, g)
-    out, our_grad = _ours_run(ours, z, g)
+    (q, idx, loss, parts, grad), (out, our_grad) = _paired(theirs, ours, 200, 4)
     assert torch.equal(out.indices, idx)
     assert abs(out.logs["orthogonal_loss"] - parts.orthogonal_reg) < 1e-7
     # our loss has the codebook and commitment terms (beta = 1) where theirs has one undetached term
@@ -252,11 +253,7 @@ def test_heads_match_vector_quantize_pytorch(separate: bool) -> None:
     theirs = _vqp_module(dim=8, codebook_size=16, heads=4, separate_codebook_per_head=separate, codebook_dim=2,
                          learnable_codebook=True, ema_update=False, commitment_weight=1.0)
     ours = VectorQuantizer(dim=8, codebook_size=16, heads=4, separate_codebook_per_head=separate, beta=1.0)
-    with torch.no_grad():
-        ours.embedding.copy_(theirs.codebook)
-    z, g = _inputs(300, 8)
-    q, idx, loss, parts, grad = _vqp_run(theirs, z, g)
-    out, our_grad = _ours_run(ours, z, g)
+    (q, idx, loss, parts, grad), (out, our_grad) = _paired(theirs, ours, 300, 8)
     assert torch.equal(out.indices, idx)
     assert (out.z_q - q).abs().max() < 1e-6
     assert abs(out.loss - 2 * loss) < 1e-6
