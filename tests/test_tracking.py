@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from mlflow.exceptions import MlflowException
@@ -57,6 +59,36 @@ def test_run_layout(tiny_suite, tracking_uri, workdir):
     assert {"plots/code_usage.png", "plots/training_curves.png"} <= plots
     assert (workdir / "mlartifacts").is_dir() and not (workdir / "mlruns").exists()
     assert "claims.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+DRAW_NOTHING = """
+import sys
+import harness.run.lifecycle as lifecycle
+lifecycle.draw_figures = lambda tracker, results: None  # as if the suite's process had not drawn yet
+from harness.suite import load_suite
+result = lifecycle.run_suite(load_suite(sys.argv[1], "smoke", seeds=1), ["drifting"],
+                             lifecycle.RunOptions(tracking_uri=sys.argv[2], progress=False))
+print(result.cells[0].status, result.cells[0].run_id, "matplotlib" in sys.modules)
+"""
+
+
+def test_a_cell_saves_what_its_figures_need_and_the_suite_draws_them_once(tiny_suite, tracking_uri, workdir):
+    """A cell imports no matplotlib and draws nothing: it saves ``plots/figures.pt``. The suite's
+    process draws the PNGs from it after the cell (``draw_recorded``), once."""
+    from harness.cell.plots import draw_recorded
+
+    out = subprocess.run([sys.executable, "-c", DRAW_NOTHING, str(tiny_suite), tracking_uri], cwd=workdir,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    status, run_id, imported = out.stdout.split()
+    assert (status, imported) == ("FINISHED", "False")
+    tracker = Tracker(tracking_uri)
+    assert tracker.list_artifacts(run_id, "plots") == ["plots/figures.pt"]
+    assert draw_recorded(tracker, run_id) == ["plots/code_usage.png", "plots/training_curves.png"]
+    assert set(tracker.list_artifacts(run_id, "plots")) == {
+        "plots/figures.pt", "plots/code_usage.png", "plots/training_curves.png"}
+    assert tracker.read_artifact(run_id, "plots/code_usage.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert draw_recorded(tracker, run_id) == []
 
 
 def test_shards_split_cells(tiny_suite, tracking_uri):

@@ -1,9 +1,9 @@
-"""Figures logged with each cell: latent space (toy suites), code usage, reconstructions.
+"""Figures logged with each cell: latent space (toy suites), code usage, training curves, reconstructions.
 
-Built once per cell, after training, as plain ``matplotlib.figure.Figure``
-objects (no pyplot state, no GUI backend). Layouts use fixed margins rather
-than ``tight_layout``, whose text measurements cost more than drawing a toy
-cell's figures.
+Drawn after the cell, in the process that ran the suite, from the data its worker saved
+(:mod:`harness.cell.figure_data`): :func:`draw_recorded`. Plain ``matplotlib.figure.Figure``
+objects (no pyplot state, no GUI backend). Layouts use fixed margins rather than
+``tight_layout``, whose text measurements cost more than drawing a toy cell's figures.
 """
 
 from __future__ import annotations
@@ -13,6 +13,11 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 from torch import Tensor
+
+from harness.cell.figure_data import FIGURE_DATA, load_figure_data
+
+#: the figure every drawn cell has: its presence means the cell's figures are drawn
+USAGE = "plots/code_usage.png"
 
 
 def panels(ncols: int, width: float, height: float, nrows: int = 1) -> tuple[Figure, Any]:
@@ -89,3 +94,30 @@ def reconstruction_grid(originals: Tensor, reconstructions: Tensor, title: str) 
             axes[row][i].axis("off")
     fig.suptitle(title, fontsize=10)
     return fig
+
+
+def draw(data: dict[str, Any]) -> list[tuple[str, Figure]]:
+    """Each figure a cell's saved data gives, with the artifact path it is logged under."""
+    title, figures = data["title"], []
+    if data["snapshots"]:
+        figures.append(("plots/latent.png", latent_snapshots(data["snapshots"], title)))
+    figures.append((USAGE, usage_histogram(data["counts"], title)))
+    figures.append(("plots/training_curves.png", training_curves(data["history"], title)))
+    if data["samples"] is not None:
+        figures.append(("plots/reconstructions.png", reconstruction_grid(*data["samples"], title)))
+    return figures
+
+
+def draw_recorded(tracker: Any, run_id: str) -> list[str]:
+    """Draw a cell's figures from its ``plots/figures.pt`` into its run, unless they are there.
+
+    Returns the artifact paths drawn: none for a run drawn before, or one recorded before
+    cells saved their figure data (it drew its own)."""
+    present = set(tracker.list_artifacts(run_id, "plots"))
+    if FIGURE_DATA not in present or USAGE in present:
+        return []
+    drawn = []
+    for path, figure in draw(load_figure_data(tracker.read_artifact(run_id, FIGURE_DATA))):
+        tracker.log_figure(run_id, figure, path)
+        drawn.append(path)
+    return drawn

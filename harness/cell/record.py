@@ -24,8 +24,10 @@ A cell's run is nested under the suite's parent run. In the order the cell write
   tokens the eval split fed the quantizer); ``harness.unavailable.<metric>``
   and ``unavailable_metrics.json`` for a metric that could not run; ``harness.metric_stack.<metric>``;
   ``harness.metric_directions`` (each metric's direction, JSON);
-- recorded (:meth:`~CellRecord.outputs`): ``plots/latent.png`` (when asked for), ``plots/code_usage.png``,
-  ``plots/training_curves.png``, ``plots/reconstructions.png`` (images), ``checkpoint/final.pt``;
+- recorded (:meth:`~CellRecord.outputs`): ``plots/figures.pt`` (what the figures are drawn from)
+  and ``checkpoint/final.pt``; the suite's process then draws ``plots/latent.png`` (when asked for),
+  ``plots/code_usage.png``, ``plots/training_curves.png`` and ``plots/reconstructions.png`` (images)
+  from it (:func:`harness.cell.plots.draw_recorded`);
 - closed: FINISHED; KILLED on an interrupt; FAILED with ``harness.error`` and ``traceback.txt``
   (:meth:`~CellRecord.failed`).
 
@@ -165,16 +167,18 @@ class CellRecord:
             tracker.log_json(run_id, result.unavailable, "unavailable_metrics.json")
 
     def outputs(self, title: str, built: Any, result: Any) -> None:
-        """The plots (built now, after training) and the final weights."""
-        from harness.cell import plots
+        """What the figures are drawn from, and the final weights.
 
-        tracker, run_id = self.tracker, self.run_id
-        if built.snapshots:
-            tracker.log_figure(run_id, plots.latent_snapshots(built.snapshots, title), "plots/latent.png")
-        tracker.log_figure(run_id, plots.usage_histogram(result.counts, title), "plots/code_usage.png")
-        tracker.log_figure(run_id, plots.training_curves(built.history, title), "plots/training_curves.png")
-        if result.samples is not None:
-            tracker.log_figure(run_id, plots.reconstruction_grid(*result.samples, title), "plots/reconstructions.png")
+        The figures themselves are drawn after the cell, by the process that ran the suite
+        (:func:`harness.cell.plots.draw_recorded`): matplotlib and its drawing time stay out of
+        the worker and out of the cell's timed span."""
+        import io
+
+        from harness.cell.figure_data import FIGURE_DATA, figure_data
+
+        buffer = io.BytesIO()
+        torch.save(figure_data(title, built.snapshots, result.counts, built.history, result.samples), buffer)
+        self.tracker.log_bytes(self.run_id, buffer.getvalue(), FIGURE_DATA)
         self.final_weights(built.state)
 
     def final_weights(self, state: Any) -> None:

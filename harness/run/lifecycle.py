@@ -19,7 +19,7 @@ from harness import __version__
 from harness.cell import distributed
 from harness.cell.build import check_suite
 from harness.cell.provenance import suite_tags
-from harness.cell.record import close_orphan
+from harness.cell.record import close_orphan, tuning_role
 from harness.cell.runner import CellResult, resolve_device
 from harness.errors import UsageError
 from harness.host import Host, get_host
@@ -298,12 +298,26 @@ def close_suite(tracker: Tracker, suite: Suite, parent: str, results: list[CellR
     done = [r.record() for r in results if r.status in ("FINISHED", "SKIPPED")]
     claims = check_claims(suite.claims, done) if distributed.is_main() else []
     record_claims(tracker, parent, claims)
+    if status != "KILLED":  # an interrupted suite exits at once; its --resume draws what it skipped
+        draw_figures(tracker, results)
     swept = close_orphans(tracker, suite.name, parent, "KILLED" if status == "KILLED" else "FAILED")
     failed = [r for r in results if r.status not in ("FINISHED", "SKIPPED")]
     tracker.set_tags(parent, {"harness.failed_cells": str(len(failed) + swept),
                               "harness.skipped_cells": str(sum(r.status == "SKIPPED" for r in results))})
     tracker.end_run(parent, "FAILED" if (failed or swept) and status == "FINISHED" else status)
     return claims
+
+
+def draw_figures(tracker: Tracker, results: list[CellResult]) -> None:
+    """Each recorded cell's figures, drawn here from the data its worker saved (never a trial's:
+    no page shows one). A figure that cannot be drawn is a warning, never a failed suite."""
+    from harness.cell.plots import draw_recorded  # matplotlib: only the suite's process draws
+
+    if not distributed.is_main():
+        return
+    for r in results:
+        if r.status in ("FINISHED", "SKIPPED") and r.run_id and tuning_role(r.cell.config) != "trial":
+            guarded(f"drawing the figures of {r.cell.run_name}", lambda r=r: draw_recorded(tracker, r.run_id))
 
 
 def close_orphans(tracker: Tracker, experiment: str, parent: str, status: str) -> int:

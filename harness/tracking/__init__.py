@@ -449,6 +449,10 @@ class Tracker:
             if not token:
                 return out
 
+    def list_artifacts(self, run_id: str, folder: str | None = None) -> list[str]:
+        """The paths of the files directly in ``folder`` of a run's artifacts (the root if ``None``)."""
+        return [f.path for f in _retry(lambda: self.client.list_artifacts(run_id, folder)) if not f.is_dir]
+
     def read_artifact(self, run_id: str, path: str) -> bytes:
         """One artifact's bytes (downloaded into a temporary folder, removed after); raises when missing."""
         with tempfile.TemporaryDirectory() as tmp:
