@@ -14,7 +14,7 @@ metric writer counts), which other processes on a shared machine disturb less:
 - harness loop: ``harness.cell.train.train`` with the standard callbacks and MLflow
   logging every ``log_every`` steps through the background writer (the issue's
   "at most 5% over bare" budget);
-- whole cell: ``CellRunner.run``: the MLflow run, params, plots, the final
+- whole cell: ``CellRunner.run``: the MLflow run, params, the figure data, the final
   weights artifact on top (the "at most 10%" budget).
 
 The last line printed is JSON: ``{"bare_s", "harness_loop_s", "cell_s", ...}`` (wall
