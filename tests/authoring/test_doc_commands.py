@@ -197,13 +197,13 @@ RUN_AS: dict[str, dict[str, Run]] = {
         "harness list quantizers --json": Run(expect=(r'"quantizers": \[',)),
         "harness plugins": Run(expect=(r"vq-harness",)),
         "harness run toy2d --profile all": Run(
-            ("--dry-run",), why="285 cells of 3,000 steps: about 12 minutes; the dry run checks the "
-            "command and counts the cells (the README says 200+)",
-            expect=(r"\b[2-9]\d\d cells of suite 'toy2d' \(profile 'all'\); nothing was run",)),
+            ("--dry-run",), why="395 cells of 3,000 steps: about 19 minutes; the dry run checks the "
+            "command and counts the cells as the README does",
+            expect=(r"\b395 cells of suite 'toy2d' \(profile 'all'\); nothing was run",)),
         "harness run toy2d -q drifting --seeds 5 --set train.lr=0.005": Run(
             FAST, why=FAST_WHY, codes=(0, 1), expect=(r"drifting-K10-d2-s0 \| FINISHED",)),
         "harness tune digits --bits 8 --seeds 3": Run(
-            ("--dry-run",), why="132 trials then 132 cells: about 45 minutes (README); the dry run "
+            ("--dry-run",), why="132 trials then 132 cells: 53 minutes for the published page (README); the dry run "
             "checks the command and counts them as the README does", expect=(r"132 trials .* then 132 cells",)),
         "harness run toy2d -q vq-harness:vq": Run(FAST, why=FAST_WHY, codes=(0, 1),
                                                    expect=(r"\| vq-K2-d2-s0 +\| FINISHED",)),
