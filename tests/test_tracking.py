@@ -64,7 +64,8 @@ def test_run_layout(tiny_suite, tracking_uri, workdir):
 DRAW_NOTHING = """
 import sys
 import harness.run.lifecycle as lifecycle
-lifecycle.draw_figures = lambda tracker, results: None  # as if the suite's process had not drawn yet
+lifecycle.FigureDrawer.submit = lambda self, run_id, name: None  # as if the suite's process
+lifecycle.draw_figures = lambda tracker, results: None  # had drawn nothing yet
 from harness.suite import load_suite
 result = lifecycle.run_suite(load_suite(sys.argv[1], "smoke", seeds=1), ["drifting"],
                              lifecycle.RunOptions(tracking_uri=sys.argv[2], progress=False))
@@ -74,7 +75,7 @@ print(result.cells[0].status, result.cells[0].run_id, "matplotlib" in sys.module
 
 def test_a_cell_saves_what_its_figures_need_and_the_suite_draws_them_once(tiny_suite, tracking_uri, workdir):
     """A cell imports no matplotlib and draws nothing: it saves ``plots/figures.pt``. The suite's
-    process draws the PNGs from it after the cell (``draw_recorded``), once."""
+    process draws the PNGs from it (``draw_recorded``, on harness.run.figures' thread), once."""
     from harness.cell.plots import draw_recorded
 
     out = subprocess.run([sys.executable, "-c", DRAW_NOTHING, str(tiny_suite), tracking_uri], cwd=workdir,

@@ -35,6 +35,7 @@ from harness.run.executors import (
     build_executor,
     check_tracking_uri,
 )
+from harness.run.figures import FigureDrawer
 from harness.run.options import RunOptions, executor_choice
 from harness.run.rerun import check_rerun
 from harness.suite import Cell, Suite
@@ -256,20 +257,26 @@ def dispatch(executor: Executor, suite: Suite, todo: list[tuple[Cell, Resume | N
     by_hash = {cell.config_hash: cell for cell, _ in todo}
     specs = cell_specs(suite, todo, parent, uri, cell_options(options, executor))
     progress = _progress(options, suite, executor, len(specs))
+    drawer = FigureDrawer(uri)
 
     def collect(outcome: CellOutcome) -> None:
         cell = by_hash[outcome.cell_hash]
         results.append(CellResult(cell, outcome.status, dict(outcome.metrics), dict(outcome.unavailable),
                                   error=outcome.error, run_id=outcome.run_id, seconds=outcome.seconds))
+        if outcome.status == "FINISHED" and outcome.run_id and tuning_role(cell.config) != "trial":
+            drawer.submit(outcome.run_id, cell.run_name)
         if progress is not None:
             progress.update(1)
             progress.set_postfix_str(f"{cell.run_name} {outcome.status}")
         if tracker is not None and outcome.status != "FINISHED" and diskfull.refused(tracker, parent, outcome.error):
             raise diskfull.FullStoreSeen(outcome.error or "")
 
+    finished = False
     try:
         executor.run(specs, collect)
+        finished = True
     finally:
+        drawer.close(wait=finished)
         if progress is not None:
             progress.close()
 
@@ -309,8 +316,9 @@ def close_suite(tracker: Tracker, suite: Suite, parent: str, results: list[CellR
 
 
 def draw_figures(tracker: Tracker, results: list[CellResult]) -> None:
-    """Each recorded cell's figures, drawn here from the data its worker saved (never a trial's:
-    no page shows one). A figure that cannot be drawn is a warning, never a failed suite."""
+    """Each recorded cell's figures not drawn yet (:class:`harness.run.figures.FigureDrawer` draws
+    them as cells end; this catches cells skipped by ``--resume``), never a trial's: no page
+    shows one. A figure that cannot be drawn is a warning, never a failed suite."""
     from harness.cell.plots import draw_recorded  # matplotlib: only the suite's process draws
 
     if not distributed.is_main():

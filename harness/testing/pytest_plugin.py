@@ -378,6 +378,12 @@ class CellItem(_SuiteItem):
         outcomes: list[Any] = []
         state.executor.run([state.cell_specs(self.spec)[self.cell.config_hash]], outcomes.append)
         [result] = outcomes
+        if result.status == "FINISHED" and result.run_id:  # drawn here, beside the other workers'
+            # cells, not all at the end in the controller (harness.run.figures says why)
+            from harness.cell.plots import draw_recorded
+            from harness.tracking import guarded
+
+            guarded(f"drawing the figures of {self.cell.run_name}", lambda: draw_recorded(state.tracker, result.run_id))
         self.user_properties += [("run_id", result.run_id), ("seconds", round(result.seconds, 2))]
         self.user_properties += [(f"eval/{k}", v) for k, v in sorted(result.metrics.items())]
         if result.status != "FINISHED":
