@@ -48,21 +48,20 @@ def bare_time(args: tuple[dict, int]) -> tuple[float, float]:
     return bare(get_host(), config)
 
 
-def configurations(suite_name: str, profile: str) -> tuple[list[tuple[str, dict]], dict[str, int]]:
-    """(method, completed config) for the first seed of each configuration, and seeds per method."""
+def configurations(suite_name: str, profile: str) -> list[tuple[str, dict, int]]:
+    """(method, completed config, seeds) for each configuration, the config of its first seed."""
     from harness.cell.build import complete_config
     from harness.host import get_host
     from harness.suite import load_suite
 
     host, suite = get_host(), load_suite(suite_name, profile)
-    cells = suite.cells(None)
-    seeds: dict[str, int] = {}
+    seeds: dict[tuple, int] = {}
     first: dict[tuple, tuple[str, dict]] = {}
-    for cell in cells:
+    for cell in suite.cells(None):
         key = (cell.method, cell.codebook_size, cell.dim)
         seeds[key] = seeds.get(key, 0) + 1
         first.setdefault(key, (cell.method, complete_config(host, cell)))
-    return [first[k] for k in first], {f"{m}|{k}|{d}": n for (m, k, d), n in seeds.items()}
+    return [(*first[key], n) for key, n in seeds.items()]
 
 
 def cell_times(uri: str, suite_name: str) -> dict[str, list[float]]:
@@ -85,19 +84,17 @@ def main() -> int:
     cores = os.cpu_count() or 1
     threads = max(1, cores // args.jobs)
 
-    configs, seeds = configurations(args.suite, args.profile)
+    configs = configurations(args.suite, args.profile)
     start = time.perf_counter()
     with mp.get_context("spawn").Pool(args.jobs) as pool:
-        bare = pool.map(bare_time, [(config, threads) for _, config in configs], chunksize=1)
+        bare = pool.map(bare_time, [(config, threads) for _, config, _ in configs], chunksize=1)
     bare_wall = time.perf_counter() - start
-    per_method: dict[str, float] = {}
-    total = 0.0
-    for (method, config), (wall, _cpu) in zip(configs, bare, strict=True):
-        q = config["quantizer"]
-        n = seeds[f"{method}|{q['codebook_size']}|{q['dim']}"]
-        total += wall * n
-        per_method.setdefault(method, 0.0)
-        per_method[method] += wall * n
+    per_method: dict[str, float] = {}  # bare seconds summed over the method's cells
+    cells_of: dict[str, int] = {}
+    for (method, _, n), (wall, _cpu) in zip(configs, bare, strict=True):
+        per_method[method] = per_method.get(method, 0.0) + wall * n
+        cells_of[method] = cells_of.get(method, 0) + n
+    total = sum(per_method.values())
 
     with tempfile.TemporaryDirectory() as folder:
         uri = f"sqlite:///{Path(folder) / 'mlflow.db'}"
@@ -111,11 +108,11 @@ def main() -> int:
             return proc.returncode
         recorded = cell_times(uri, args.suite)
 
-    cells = sum(seeds.values())
+    cells = sum(cells_of.values())
     print("| method | cells | median cell s (recorded) | bare s (one cell) | cell / bare |")
     print("|---|---|---|---|---|")
     for method in sorted(per_method, key=lambda m: -per_method[m]):
-        n = sum(v for k, v in seeds.items() if k.split("|")[0] == method)
+        n = cells_of[method]
         one_bare = per_method[method] / n
         median = statistics.median(recorded.get(method, [float("nan")]))
         print(f"| {method} | {n} | {median:.2f} | {one_bare:.2f} | {median / one_bare:.2f}x |")

@@ -316,15 +316,15 @@ def close_suite(tracker: Tracker, suite: Suite, parent: str, results: list[CellR
 
 
 def draw_figures(tracker: Tracker, results: list[CellResult]) -> None:
-    """Each recorded cell's figures not drawn yet (:class:`harness.run.figures.FigureDrawer` draws
-    them as cells end; this catches cells skipped by ``--resume``), never a trial's: no page
-    shows one. A figure that cannot be drawn is a warning, never a failed suite."""
+    """The figures of cells skipped by ``--resume`` that were never drawn (an interrupted suite
+    left them): :class:`harness.run.figures.FigureDrawer` drew this run's finished cells as they
+    ended. Never a trial's (no page shows one). A figure that cannot be drawn is a warning."""
     from harness.cell.plots import draw_recorded  # matplotlib: only the suite's process draws
 
     if not distributed.is_main():
         return
     for r in results:
-        if r.status in ("FINISHED", "SKIPPED") and r.run_id and tuning_role(r.cell.config) != "trial":
+        if r.status == "SKIPPED" and r.run_id and tuning_role(r.cell.config) != "trial":
             guarded(f"drawing the figures of {r.cell.run_name}", lambda r=r: draw_recorded(tracker, r.run_id))
 
 
