@@ -271,3 +271,31 @@ def test_pytest_items_go_through_the_same_lifecycle_and_isolate_with_processes(t
     [parent] = runs_of(uri, kind="suite")
     assert parent.info.status == "FAILED" and parent.data.tags["harness.executor"] == "processes"
     assert parent.data.tags["harness.runner"] == "pytest"
+
+
+def test_ray_shuts_down_with_its_garbage_collected_first_and_none_collected_during():
+    """An ObjectRef freed while Ray stops its core worker ends the process (Ray's quick_exit)."""
+    import gc
+    import weakref
+
+    from harness.plugins.executors.ray import shutdown
+
+    class Garbage:
+        pass
+
+    cycle = Garbage()
+    cycle.self = cycle
+    freed = weakref.ref(cycle)
+    del cycle
+    seen: dict[str, bool] = {}
+
+    class FakeRay:
+        @staticmethod
+        def shutdown() -> None:
+            seen["garbage left"] = freed() is not None
+            seen["collecting"] = gc.isenabled()
+
+    assert gc.isenabled()
+    shutdown(FakeRay)
+    assert seen == {"garbage left": False, "collecting": False}
+    assert gc.isenabled()

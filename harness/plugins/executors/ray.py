@@ -21,6 +21,7 @@ Failure semantics:
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from collections.abc import Callable
@@ -64,7 +65,7 @@ class RayExecutor(Executor):
             self._run(ray, specs, on_outcome)
         finally:
             if owned:
-                ray.shutdown()
+                shutdown(ray)
 
     def _connect(self, ray: Any) -> bool:
         """Join ``address`` or start a local cluster; True when this executor must shut it down."""
@@ -124,6 +125,26 @@ class RayExecutor(Executor):
                 reason = "Ray task force-cancelled (ray.cancel) when the submitting process was interrupted"
                 on_outcome(_lost(spec, "KILLED", reason, ref, tracker))
         pending.clear()
+
+
+def shutdown(ray: Any) -> None:
+    """:func:`ray.shutdown` with no garbage collection while it runs.
+
+    Ray shuts the driver's core worker down before it drops the Python handle to it; an
+    ``ObjectRef`` freed in between calls into the stopped worker, and Ray ends the whole
+    process (``quick_exit``) before the suite prints its summary or closes its runs. Another
+    thread of this process (the figure drawer) can trigger that collection at any time, so
+    the garbage is collected first, while the worker is up, and collection waits until the
+    shutdown has returned.
+    """
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        ray.shutdown()
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def task_outcome(ray: Any, ref: Any, spec: CellSpec, tracker: Any) -> CellOutcome:
