@@ -19,13 +19,9 @@ is not active, an MLflow without these tables.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-
-#: SQL cannot hold an infinity; MLflow stores +-inf as the largest finite doubles
-_LARGEST = 1.7976931348623157e308
 
 
 class SqlMetricRows:
@@ -44,7 +40,8 @@ class SqlMetricRows:
         except ImportError:
             return None
         store = getattr(getattr(client, "_tracking_client", None), "store", None)
-        if not isinstance(store, SqlAlchemyStore) or not hasattr(store, "ManagedSessionMaker"):
+        if not (isinstance(store, SqlAlchemyStore) and hasattr(store, "ManagedSessionMaker")
+                and hasattr(store, "sanitize_metric_value")):  # older MLflow: log_batch does it all
             return None
         return cls(store, SqlMetric.__table__, SqlLatestMetric.__table__, SqlRun.__table__, _validate_metric)
 
@@ -79,8 +76,7 @@ class SqlMetricRows:
             if identity in seen:
                 continue
             seen.add(identity)
-            is_nan = math.isnan(point.value)
-            value = 0.0 if is_nan else max(-_LARGEST, min(_LARGEST, float(point.value)))
+            is_nan, value = self.store.sanitize_metric_value(point.value)  # NaN as 0, +-inf as the largest doubles
             rows.append({"run_uuid": run_id, "key": point.key, "value": value, "timestamp": int(point.timestamp),
                          "step": int(point.step), "is_nan": is_nan})
         return rows
