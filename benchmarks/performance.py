@@ -19,6 +19,7 @@ import argparse
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -89,18 +90,27 @@ def section_overhead(tmp: Path) -> str:
 
 
 def section_xdist(tmp: Path) -> str:
-    """The smoke profile (8 cells: start-up dominates) and Liu 2026's full-profile cells (32)."""
+    """The smoke profile (8 cells: start-up dominates) and 20 full-profile cells. For the full
+    profile also `-n 2` with the durations the `-n 0` session left in pytest's cache, which the
+    harness's scheduler uses to hand out the longest cells first (harness/testing/scheduling.py)."""
     lines = ["| command | wall time | speed-up over -n 0 | result |", "|---|---|---|---|"]
-    for extra in ([], ["--harness-profile", "full", "--harness-method", "vq", "--harness-method", "drifting"]):
-        base = None
-        for workers in ("0", "2"):
-            folder = tmp / f"xdist-{len(extra)}-{workers}"
+    full = ["--harness-profile", "full", "--harness-method", "vq", "--harness-method", "drifting"]
+    for extra, runs in (([], ("0", "2")), (full, ("0", "2", "2 with the -n 0 durations"))):
+        base, first = None, None
+        for label in runs:
+            folder = tmp / f"xdist-{len(extra)}-{len(lines)}"
             folder.mkdir()
-            command = ["pytest", "-p", "no:cacheprovider", "--harness-suite", "toy2d", *extra, "-n", workers, "-q"]
+            workers = label.split()[0]
+            history = label != workers
+            if history:  # the -n 0 session's cache: its cells' durations
+                shutil.copytree(first / ".pytest_cache", folder / ".pytest_cache")
+            cache = [] if history or workers == "0" else ["-p", "no:cacheprovider"]
+            command = ["pytest", *cache, "--harness-suite", "toy2d", *extra, "-n", workers, "-q"]
             seconds, out, _ = run([sys.executable, "-m", *command], folder)
-            base = base or seconds
+            base, first = base or seconds, first or folder
             last = out.strip().splitlines()[-1] if out.strip() else ""
-            lines.append(f"| `pytest {' '.join(command[3:])}` | {seconds:.1f} s | {base / seconds:.2f}x | {last} |")
+            shown = " ".join(command[1 + len(cache):]) + (" (durations of the -n 0 run)" if history else "")
+            lines.append(f"| `pytest {shown}` | {seconds:.1f} s | {base / seconds:.2f}x | {last} |")
     return "\n".join(lines)
 
 

@@ -7,9 +7,12 @@ spreads over pytest-xdist workers. docs/ci.md explains the route; in short:
 * One store, one parent run. The controller (or the only process, without xdist)
   resolves the tracking URI once (``--harness-tracking-uri``, else
   ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<rootdir>/mlflow.db``) and creates the
-  suite's parent run before any worker starts, which also creates the SQLite schema
-  and the experiment, so workers never race on them. Both go to the workers
-  through ``workerinput``. Every cell is a nested run of that parent, planned,
+  suite's parent run, which also creates the SQLite schema and the experiment, so
+  workers never race on them. The URI goes to the workers through ``workerinput``;
+  the parent is created on a thread while the workers start, and each worker reads
+  it before its first cell (:mod:`harness.testing.handoff`). The controller hands out
+  the longest cells first, by the durations earlier sessions recorded
+  (:mod:`harness.testing.scheduling`). Every cell is a nested run of that parent, planned,
   parented, run (a :class:`harness.run.executors.CellSpec` on ``--harness-executor``:
   ``local`` by default, ``processes`` to isolate each cell) and closed by the same
   functions as ``harness run`` (:mod:`harness.run.lifecycle`), so the leaderboard
@@ -38,11 +41,14 @@ import os
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from harness.testing.fixtures import harness_sandbox  # noqa: F401 - fixtures shipped with the plugin
+
+if TYPE_CHECKING:
+    from harness.testing.handoff import ParentHandoff
 
 WORKER_KEY = "harness_suites"
 CLAIM_POLL_SECONDS = 1.0
@@ -91,15 +97,27 @@ def pytest_configure(config: pytest.Config) -> None:
     state = HarnessSession(config)
     config.stash[_STATE] = state
     config.pluginmanager.register(_ClaimsLast(), "harness-claims-last")
+    if not hasattr(config, "workerinput"):  # the controller, or the only process
+        from harness.testing.durations import DurationRecorder
+
+        config.pluginmanager.register(DurationRecorder(config), "harness-durations")
+        if config.pluginmanager.hasplugin("xdist"):
+            from harness.testing.scheduling import SchedulerPlugin
+
+            config.pluginmanager.register(SchedulerPlugin(), "harness-scheduler")
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         # `pytest --harness-suite X` alone runs the suite, not the project's testpaths
         config.args = []
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """The distribution under test and every plugin name clash, at the end (shown under ``-q`` too)."""
+    """The distribution under test and every plugin name clash, at the end (shown under ``-q`` too),
+    and why the xdist controller could not create the parent runs, if it could not."""
     from harness.testing.under_test import header_lines
 
+    state = _state(terminalreporter.config)
+    if state is not None and state.handoff_error:
+        terminalreporter.write_line(f"ERROR: {state.handoff_error}", red=True)
     lines = header_lines()
     if lines:
         terminalreporter.section("harness: plugin names", sep="-")
@@ -109,12 +127,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """xdist controller: create the parent runs once and hand them to each worker."""
+    """xdist controller: the store for each worker, and where its parent runs will be
+    (created on a thread while the workers start: harness.testing.handoff)."""
     state = _state(node.config)
     if state is not None:
-        # --collect-only records nothing: no parent runs to hand out
-        parents = {} if node.config.option.collectonly else state.parents()
-        node.workerinput[WORKER_KEY] = json.dumps({"uri": state.uri, "parents": parents})
+        shared = {"uri": state.uri}
+        if not node.config.option.collectonly:  # --collect-only records nothing
+            shared["handoff"] = str(state.handoff().path)
+        node.workerinput[WORKER_KEY] = json.dumps(shared)
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
@@ -147,6 +167,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = _state(session.config)
     if state is not None and not hasattr(session.config, "workerinput"):
         state.finish(interrupted=exitstatus == pytest.ExitCode.INTERRUPTED)
+        if state.handoff_error:  # the same exit status as the error gives without xdist
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
 
 # -- the session state: suites, store, parent runs ------------------------------------------
@@ -160,12 +182,12 @@ class HarnessSession:
         self.profile: str = config.getoption("harness_profile")
         self.claim_timeout: float = config.getoption("harness_claim_timeout")
         worker = getattr(config, "workerinput", None)
-        if worker is not None and WORKER_KEY in worker:
-            shared = json.loads(worker[WORKER_KEY])
-            self.uri, self._parents = shared["uri"], dict(shared["parents"])
-        else:
-            self.uri = self._resolve_uri(config)
-            self._parents = {}
+        shared = json.loads(worker[WORKER_KEY]) if worker is not None and WORKER_KEY in worker else {}
+        self.uri: str = shared["uri"] if shared else self._resolve_uri(config)
+        self._handoff_path: str | None = shared.get("handoff")  # a worker's: the controller's parents
+        self._handoff: ParentHandoff | None = None  # the controller's: creating them
+        self._parents: dict[str, str] = {}
+        self.handoff_error: str | None = None
         self._specs: dict[str, dict[str, Any]] = {}
 
     @staticmethod
@@ -265,10 +287,26 @@ class HarnessSession:
             self._specs[spec] = {s.cell_hash: s for s in built}
         return self._specs[spec]
 
+    def handoff(self) -> ParentHandoff:
+        """xdist controller: the parent runs, being created on a thread (started on first use)."""
+        if self._handoff is None:
+            from harness.testing.handoff import ParentHandoff
+
+            self._handoff = ParentHandoff(self.parents)
+        return self._handoff
+
     def parents(self) -> dict[str, str]:
-        """The parent run of each suite, created on first use (by the controller under xdist)."""
+        """The parent run of each suite: created on first use, or under xdist by the
+        controller and read by each worker before its first cell."""
         from harness.run.lifecycle import start_parent
 
+        if self._handoff_path is not None and not self._parents:
+            from harness.testing.handoff import HandoffError, wait_for_parents
+
+            try:
+                self._parents = wait_for_parents(self._handoff_path, self.claim_timeout)
+            except HandoffError as exc:
+                raise SuiteFailure(str(exc)) from None
         for spec, suite in self.suites.items():
             if spec not in self._parents:
                 self._parents[spec] = start_parent(
@@ -286,6 +324,9 @@ class HarnessSession:
     def finish(self, interrupted: bool) -> None:
         """Controller only: claims over all cells, no run left RUNNING, parent runs closed
         (harness.run.lifecycle.close_suite, as ``harness run`` ends)."""
+        if self._handoff is not None:  # the cells already failed with its error, if any
+            self._handoff.close()
+            self.handoff_error = self._handoff.error
         if not self._parents:
             return
         from harness.cell.runner import CellResult

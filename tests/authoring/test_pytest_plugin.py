@@ -8,6 +8,7 @@ parent run, claims judged, and `harness leaderboard` equal to the one built from
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import torch  # noqa: F401 - imported before any in-process run (the pytester fixture below says why)
 from mlflow.tracking import MlflowClient
 
 from harness.host import get_host
@@ -104,7 +106,10 @@ def test_plugin_import_is_cheap():
 
 @pytest.fixture
 def pytester(pytester: pytest.Pytester) -> pytest.Pytester:
-    """In-process runs drop the modules they import first; load the plugins (and numpy) before."""
+    """In-process runs drop the modules they import first; load the plugins before. Torch is
+    imported with this module, before pytester's snapshot of ``sys.modules``: collecting a suite
+    imports torch, numpy and the Cython runtime SQLAlchemy's compiled modules share, and those,
+    dropped and imported again, crashed this process in a later MLflow client's garbage collection."""
     get_host()
     return pytester
 
@@ -146,7 +151,7 @@ def test_suite_runs_on_two_workers_into_one_store(tmp_path: Path):
     (tmp_path / "tiny.toml").write_text(SUITE)
     uri = f"sqlite:///{tmp_path / 'pytest.db'}"
     out = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(tmp_path),
+        [sys.executable, "-m", "pytest", "--rootdir", str(tmp_path),
          "--harness-suite", "tiny.toml", "--harness-tracking-uri", uri, "-n", "2",
          "--junitxml", str(tmp_path / "report.xml")],
         cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=600)
@@ -156,6 +161,10 @@ def test_suite_runs_on_two_workers_into_one_store(tmp_path: Path):
     assert outcomes == {**dict.fromkeys(CELLS, "passed"), "claim:drifting-uses-codes": "passed",
                         "claim:mse-report": "passed", "claim:vq-impossible": "failure"}, outcomes
     assert "claim vq-impossible does not hold" in out.stdout
+    # the controller kept each cell's duration for the next session's longest-first order
+    durations = json.loads((tmp_path / ".pytest_cache" / "v" / "harness" / "durations").read_text())
+    assert sorted(durations) == sorted(f"harness:tiny.toml::{c}" for c in CELLS)
+    assert all(seconds > 0 for seconds in durations.values())
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("authoring-tiny")
