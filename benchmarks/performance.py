@@ -10,7 +10,7 @@ Sections (each replaces the text between its markers in docs/performance.md):
             and the full grid on CUDA when a GPU is present;
 - search:   `harness bench --search` (131,072 tokens x 65,536 codes x 64);
 - overhead: benchmarks/overhead.py (harness loop vs a bare PyTorch loop);
-- xdist:    `pytest --harness-suite toy2d` with -n 0 and -n 2.
+- xdist:    `pytest --harness-suite toy2d` with -n 0 and -n 2, and -n 2 with the -n 0 session's durations.
 """
 
 from __future__ import annotations
