@@ -1,7 +1,7 @@
 """How long each suite item took in earlier sessions, kept in pytest's cache.
 
 :class:`DurationRecorder` writes each passed suite item's call duration under
-``harness/durations`` at the end of a session (in the xdist controller, which sees
+``vq-harness/durations`` at the end of a session (in the xdist controller, which sees
 every worker's reports, or in the only process); :func:`priority` turns them into
 the order in which :mod:`harness.testing.scheduling` hands items to xdist workers.
 Without pytest's cache (``-p no:cacheprovider``) nothing is kept and the order is
@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 
 #: pytest cache key: {item node id: seconds its call took when it last ran}
-DURATIONS_KEY = "harness/durations"
+DURATIONS_KEY = "vq-harness/durations"
 SUITE_PREFIX = "harness:"  # node ids of suite items: harness:<suite>::<cell> or ::claim:<id>
 CLAIM_MARK = "::claim:"
 

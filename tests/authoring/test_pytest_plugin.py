@@ -162,7 +162,7 @@ def test_suite_runs_on_two_workers_into_one_store(tmp_path: Path):
                         "claim:mse-report": "passed", "claim:vq-impossible": "failure"}, outcomes
     assert "claim vq-impossible does not hold" in out.stdout
     # the controller kept each cell's duration for the next session's longest-first order
-    durations = json.loads((tmp_path / ".pytest_cache" / "v" / "harness" / "durations").read_text())
+    durations = json.loads((tmp_path / ".pytest_cache" / "v" / "vq-harness" / "durations").read_text())
     assert sorted(durations) == sorted(f"harness:tiny.toml::{c}" for c in CELLS)
     assert all(seconds > 0 for seconds in durations.values())
 
