@@ -292,6 +292,8 @@ class HarnessSession:
         if self._handoff is None:
             from harness.testing.handoff import ParentHandoff
 
+            self.methods, self.executor  # noqa: B018 - cheap checks first: a bad suite, method or
+            # executor stops the session here with a usage error, before any worker starts
             self._handoff = ParentHandoff(self.parents)
         return self._handoff
 

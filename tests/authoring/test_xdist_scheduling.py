@@ -174,3 +174,16 @@ def test_a_store_the_controller_cannot_open_fails_the_cells_with_its_reason(tmp_
     assert out.returncode == pytest.ExitCode.USAGE_ERROR, out.stdout[-3000:] + out.stderr[-2000:]
     assert "3 failed" in out.stdout  # both cells and the claim, which reads them under the parent
     assert out.stdout.count("could not create the suite's parent run") >= 3, out.stdout[-3000:]
+
+
+def test_a_bad_executor_still_stops_the_session_before_any_cell(tmp_path: Path):
+    """The cheap checks stay on the controller's main thread: a usage error at once, as without xdist."""
+    (tmp_path / "tiny.toml").write_text(TINY_SUITE)
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(tmp_path), "-n", "2",
+         "--harness-suite", "tiny.toml", "--harness-executor", "procesess",
+         "--harness-tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert out.returncode == pytest.ExitCode.USAGE_ERROR, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "did you mean 'processes'" in out.stdout + out.stderr
+    assert not (tmp_path / "m.db").exists()  # no parent run was created
