@@ -1,7 +1,8 @@
 """How long each suite item took in earlier sessions, kept in pytest's cache.
 
-:class:`DurationRecorder` writes each passed suite item's call duration under
-``vq-harness/durations`` at the end of a session (in the xdist controller, which sees
+:class:`DurationRecorder` writes the call duration of each suite cell that ran (passed
+or failed; claims only wait, so they are left out) under ``vq-harness/durations`` at
+the end of a session (in the xdist controller, which sees
 every worker's reports, or in the only process); :func:`priority` turns them into
 the order in which :mod:`harness.testing.scheduling` hands items to xdist workers.
 Without pytest's cache (``-p no:cacheprovider``) nothing is kept and the order is

@@ -3,8 +3,8 @@
 Creating a parent run imports torch, the plugins and MLflow and may create the
 store's schema: about 10 s on two cores. Done inside ``pytest_configure_node`` it
 holds back every worker's start by that much, since xdist starts a worker only after
-that hook returns. The controller instead creates the parents on a thread
-(:meth:`ParentHandoff.start`) while the workers import and collect, and writes them,
+that hook returns. The controller instead creates the parents on a thread (a
+:class:`ParentHandoff` starts it) while the workers import and collect, and writes them,
 or the error that stopped it, to a JSON file named in ``workerinput``; a worker reads
 it before its first cell (:func:`wait_for_parents`). Workers therefore share the
 controller's file system, as the local workers of ``-n`` do.
