@@ -187,7 +187,6 @@ class HarnessSession:
         self._handoff_path: str | None = shared.get("handoff")  # a worker's: the controller's parents
         self._handoff: ParentHandoff | None = None  # the controller's: creating them
         self._parents: dict[str, str] = {}
-        self.handoff_error: str | None = None
         self._specs: dict[str, dict[str, Any]] = {}
 
     @staticmethod
@@ -287,6 +286,11 @@ class HarnessSession:
             self._specs[spec] = {s.cell_hash: s for s in built}
         return self._specs[spec]
 
+    @property
+    def handoff_error(self) -> str | None:
+        """xdist controller: why the parent runs could not be created, if they could not."""
+        return self._handoff.error if self._handoff is not None else None
+
     def handoff(self) -> ParentHandoff:
         """xdist controller: the parent runs, being created on a thread (started on first use)."""
         if self._handoff is None:
@@ -328,7 +332,6 @@ class HarnessSession:
         (harness.run.lifecycle.close_suite, as ``harness run`` ends)."""
         if self._handoff is not None:  # the cells already failed with its error, if any
             self._handoff.close()
-            self.handoff_error = self._handoff.error
         if not self._parents:
             return
         from harness.cell.runner import CellResult

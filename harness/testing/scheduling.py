@@ -37,8 +37,7 @@ class LongestFirstScheduling(LoadScheduling):
         self._rank: dict[int, int] = {}  # collection index -> place in the hand-out order
 
     def schedule(self) -> None:
-        first = self.collection is None and self.collection_is_completed
-        if first and self.node2collection:
+        if self.collection is None:  # the first call: every worker's collection is in
             collection = next(iter(self.node2collection.values()))
             self._rank = {index: rank for rank, index in
                           enumerate(priority(collection, recorded_durations(self.config)))}
@@ -47,7 +46,7 @@ class LongestFirstScheduling(LoadScheduling):
         super().schedule()
 
     def _send_tests(self, node: Any, num: int) -> None:
-        if self._rank:
+        if self._rank:  # linear on the already ordered list; puts back re-queued items too
             self.pending.sort(key=self._rank.__getitem__)
         super()._send_tests(node, num)
 
