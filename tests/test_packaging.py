@@ -27,7 +27,7 @@ def test_wheel_contains_plugins_suites_and_entry_points(tmp_path):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[harness]" in text and "quantizers = harness.plugins.quantizers" in text
-    assert "harness = harness.commands.cli:main" in text
+    assert "harness = harness.commands.cli:entry" in text
 
 
 def test_file_paths_equal_import_names():

@@ -9,7 +9,8 @@ the host's own modules, so the host may move its insides without breaking a plug
   error), ``HOOKS``, ``set_requires_grad``; bf16 and memory format (:mod:`harness.contracts.precision`):
   ``autocast_for``, ``channels_last``;
 - executors (:mod:`harness.contracts.executor`): ``CellSpec``, ``CellOutcome``, ``CellTimeout``,
-  ``Executor``, ``ALLOW_SQLITE``; and the host's entry points an executor calls: ``run_cell``,
+  ``Executor``, ``ALLOW_SQLITE``, ``freeze_for_exit`` (a worker process's last call); and the host's
+  entry points an executor calls: ``run_cell``,
   ``record_lost``, ``lost_outcome``, ``saved_note``, ``newest_cell_run``, ``cell_checkpoint``,
   ``checkpoint_root``, ``finished_metrics``, ``ProcessTracker``, ``deferred``, ``describe_exit``,
   ``set_heartbeat`` (a worker's watchdog clock), ``Interrupted``, ``init_ranks_from_env``, ``finish_ranks``.
@@ -31,7 +32,8 @@ _NAMES: dict[str, str] = {
                      "MetricContext", "Metric"), "kinds"),
     **dict.fromkeys(("TrainState", "Callback", "HOOKS", "set_requires_grad"), "state"),
     **dict.fromkeys(("autocast_for", "channels_last"), "precision"),
-    **dict.fromkeys(("CellSpec", "CellOutcome", "CellTimeout", "Executor", "ALLOW_SQLITE"), "executor"),
+    **dict.fromkeys(("CellSpec", "CellOutcome", "CellTimeout", "Executor", "ALLOW_SQLITE", "freeze_for_exit"),
+                    "executor"),
     **dict.fromkeys(("run_cell", "record_lost", "lost_outcome", "saved_note", "newest_cell_run", "cell_checkpoint",
                      "checkpoint_root", "finished_metrics", "ProcessTracker", "deferred", "describe_exit",
                      "set_heartbeat", "Interrupted", "init_ranks_from_env", "finish_ranks"), "running"),

@@ -4,11 +4,15 @@ so that worker processes discover it through the entry-point group like any plug
 ``mode`` picks the fault, at the ``at_step``-th training forward: ``exit`` (``sys.exit(3)``),
 ``os_exit`` (``os._exit(1)``), ``segv`` (SIGSEGV), ``hang`` (sleeps for ever), ``slow``
 (sleeps ``delay`` seconds every step), ``keyboard_interrupt`` (raises it), ``child`` (starts
-``sleep 300`` as a child and another, orphaned, through ``sh``; their pids go to ``pid_file``), ``none``.
+``sleep 300`` as a child and another, orphaned, through ``sh``; their pids go to ``pid_file``),
+``exit_probe`` (when the worker process exits, writes whether its objects were frozen out of the
+final garbage collection to ``pid_file``), ``none``.
 """
 
 from __future__ import annotations
 
+import atexit
+import gc
 import os
 import signal
 import sys
@@ -39,6 +43,8 @@ class EvilVQ(VectorQuantizer):
                 time.sleep(self.delay)
             elif self.calls == self.at_step and self.mode == "child":
                 start_children(self.pid_file)
+            elif self.calls == self.at_step and self.mode == "exit_probe":
+                atexit.register(lambda: Path(self.pid_file).write_text(f"frozen={gc.get_freeze_count() > 0}"))
             elif self.calls == self.at_step:
                 misbehave(self.mode)
         return super().forward(z)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +18,16 @@ import pytest
 
 from tests.conftest import TINY_SUITE
 from tests.executors.evil import install
-from tests.robustness.conftest import cell_runs, finish, interrupt, start, suite_runs, wait_for
+from tests.robustness.conftest import (
+    WAIT_S,
+    cell_runs,
+    child_env,
+    finish,
+    interrupt,
+    start,
+    suite_runs,
+    wait_for,
+)
 
 FAULTS = {"exits": "exit", "os-exits": "os_exit", "segfaults": "segv"}
 
@@ -185,3 +196,23 @@ def test_a_first_sigint_is_honoured_when_the_checkpoint_cannot_be_written(workdi
     assert cell.info.status in ("FAILED", "KILLED")
     assert "no checkpoint saved" in err
     no_running(store)
+
+
+def test_the_command_and_its_worker_exit_frozen_out_of_the_final_collection(workdir, store, suite_file,
+                                                                             plugin_path):
+    """`harness run` and its worker both end with every object frozen (``gc.freeze``): the
+    interpreter's last collections would otherwise walk torch's and MLflow's objects, 1 to 2 s in
+    each process, to free memory the system takes back anyway. Each process says so at exit."""
+    probe = workdir / "worker-exit.txt"
+    path = evil_suite(suite_file, {"probe": "exit_probe"}, pid_file=f'"{probe}"')
+    command = ("import atexit, gc, runpy, sys\n"
+               "atexit.register(lambda: print(f'command frozen={gc.get_freeze_count() > 0}'))\n"
+               "sys.argv[0] = 'harness'\n"
+               "runpy.run_module('harness.commands.cli', run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", command, "run", str(path), "-q", "probe", "--seeds", "1",
+                           "--no-progress"], cwd=workdir, env=child_env(PYTHONPATH=plugin_path),
+                          capture_output=True, text=True, timeout=WAIT_S)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r.info.status for r in cell_runs(store)] == ["FINISHED"]
+    assert "command frozen=True" in done.stdout
+    assert probe.read_text() == "frozen=True"

@@ -51,6 +51,7 @@ from harness.contracts import (
     CellSpec,
     Executor,
     ProcessTracker,
+    freeze_for_exit,
     lost_outcome,
     record_lost,
 )
@@ -314,7 +315,9 @@ class SlurmCell:
     ``submitit.helpers.Checkpointable``: this module must import without submitit)."""
 
     def __call__(self, spec: CellSpec, requeued: bool = False) -> CellOutcome:
-        return run_in_job(spec, requeued)
+        outcome = run_in_job(spec, requeued)
+        freeze_for_exit()  # the job's process ends once submitit has saved the outcome
+        return outcome
 
     def checkpoint(self, spec: CellSpec, requeued: bool = False) -> Any:
         """Called by submitit on the preemption/time-limit signal, after the cell saved its checkpoint."""
