@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from harness.cell.callbacks import UsageWindow
-from harness.cell.diagnosis import ARTIFACT, Diagnosis, explicit_codebook, measure
+from harness.cell.diagnosis import Diagnosis, explicit_codebook, measure
+from harness.cell.diagnosis_file import ARTIFACT
 from harness.cell.losses import build_losses
 from harness.cell.train import run, standard_callbacks
 from harness.contracts import QuantizeOutput, Quantizer

@@ -69,6 +69,26 @@ def test_every_builtin_entry_is_lazy_and_its_source_text_describes_it():
         assert not entry.lazy
 
 
+def test_reading_a_store_imports_no_torch(tiny_suite, tracking_uri, capsys):
+    """The leaderboard (table and page) and ``harness diagnose`` read what runs recorded: each
+    answers without torch (2 s and 600 MB it would add to every call)."""
+    from mlflow.tracking import MlflowClient
+
+    from harness.commands.cli import main
+
+    assert main(["run", str(tiny_suite), "--profile", "smoke", "-q", "vq", "--seeds", "1", "--no-progress"]) == 0
+    capsys.readouterr()
+    client = MlflowClient(tracking_uri)
+    cell = client.search_runs([client.get_experiment_by_name("tiny").experiment_id],
+                              "tags.`harness.kind` = 'cell'")[0].info.run_id
+    for argv in (["leaderboard", str(tiny_suite), "--profile", "smoke"],
+                 ["leaderboard", str(tiny_suite), "--profile", "smoke", "--format", "html", "--output", "t.html"],
+                 ["diagnose", cell[:8]]):
+        result = _probe([*argv, "--tracking-uri", tracking_uri])
+        assert result["code"] == 0, argv
+        assert "torch" not in result["heavy"], f"harness {' '.join(argv)} imported torch"
+
+
 # -- plugins that fail to load -------------------------------------------------------------------
 
 def _distribution(root: Path, name: str, files: dict[str, str], entry_points: str) -> None:

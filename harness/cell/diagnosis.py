@@ -23,9 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-#: the artifact holding a run's diagnosis (read by ``harness diagnose``)
-ARTIFACT = "diagnosis.json"
-#: format of :data:`ARTIFACT`; bumped when a key changes meaning
+#: format of the diagnosis artifact (:data:`harness.cell.diagnosis_file.ARTIFACT`); bumped when a key
+#: changes meaning
 VERSION = 1
 #: most val items in the diagnosis batch (the eval batch size, if smaller)
 MAX_ITEMS = 512

@@ -23,9 +23,10 @@ import os
 import sys
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # the rate's forward pass imports torch itself: the leaderboard reads these tags without it
+    import torch
 
 #: Whether the repository's HEAD commit enters the digest. Off: a commit that changes
 #: nothing in the plugin would split every row into "newest" and "older code" (measured:
@@ -92,9 +93,10 @@ def short(digest: str) -> str:
 
 # -- rate ------------------------------------------------------------------------------
 
-@torch.no_grad()
 def tokens_and_pixels(model: torch.nn.Module, item: Any, device: torch.device) -> tuple[int, int | None]:
     """Tokens one item is encoded into, and its pixels (``None`` for points), from one forward pass."""
+    import torch
+
     from harness.cell.forward import to_tokens
 
     x = item[0] if isinstance(item, (tuple, list)) else item
@@ -102,7 +104,8 @@ def tokens_and_pixels(model: torch.nn.Module, item: Any, device: torch.device) -
     was = model.training
     model.eval()
     try:
-        tokens, _ = to_tokens(model.encode(x))
+        with torch.no_grad():
+            tokens, _ = to_tokens(model.encode(x))
     finally:
         model.train(was)
     pixels = int(x.shape[-2] * x.shape[-1]) if x.dim() == 4 else None

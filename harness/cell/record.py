@@ -140,7 +140,7 @@ class CellRecord:
         self.tracker.log_metrics(self.run_id, values, step)
 
     def diagnosis_report(self, report: dict[str, Any]) -> None:
-        from harness.cell.diagnosis import ARTIFACT
+        from harness.cell.diagnosis_file import ARTIFACT
 
         self.tracker.log_json(self.run_id, report, ARTIFACT)
 

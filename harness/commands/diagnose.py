@@ -86,7 +86,7 @@ def find_run(tracker: Any, wanted: str) -> Any:
 
 def load_report(tracker: Any, run: Any) -> dict[str, Any] | None:
     """``diagnosis.json`` of the run; else the same built from its ``diag/*`` metrics; else ``None``."""
-    from harness.cell.diagnosis import ARTIFACT
+    from harness.cell.diagnosis_file import ARTIFACT
 
     try:
         return json.loads(tracker.read_artifact(run.info.run_id, ARTIFACT).decode("utf-8"))
