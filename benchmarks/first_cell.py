@@ -32,8 +32,9 @@ def main() -> int:
 
     from harness.host import get_host
     from harness.run.executors import build_executor, run_cell
-    from harness.run.lifecycle import cell_options, open_tracker, select_cells, start_parent
+    from harness.run.lifecycle import cell_options, open_tracker, start_parent
     from harness.run.options import RunOptions
+    from harness.run.selection import select_cells
     from harness.run.specs import cell_specs
     from harness.suite import load_suite
 

@@ -70,12 +70,14 @@ def module_file(module: str) -> Path | None:
 
 @dataclass(frozen=True)
 class StaticInfo:
-    """What the source text says about a class: its ``name`` and ``paper`` literals, its summary."""
+    """What the source text says about a class: its ``name``, ``paper`` and ``term`` (a loss's)
+    literals, its summary."""
 
     found: bool = False
     name: str = ""
     summary: str = ""
     paper: str = ""
+    term: str = ""
 
 
 def static_info(target: str) -> StaticInfo:
@@ -194,13 +196,104 @@ def _read_class(node: ast.ClassDef, module: str, constants: dict[str, str], dept
                    else [statement.target] if isinstance(statement, ast.AnnAssign) else [])
         value = _literal(getattr(statement, "value", None), constants)
         for target in targets:
-            if isinstance(target, ast.Name) and target.id in ("name", "paper") and value is not None:
+            if isinstance(target, ast.Name) and target.id in ("name", "paper", "term") and value is not None:
                 values[target.id] = value
     for base in node.bases:
-        if all(values.get(k) for k in ("name", "paper", "summary")):
+        if all(values.get(k) for k in ("name", "paper", "summary", "term")):
             break
         if isinstance(base, ast.Name):
             inherited = _class_info(module, base.id, depth + 1)
-            for key in ("name", "paper", "summary"):
+            for key in ("name", "paper", "summary", "term"):
                 values[key] = values.get(key) or getattr(inherited, key)
-    return StaticInfo(True, values.get("name", ""), values["summary"], values.get("paper", ""))
+    return StaticInfo(True, values.get("name", ""), values["summary"], values.get("paper", ""),
+                      values.get("term", ""))
+
+
+# -- constructor parameters, from source -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Parameters:
+    """The names a plugin's constructor takes; ``open``: it also takes any keyword (``**kwargs``)."""
+
+    names: frozenset[str]
+    open: bool = False
+
+
+def parameters_of(obj: Any) -> Parameters:
+    """The parameters of an imported class or function (:func:`inspect.signature`)."""
+    import inspect
+
+    found = inspect.signature(obj).parameters.values()
+    return Parameters(frozenset(p.name for p in found), any(p.kind is p.VAR_KEYWORD for p in found))
+
+
+def static_parameters(target: str) -> Parameters | None:
+    """The constructor's parameters as the source text writes them, without importing it; ``None``
+    when the text does not settle them, and the caller imports the class instead.
+
+    Settled: a plain class whose own ``__init__`` (undecorated) names them, or which inherits one
+    from a single base class found the same way (in its module, or where it was imported from).
+    Not settled: a decorated class (``@dataclass`` writes its ``__init__``), a metaclass, several
+    bases, a base from a module without source (``nn.Module``), a function.
+    """
+    try:
+        module, attr = split(target)
+    except ValueError:
+        return None
+    return _init_parameters(module, attr.split(".")[-1], 0) if "." not in attr else None
+
+
+@lru_cache(maxsize=512)
+def _init_parameters(module: str, cls: str, depth: int) -> Parameters | None:
+    tree = _parse(module) if depth <= 6 else None
+    if tree is None:
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == cls:
+            return _class_parameters(node, module, tree, depth)
+    return _imported(module, tree, cls, depth)
+
+
+def _imported(module: str, tree: ast.Module, name: str, depth: int) -> Parameters | None:
+    """``name`` as imported into ``module`` (``from x import name``, also under ``if TYPE_CHECKING:``,
+    where a lazy module such as ``harness.contracts`` says where its names live), followed to its class."""
+    checking = [n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)]
+    for node in [*tree.body, *(statement for block in checking for statement in block.body)]:
+        if isinstance(node, ast.ImportFrom):
+            for alias in node.names:
+                if (alias.asname or alias.name) == name:
+                    return _init_parameters(_absolute(module, node), alias.name, depth + 1)
+    return None
+
+
+def _class_parameters(node: ast.ClassDef, module: str, tree: ast.Module, depth: int) -> Parameters | None:
+    if node.decorator_list or node.keywords:
+        return None
+    for statement in node.body:
+        if isinstance(statement, ast.FunctionDef) and statement.name == "__init__":
+            return None if statement.decorator_list else _arguments(statement.args)
+        if isinstance(statement, (ast.FunctionDef, ast.Assign)) and _defines(statement, ("__new__", "__signature__")):
+            return None
+    if len(node.bases) != 1 or not isinstance(node.bases[0], ast.Name):
+        return None
+    base = node.bases[0].id
+    if any(isinstance(n, ast.ClassDef) and n.name == base for n in tree.body):
+        return _init_parameters(module, base, depth + 1)
+    return _imported(module, tree, base, depth)
+
+
+def _defines(statement: ast.stmt, names: tuple[str, ...]) -> bool:
+    if isinstance(statement, ast.FunctionDef):
+        return statement.name in names
+    return any(isinstance(t, ast.Name) and t.id in names for t in getattr(statement, "targets", []))
+
+
+def _arguments(args: ast.arguments) -> Parameters:
+    """What :func:`inspect.signature` of the class shows: every argument but ``self``."""
+    positional = [a.arg for a in (*args.posonlyargs, *args.args)][1:]
+    names = {*positional, *(a.arg for a in args.kwonlyargs)}
+    if args.vararg is not None:
+        names.add(args.vararg.arg)
+    if args.kwarg is not None:
+        names.add(args.kwarg.arg)
+    return Parameters(frozenset(names), args.kwarg is not None)

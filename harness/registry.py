@@ -107,6 +107,22 @@ class Entry:
             return lazy.static_info(self.target).paper
         return str(getattr(self.obj, "paper", "") or "")
 
+    def parameters(self, load: bool = True) -> lazy.Parameters:
+        """The constructor's parameter names. ``load=False`` (a dry run): read from the source text
+        while the class is not imported, when the text settles them, so a check imports no torch;
+        a plugin that fails to import is then found when its class is first needed."""
+        if not load and self.lazy and self._error is None:
+            found = lazy.static_parameters(self.target)
+            if found is not None:
+                return found
+        return lazy.parameters_of(self.obj)
+
+    def term(self, load: bool = True) -> str:
+        """A loss's ``term`` (empty for a loss without one), read as :meth:`parameters` reads."""
+        if not load and self.lazy and self._error is None and lazy.static_parameters(self.target) is not None:
+            return lazy.static_info(self.target).term
+        return str(getattr(self.obj, "term", "") or "")
+
     def describe(self) -> dict[str, Any]:
         return {
             "kind": self.kind,

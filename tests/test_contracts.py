@@ -20,6 +20,20 @@ def test_every_name_of_the_door_resolves():
         contracts.Quantiser  # noqa: B018
 
 
+def test_the_type_checking_imports_name_every_door_name_at_its_home():
+    """The door's ``if TYPE_CHECKING:`` imports (what type checkers and the source reader of
+    harness.lazy follow) say what ``_NAMES`` says: the same names, each from its home module."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(contracts.__file__).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")
+    written = {alias.name: node.module for node in block.body if isinstance(node, ast.ImportFrom)
+               for alias in node.names}
+    homes = {name: contracts._home(home).__name__ for name, home in contracts._NAMES.items()}
+    assert written == homes
+
+
 def test_importing_the_door_imports_neither_torch_nor_the_host():
     probe = ("import json, sys; import harness.contracts; "
              "print(json.dumps(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('harness.run', "

@@ -44,7 +44,9 @@ def _probe(argv: list[str], env: dict[str, str] | None = None) -> dict:
 
 
 @pytest.mark.parametrize("argv", [["list"], ["list", "quantizers", "--json"], ["plugins"], ["--help"],
-                                  ["run", "--help"], []], ids=lambda a: " ".join(a) or "load every suite")
+                                  ["run", "--help"], [], ["run", "toy2d", "--profile", "all", "--dry-run"],
+                                  ["run", "digits", "--dry-run"], ["run", "celebahq256", "--dry-run"]],
+                         ids=lambda a: " ".join(a) or "load every suite")
 def test_listing_help_and_suite_validation_import_no_torch(argv):
     result = _probe(argv)
     assert result["code"] == 0
@@ -87,6 +89,65 @@ def test_reading_a_store_imports_no_torch(tiny_suite, tracking_uri, capsys):
         result = _probe([*argv, "--tracking-uri", tracking_uri])
         assert result["code"] == 0, argv
         assert "torch" not in result["heavy"], f"harness {' '.join(argv)} imported torch"
+
+
+def test_every_builtin_constructor_is_read_from_source_as_python_reads_it():
+    """A dry run checks parameters against constructors read from source (harness.lazy): for every
+    built-in entry the source settles them, and they equal :func:`inspect.signature`'s."""
+    from harness.lazy import parameters_of, static_parameters
+
+    entries = [e for r in build_host().registries.values() for e in r.entries()
+               if e.source.distribution == "vq-harness"]
+    unsettled = [e.target for e in entries if static_parameters(e.target) is None]
+    assert not unsettled, f"the source does not settle these constructors: {unsettled}"
+    differ = {e.target: (static_parameters(e.target), parameters_of(e.obj)) for e in entries
+              if static_parameters(e.target) != parameters_of(e.obj)}
+    assert not differ
+    losses = build_host().losses.entries()
+    assert {e.name: e.term(load=False) for e in losses} == {e.name: e.obj.term for e in losses}
+
+
+SHAPES = {"shapes_pkg/__init__.py": "",
+          "shapes_pkg/base.py": '''
+              class Base:
+                  def __init__(self, dim, codebook_size, *, beta=0.25):
+                      pass
+          ''',
+          "shapes_pkg/kinds.py": '''
+              from dataclasses import dataclass
+              from shapes_pkg.base import Base as Root
+
+              class Inherits(Root):
+                  """Takes its base's parameters (imported under another name)."""
+
+              class Open(Root):
+                  def __init__(self, dim, codebook_size, *extra, **options):
+                      super().__init__(dim, codebook_size)
+
+              @dataclass
+              class Written:
+                  dim: int
+                  codebook_size: int
+                  tau: float = 1.0
+
+              class TwoBases(Root, dict):
+                  pass
+          '''}
+
+
+def test_source_parameters_follow_bases_and_give_up_where_python_decides(tmp_path, monkeypatch):
+    """Settled: an inherited ``__init__``, ``*args`` and ``**kwargs``. Not settled (the class is then
+    imported): a decorator that writes ``__init__``, several bases, a name that is not a class."""
+    from harness.lazy import Parameters, static_parameters
+
+    _distribution(tmp_path, "shapes", SHAPES, "")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert static_parameters("shapes_pkg.kinds:Inherits") == Parameters(frozenset({"dim", "codebook_size", "beta"}))
+    assert static_parameters("shapes_pkg.kinds:Open") == Parameters(
+        frozenset({"dim", "codebook_size", "extra", "options"}), open=True)
+    for unsettled in ("Written", "TwoBases", "dataclass", "Missing"):
+        assert static_parameters(f"shapes_pkg.kinds:{unsettled}") is None, unsettled
+    assert "shapes_pkg" not in sys.modules  # read, never imported
 
 
 # -- plugins that fail to load -------------------------------------------------------------------

@@ -218,7 +218,7 @@ def test_tune_runs_trials_chooses_on_select_then_runs_tuned_rows_and_resumes(tmp
 def test_bits_keeps_one_rate_group_and_dry_run_counts_it(capsys: pytest.CaptureFixture[str]) -> None:
     from harness.commands.cli import main
     from harness.host import get_host
-    from harness.run.lifecycle import select_cells
+    from harness.run.selection import select_cells
 
     suite = load_suite("digits")
     cells = select_cells(get_host(), suite, None, bits=8)

@@ -14,6 +14,7 @@ from typing import Any
 
 from harness.errors import UnknownNameError, UsageError
 from harness.host import Host
+from harness.lazy import Parameters, parameters_of
 from harness.suite import Cell, Suite
 
 # arguments the host passes itself; a suite may not set them in ``params``
@@ -41,15 +42,33 @@ def plugin_defaults(obj: Any, kind: str) -> dict[str, Any]:
 
 def check_params(obj: Any, kind: str, name: str, params: dict[str, Any], where: str = "") -> None:
     """Reject parameters the plugin does not take (unless it accepts ``**kwargs``)."""
-    signature = inspect.signature(obj)
-    if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+    check_accepted(parameters_of(obj), kind, name, params, where)
+
+
+def check_accepted(takes: Parameters, kind: str, name: str, params: dict[str, Any], where: str = "") -> None:
+    """:func:`check_params` against parameter names already known (read from source in a dry run)."""
+    if takes.open:
         return
-    accepted = set(signature.parameters) - HOST_ARGS[kind]
+    accepted = set(takes.names) - HOST_ARGS[kind]
     for key in params:
         if key in HOST_ARGS[kind]:
             raise UsageError(f"{kind[:-1]} {name!r}: {key!r} is set by the harness, not by params{where}")
         if key not in accepted:
             raise UnknownNameError(f"parameter of {kind[:-1]} {name!r}", key, accepted, where)
+
+
+def metric_specs(entries: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    """``eval.metrics`` entries as ``(name, params)``: a name, or ``{ name = ..., <param> = ... }``."""
+    specs = []
+    for entry in entries:
+        if isinstance(entry, str):
+            specs.append((entry, {}))
+        elif isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            specs.append((entry["name"], {k: v for k, v in entry.items() if k != "name"}))
+        else:
+            raise UsageError(f"eval.metrics: each entry is a metric name or a table with a 'name' "
+                             f"key and the metric's parameters, got {entry!r}")
+    return specs
 
 
 def resolve_params(host: Host, kind: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -58,8 +77,13 @@ def resolve_params(host: Host, kind: str, name: str, params: dict[str, Any]) -> 
     return {**plugin_defaults(obj, kind), **params}
 
 
-def check_suite(host: Host, suite: Suite, cells: list[Cell]) -> None:
-    """Every name and parameter a suite uses exists; errors point at the suite's line."""
+def check_suite(host: Host, suite: Suite, cells: list[Cell], load: bool = True) -> None:
+    """Every name and parameter a suite uses exists; errors point at the suite's line.
+
+    ``load=False`` (a dry run) reads each plugin's parameters from its source where that settles
+    them (:meth:`harness.registry.Entry.parameters`): the check then imports no torch, and a
+    plugin that fails to import is reported when a run first needs it, still before any cell.
+    """
 
     def at(path: tuple[Any, ...], exc: Exception) -> UsageError:
         return suite.error(str(exc), path)
@@ -68,40 +92,37 @@ def check_suite(host: Host, suite: Suite, cells: list[Cell]) -> None:
     for kind, table in (("datasets", "dataset"), ("models", "model")):
         try:
             entry = host.registries[kind].get(data[table]["name"])
-            check_params(entry.obj, kind, entry.name, data[table].get("params", {}))
+            check_accepted(entry.parameters(load), kind, entry.name, data[table].get("params", {}))
         except UsageError as exc:
             raise at((table, "name"), exc) from None
-    check_train(host, suite)
-    # evaluation pulls in torch's loop; only when checking
-    from harness.cell.evaluate import metric_specs
-
+    check_train(host, suite, load)
     try:
         for name, params in metric_specs(data.get("eval", {}).get("metrics", [])):
-            check_params(host.metrics.get(name).obj, "metrics", name, params)
+            check_accepted(host.metrics.get(name).parameters(load), "metrics", name, params)
     except UsageError as exc:
         raise at(("eval", "metrics"), exc) from None
     for cell in {c.method: c for c in cells}.values():  # one cell per method: its loss is the method's
-        check_method_loss(host, suite, cell)
+        check_method_loss(host, suite, cell, load)
     for cell in cells:
         path = ("methods", cell.method)
         try:
             entry = host.quantizers.get(cell.quantizer)
-            check_params(entry.obj, "quantizers", entry.name, cell.config["quantizer"]["params"])
+            check_accepted(entry.parameters(load), "quantizers", entry.name, cell.config["quantizer"]["params"])
         except UnknownNameError as exc:  # the parameter's own line, or the --set that named it
             raise at((*path, "params", exc.name), exc) from None
         except UsageError as exc:
             raise at(path, exc) from None
         try:
             model = host.models.get(cell.config["model"]["name"])
-            check_params(model.obj, "models", model.name, cell.config["model"]["params"])
+            check_accepted(model.parameters(load), "models", model.name, cell.config["model"]["params"])
             for sched in cell.config["schedules"]:
                 s_entry = host.schedules.get(sched["name"])
-                check_params(s_entry.obj, "schedules", s_entry.name, sched["params"])
+                check_accepted(s_entry.parameters(load), "schedules", s_entry.name, sched["params"])
         except UsageError as exc:
             raise at(path, exc) from None
 
 
-def check_train(host: Host, suite: Suite) -> None:
+def check_train(host: Host, suite: Suite, load: bool = True) -> None:
     """``train.loss`` (names, parameters, one loss per term), ``optimizer`` and ``lr_decay``."""
     from harness.cell.losses import deprecation, warn_deprecated
     from harness.cell.optim import check_optimizer
@@ -109,7 +130,7 @@ def check_train(host: Host, suite: Suite) -> None:
     train = suite.data["train"]
     try:
         message = deprecation(train)
-        check_losses(host, train)
+        check_losses(host, train, load=load)
     except UsageError as exc:
         raise suite.error(str(exc), ("train", "loss")) from None
     if message:
@@ -128,7 +149,7 @@ def check_train(host: Host, suite: Suite) -> None:
         raise suite.error(f"train.lr_decay must be in (0, 1], got {train['lr_decay']!r}", ("train", "lr_decay"))
 
 
-def check_method_loss(host: Host, suite: Suite, cell: Cell) -> None:
+def check_method_loss(host: Host, suite: Suite, cell: Cell, load: bool = True) -> None:
     """A method's own ``loss`` list: registered names and parameters, and no suite key it leaves unread."""
     from harness.cell.losses import LEGACY_KEYS
 
@@ -141,12 +162,12 @@ def check_method_loss(host: Host, suite: Suite, cell: Cell) -> None:
                           f"{unread[0]} (read by the string form only) would be unread for its cells; "
                           "write train.loss as a list", path)
     try:
-        check_losses(host, cell.config["train"], where=f"methods.{cell.method}.loss")
+        check_losses(host, cell.config["train"], where=f"methods.{cell.method}.loss", load=load)
     except UsageError as exc:
         raise suite.error(str(exc), path) from None
 
 
-def check_losses(host: Host, train: dict[str, Any], where: str = "train.loss") -> None:
+def check_losses(host: Host, train: dict[str, Any], where: str = "train.loss", load: bool = True) -> None:
     """Every ``train.loss`` entry names a registered loss with parameters it takes; no term twice."""
     from harness.cell.losses import LEGACY_FORMS, loss_specs
 
@@ -157,8 +178,8 @@ def check_losses(host: Host, train: dict[str, Any], where: str = "train.loss") -
                 raise UnknownNameError("train.loss", train["loss"], [*LEGACY_FORMS, *host.losses.names()])
             raise UnknownNameError(f"loss in {where}", spec["name"], host.losses.names())
         entry = host.losses.get(spec["name"])
-        check_params(entry.obj, "losses", entry.name, {k: v for k, v in spec.items() if k != "name"})
-        key = getattr(entry.obj, "term", "") or entry.name
+        check_accepted(entry.parameters(load), "losses", entry.name, {k: v for k, v in spec.items() if k != "name"})
+        key = entry.term(load) or entry.name
         if key in filled:
             raise UsageError(f"{where} lists {filled[key]!r} and {entry.name!r}, which both fill the "
                              f"term {key!r}; keep one")

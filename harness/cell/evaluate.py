@@ -14,9 +14,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset
 
+from harness.cell.build import metric_specs
 from harness.cell.forward import make_loader, reconstruct, split_batch
 from harness.contracts.kinds import EvalBatch, Metric, MetricContext
-from harness.errors import MetricUnavailable, UsageError
+from harness.errors import MetricUnavailable
 from harness.host import Host
 
 
@@ -32,20 +33,6 @@ class EvalResult:
     counts: list[Tensor] = field(default_factory=list)
     #: a few originals and reconstructions, for the reconstruction grid
     samples: tuple[Tensor, Tensor] | None = None
-
-
-def metric_specs(entries: list[Any]) -> list[tuple[str, dict[str, Any]]]:
-    """``eval.metrics`` entries as ``(name, params)``: a name, or ``{ name = ..., <param> = ... }``."""
-    specs = []
-    for entry in entries:
-        if isinstance(entry, str):
-            specs.append((entry, {}))
-        elif isinstance(entry, dict) and isinstance(entry.get("name"), str):
-            specs.append((entry["name"], {k: v for k, v in entry.items() if k != "name"}))
-        else:
-            raise UsageError(f"eval.metrics: each entry is a metric name or a table with a 'name' "
-                             f"key and the metric's parameters, got {entry!r}")
-    return specs
 
 
 def build_metrics(host: Host, entries: list[Any], context: MetricContext

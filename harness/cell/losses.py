@@ -15,9 +15,10 @@ come from the plugins.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import Tensor
+if TYPE_CHECKING:  # tensors only pass through here: checking a suite's train.loss imports no torch
+    from torch import Tensor
 
 from harness.errors import UsageError
 

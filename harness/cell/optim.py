@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # checking train.optimizer imports no torch; building one does
+    import torch
 
 from harness.errors import UnknownNameError, UsageError
 
@@ -28,6 +29,8 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]) -
     adam/adamw: ``lr``, ``betas`` (0.9, 0.999), ``weight_decay`` (0; AdamW's is
     decoupled). sgd: ``lr``, ``momentum`` (0), ``weight_decay`` (0).
     """
+    import torch
+
     name = cfg.get("optimizer", "adam")
     check_optimizer(name)
     lr, decay = float(cfg["lr"]), float(cfg.get("weight_decay", 0.0))

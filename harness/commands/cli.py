@@ -90,7 +90,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 # -- run -----------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.run.lifecycle import RunOptions, parse_shard, run_suite
+    from harness.run.options import RunOptions
+    from harness.run.selection import parse_shard
     from harness.suite import load_suite
 
     suite = load_suite(args.suite, args.profile, overrides=args.set or (), seeds=args.seeds)
@@ -111,6 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return print_run(host, suite, methods, options)
     from harness.recovery.diskfull import StoreFull
+    from harness.run.lifecycle import run_suite
     from harness.run.rerun import resume_command
 
     try:

@@ -23,16 +23,18 @@ def cell_table(cells: list[Any]) -> str:
 
 
 def print_run(host: Any, suite: Any, methods: list[str] | None, options: Any) -> int:
-    from harness.run.lifecycle import select_cells
+    """The cells, checked as the run checks them but with parameters read from the plugins' source
+    (no torch, unless ``--bits`` builds quantizers to ask their rate)."""
+    from harness.run.selection import select_cells
 
-    cells = select_cells(host, suite, methods, options.shard, options.bits)
+    cells = select_cells(host, suite, methods, options.shard, options.bits, load=False)
     print(cell_table(cells))
     print(f"\n{len(cells)} cells of suite {suite.name!r} (profile {suite.profile!r}); nothing was run")
     return 0
 
 
 def print_tune(host: Any, suite: Any, methods: list[str] | None, options: Any) -> int:
-    from harness.run.lifecycle import select_cells, select_shard
+    from harness.run.selection import select_cells, select_shard
     from harness.run.tune import check_tuning, trial_groups
 
     cells = select_cells(host, suite, methods, bits=options.bits)

@@ -25,8 +25,8 @@ def add_parser(sub: Any) -> None:
 def cmd_tune(args: argparse.Namespace) -> int:
     from harness.commands.select import select_methods
     from harness.host import get_host, prefer_owner
-    from harness.run.lifecycle import parse_shard
     from harness.run.options import RunOptions, parse_executor_options
+    from harness.run.selection import parse_shard
     from harness.run.tune import tune_suite
     from harness.suite import load_suite
 

@@ -24,7 +24,48 @@ entry points an executor calls, and sits above it (no import circle).
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # each name's home, for type checkers and for reading a plugin's constructor
+    # from source without importing it (harness.lazy); tests/test_contracts.py keeps it equal to _NAMES
+    from harness.contracts.executor import (
+        ALLOW_SQLITE,
+        CellOutcome,
+        CellSpec,
+        CellTimeout,
+        Executor,
+        freeze_for_exit,
+    )
+    from harness.contracts.kinds import (
+        DatasetPlugin,
+        EvalBatch,
+        Loss,
+        Metric,
+        MetricContext,
+        Model,
+        QuantizeOutput,
+        Quantizer,
+        Schedule,
+    )
+    from harness.contracts.precision import autocast_for, channels_last
+    from harness.contracts.state import HOOKS, Callback, TrainState, set_requires_grad
+    from harness.run.executors import (
+        Interrupted,
+        ProcessTracker,
+        cell_checkpoint,
+        checkpoint_root,
+        deferred,
+        describe_exit,
+        finish_ranks,
+        finished_metrics,
+        init_ranks_from_env,
+        lost_outcome,
+        newest_cell_run,
+        record_lost,
+        run_cell,
+        saved_note,
+        set_heartbeat,
+    )
 
 #: name -> its home: the home's module is imported when the name is first used
 _NAMES: dict[str, str] = {

@@ -17,7 +17,6 @@ from typing import Any
 
 from harness import __version__
 from harness.cell import distributed
-from harness.cell.build import check_suite
 from harness.cell.provenance import suite_tags
 from harness.cell.record import close_orphan, tuning_role
 from harness.cell.runner import CellResult, resolve_device
@@ -38,6 +37,7 @@ from harness.run.executors import (
 from harness.run.figures import FigureDrawer
 from harness.run.options import RunOptions, executor_choice
 from harness.run.rerun import check_rerun
+from harness.run.selection import parse_shard, select_cells, select_shard
 from harness.suite import Cell, Suite
 from harness.suite.claims import ClaimResult, check_claims
 from harness.tracking import Tracker, git_commit, guarded, tags_for
@@ -63,38 +63,7 @@ class SuiteResult:
         return [c for c in self.claims if c.passed is False]
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"2/4"`` -> ``(2, 4)``: this process runs cells 2, 6, 10, ... (1-based)."""
-    try:
-        i, n = (int(p) for p in text.split("/"))
-    except ValueError:
-        raise UsageError(f"--shard expects I/N such as 1/4, got {text!r}") from None
-    if not 1 <= i <= n:
-        raise UsageError(f"--shard {text}: I must be between 1 and N")
-    return i, n
-
-
-def select_shard(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
-    if shard is None:
-        return cells
-    i, n = shard
-    return cells[i - 1 :: n]
-
-
 # -- before anything is recorded -----------------------------------------------------------------
-
-def select_cells(host: Host, suite: Suite, methods: list[str] | None,
-                 shard: tuple[int, int] | None = None, bits: float | None = None) -> list[Cell]:
-    """The suite's cells (checked: every name and parameter exists), at rate ``bits`` if given
-    (harness.run.rate), this shard's slice."""
-    from harness.run.rate import select_rate
-
-    cells = suite.cells(methods)
-    check_suite(host, suite, cells)
-    if any((c.config["train"].get("timeout") or 0) < 0 for c in cells):
-        raise suite.error("train.timeout must be >= 0 seconds (0: no limit)", ("train", "timeout"))
-    return select_shard(select_rate(host, cells, bits), shard)
-
 
 def choose_executor(host: Host, suite: Suite, options: RunOptions, uri: str,
                     default: str | None = None, torchrun: bool = False) -> Executor:

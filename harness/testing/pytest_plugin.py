@@ -227,9 +227,9 @@ class HarnessSession:
 
     @cached_property
     def _cells(self) -> dict[str, list[Any]]:
-        """The same selection and checks as ``harness run`` (harness.run.lifecycle.select_cells)."""
+        """The same selection and checks as ``harness run`` (harness.run.selection.select_cells)."""
         from harness.errors import HarnessError
-        from harness.run.lifecycle import select_cells
+        from harness.run.selection import select_cells
 
         try:
             return {spec: select_cells(self.host, suite, self.methods[spec])
