@@ -97,7 +97,9 @@ def pytest_configure(config: pytest.Config) -> None:
     state = HarnessSession(config)
     config.stash[_STATE] = state
     config.pluginmanager.register(_ClaimsLast(), "harness-claims-last")
-    if not hasattr(config, "workerinput"):  # the controller, or the only process
+    if hasattr(config, "workerinput"):  # an xdist worker: its process ends with the session
+        config.pluginmanager.register(_FrozenExit(), "harness-frozen-exit")
+    else:  # the controller, or the only process
         from harness.testing.durations import DurationRecorder
 
         config.pluginmanager.register(DurationRecorder(config), "harness-durations")
@@ -149,6 +151,19 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         session.ihook.pytest_collectreport(
             report=pytest.CollectReport(collector.nodeid, "passed", None, collected))
         items.extend(collected)
+
+
+class _FrozenExit:
+    """An xdist worker's last hook. Its process exits next, and the controller waits for it: the
+    interpreter's final garbage collection, 1 to 2 s over torch's and MLflow's objects, is skipped
+    (:func:`harness.contracts.executor.freeze_for_exit`). Never the controller's or an only
+    process's, which may be a caller's own (``pytest.main`` in a process that goes on)."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_unconfigure(self) -> None:
+        from harness.contracts.executor import freeze_for_exit
+
+        freeze_for_exit()
 
 
 class _ClaimsLast:

@@ -149,6 +149,11 @@ def _junit(path: Path) -> dict[str, str]:
 
 def test_suite_runs_on_two_workers_into_one_store(tmp_path: Path):
     (tmp_path / "tiny.toml").write_text(SUITE)
+    (tmp_path / "conftest.py").write_text(  # each worker says, as it exits, whether it was frozen
+        "import atexit, gc, os\n"
+        "def pytest_configure(config):\n"
+        "    if hasattr(config, 'workerinput'):\n"
+        "        atexit.register(lambda: open(f'exit-{os.getpid()}.txt', 'w').write(str(gc.get_freeze_count() > 0)))\n")
     uri = f"sqlite:///{tmp_path / 'pytest.db'}"
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "--rootdir", str(tmp_path),
@@ -165,6 +170,8 @@ def test_suite_runs_on_two_workers_into_one_store(tmp_path: Path):
     durations = json.loads((tmp_path / ".pytest_cache" / "v" / "vq-harness" / "durations").read_text())
     assert sorted(durations) == sorted(f"harness:tiny.toml::{c}" for c in CELLS)
     assert all(seconds > 0 for seconds in durations.values())
+    # the workers exited without the final garbage collection (harness.testing.pytest_plugin._FrozenExit)
+    assert sorted(p.read_text() for p in tmp_path.glob("exit-*.txt")) == ["True", "True"]
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("authoring-tiny")
