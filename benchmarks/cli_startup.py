@@ -47,6 +47,12 @@ def imports_torch(argv: list[str], tree: str) -> bool:
     return bool(re.search(r"\|\s+torch$", done.stderr, re.MULTILINE))
 
 
+def spread(name: str, values: list[float], digits: int) -> dict[str, object]:
+    """``{name: median, name_range: [min, max]}`` (``wall_s`` -> ``wall_range_s``), rounded."""
+    return {name: round(statistics.median(values), digits),
+            name.replace("_", "_range_", 1): [round(min(values), digits), round(max(values), digits)]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -61,11 +67,7 @@ def main() -> None:
                 samples[label, key].append(timed(argv, tree))
     report: dict[str, dict] = {}
     for (label, key), runs in samples.items():
-        walls, rss = [w for w, _ in runs], [r for _, r in runs]
-        row = {"wall_s": round(statistics.median(walls), 3),
-               "wall_range_s": [round(min(walls), 3), round(max(walls), 3)],
-               "rss_mb": round(statistics.median(rss), 1),
-               "rss_range_mb": [round(min(rss), 1), round(max(rss), 1)],
+        row = {**spread("wall_s", [w for w, _ in runs], 3), **spread("rss_mb", [r for _, r in runs], 1),
                "imports_torch": imports_torch(COMMANDS[key], trees[label])}
         report.setdefault(label, {})[key] = row
         print(f"{label:8s} harness {key:16s} {row['wall_s']:6.2f} s ({row['wall_range_s'][0]}-"

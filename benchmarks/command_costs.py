@@ -27,11 +27,12 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from cli_startup import spread  # this folder is on sys.path: the script is run as a file
 
 ONE_CELL = ["-q", "vq", "--seeds", "1", "--set", "train.steps=1", "--no-progress"]
 COMMANDS = {
@@ -90,11 +91,9 @@ def main() -> None:
             one_round(trees, template, samples)
     report: dict[str, dict] = {}
     for (label, key), runs in samples.items():
-        row = {}
+        row: dict = {}
         for figure in ("wall_s", "cpu_s", "rss_mb"):
-            values = [r[figure] for r in runs]
-            row[figure] = round(statistics.median(values), 2)
-            row[figure.replace("_", "_range_", 1)] = [round(min(values), 2), round(max(values), 2)]
+            row.update(spread(figure, [r[figure] for r in runs], 2))
         report.setdefault(label, {})[key] = row
         print(f"{label:8s} harness {key:14s} wall {row['wall_s']:6.2f} s ({row['wall_range_s'][0]}-"
               f"{row['wall_range_s'][1]})  cpu {row['cpu_s']:6.2f} s  peak {row['rss_mb']:5.0f} MB")
