@@ -70,14 +70,12 @@ def module_file(module: str) -> Path | None:
 
 @dataclass(frozen=True)
 class StaticInfo:
-    """What the source text says about a class: its ``name``, ``paper`` and ``term`` (a loss's)
-    literals, its summary."""
+    """What the source text says about a class: its ``name`` and ``paper`` literals, its summary."""
 
     found: bool = False
     name: str = ""
     summary: str = ""
     paper: str = ""
-    term: str = ""
 
 
 def static_info(target: str) -> StaticInfo:
@@ -196,17 +194,16 @@ def _read_class(node: ast.ClassDef, module: str, constants: dict[str, str], dept
                    else [statement.target] if isinstance(statement, ast.AnnAssign) else [])
         value = _literal(getattr(statement, "value", None), constants)
         for target in targets:
-            if isinstance(target, ast.Name) and target.id in ("name", "paper", "term") and value is not None:
+            if isinstance(target, ast.Name) and target.id in ("name", "paper") and value is not None:
                 values[target.id] = value
     for base in node.bases:
-        if all(values.get(k) for k in ("name", "paper", "summary", "term")):
+        if all(values.get(k) for k in ("name", "paper", "summary")):
             break
         if isinstance(base, ast.Name):
             inherited = _class_info(module, base.id, depth + 1)
-            for key in ("name", "paper", "summary", "term"):
+            for key in ("name", "paper", "summary"):
                 values[key] = values.get(key) or getattr(inherited, key)
-    return StaticInfo(True, values.get("name", ""), values["summary"], values.get("paper", ""),
-                      values.get("term", ""))
+    return StaticInfo(True, values.get("name", ""), values["summary"], values.get("paper", ""))
 
 
 # -- constructor parameters, from source -----------------------------------------------------------
@@ -236,37 +233,55 @@ def static_parameters(target: str) -> Parameters | None:
     Not settled: a decorated class (``@dataclass`` writes its ``__init__``), a metaclass, several
     bases, a base from a module without source (``nn.Module``), a function.
     """
+    located = _target_class(target)
+    return _init_parameters(*located, 0) if located else None
+
+
+def static_term(target: str) -> str | None:
+    """A loss class's literal ``term`` (its own or its bases', ``""`` if none sets it), read from
+    source as :func:`static_parameters` reads; ``None`` when the text does not settle it."""
+    located = _target_class(target)
+    return _term(*located, 0) if located else None
+
+
+def _target_class(target: str) -> tuple[str, str] | None:
     try:
         module, attr = split(target)
     except ValueError:
         return None
-    return _init_parameters(module, attr.split(".")[-1], 0) if "." not in attr else None
+    return (module, attr) if "." not in attr else None
 
 
 @lru_cache(maxsize=512)
-def _init_parameters(module: str, cls: str, depth: int) -> Parameters | None:
+def _find_class(module: str, name: str, depth: int) -> tuple[ast.ClassDef, str] | None:
+    """The class statement ``name`` refers to in ``module``, and the module that holds it: defined
+    there, or imported (``from x import name``, also under ``if TYPE_CHECKING:``, where a lazy
+    module such as ``harness.contracts`` says where its names live) and followed."""
     tree = _parse(module) if depth <= 6 else None
     if tree is None:
         return None
     for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == cls:
-            return _class_parameters(node, module, tree, depth)
-    return _imported(module, tree, cls, depth)
-
-
-def _imported(module: str, tree: ast.Module, name: str, depth: int) -> Parameters | None:
-    """``name`` as imported into ``module`` (``from x import name``, also under ``if TYPE_CHECKING:``,
-    where a lazy module such as ``harness.contracts`` says where its names live), followed to its class."""
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            return node, module
     checking = [n for n in tree.body if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)]
     for node in [*tree.body, *(statement for block in checking for statement in block.body)]:
         if isinstance(node, ast.ImportFrom):
             for alias in node.names:
                 if (alias.asname or alias.name) == name:
-                    return _init_parameters(_absolute(module, node), alias.name, depth + 1)
+                    return _find_class(_absolute(module, node), alias.name, depth + 1)
     return None
 
 
-def _class_parameters(node: ast.ClassDef, module: str, tree: ast.Module, depth: int) -> Parameters | None:
+def _single_base(node: ast.ClassDef) -> str | None:
+    """The class's one base named plainly (``class A(B)``), else ``None`` (several, or ``x.B``)."""
+    return node.bases[0].id if len(node.bases) == 1 and isinstance(node.bases[0], ast.Name) else None
+
+
+def _init_parameters(module: str, cls: str, depth: int) -> Parameters | None:
+    found = _find_class(module, cls, depth)
+    if found is None:
+        return None
+    node, module = found
     if node.decorator_list or node.keywords:
         return None
     for statement in node.body:
@@ -274,12 +289,23 @@ def _class_parameters(node: ast.ClassDef, module: str, tree: ast.Module, depth: 
             return None if statement.decorator_list else _arguments(statement.args)
         if isinstance(statement, (ast.FunctionDef, ast.Assign)) and _defines(statement, ("__new__", "__signature__")):
             return None
-    if len(node.bases) != 1 or not isinstance(node.bases[0], ast.Name):
+    base = _single_base(node)
+    return _init_parameters(module, base, depth + 1) if base else None
+
+
+def _term(module: str, cls: str, depth: int) -> str | None:
+    found = _find_class(module, cls, depth)
+    if found is None:
         return None
-    base = node.bases[0].id
-    if any(isinstance(n, ast.ClassDef) and n.name == base for n in tree.body):
-        return _init_parameters(module, base, depth + 1)
-    return _imported(module, tree, base, depth)
+    node, module = found
+    for statement in node.body:
+        if _defines(statement, ("term",)) or (isinstance(statement, ast.AnnAssign)
+                                              and getattr(statement.target, "id", "") == "term"):
+            return _literal(getattr(statement, "value", None), _constants(_parse(module)))
+    if not node.bases:
+        return ""
+    base = _single_base(node)
+    return _term(module, base, depth + 1) if base else None
 
 
 def _defines(statement: ast.stmt, names: tuple[str, ...]) -> bool:

@@ -119,8 +119,10 @@ class Entry:
 
     def term(self, load: bool = True) -> str:
         """A loss's ``term`` (empty for a loss without one), read as :meth:`parameters` reads."""
-        if not load and self.lazy and self._error is None and lazy.static_parameters(self.target) is not None:
-            return lazy.static_info(self.target).term
+        if not load and self.lazy and self._error is None:
+            found = lazy.static_term(self.target)
+            if found is not None:
+                return found
         return str(getattr(self.obj, "term", "") or "")
 
     def describe(self) -> dict[str, Any]:
